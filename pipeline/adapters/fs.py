@@ -1,0 +1,64 @@
+"""Read a watched repository from a directory on disk into a repo.TreeListing. Does file I/O."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from pipeline import buildkey, repo
+from pipeline.errors import InputError
+
+_SKIP_DIRS = {".git"}
+
+
+def directory_tree_id(directory: Path) -> str:
+    """The Git tree id of a directory's files (as `git add -A && git write-tree` would give)."""
+    files: dict[str, buildkey.TreeFile] = {}
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
+        for name in filenames:
+            path = Path(dirpath, name)
+            relative = path.relative_to(directory).as_posix()
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                files[relative] = buildkey.TreeFile(
+                    buildkey.SYMLINK_MODE, os.readlink(path).encode()
+                )
+            elif stat.S_ISREG(info.st_mode):
+                mode = buildkey.EXECUTABLE_MODE if info.st_mode & 0o100 else buildkey.FILE_MODE
+                files[relative] = buildkey.TreeFile(mode, path.read_bytes())
+    return buildkey.tree_id(files)
+
+
+def listing(root: Path) -> repo.TreeListing:
+    """Gather images/, clusters/ and the files the repository model reads."""
+    if not root.is_dir():
+        raise InputError(f"{root}: not a directory; pass --repo with a checkout of the repository")
+    images_dir = root / repo.IMAGES_DIR
+    clusters_dir = root / repo.CLUSTERS_DIR
+    if not images_dir.is_dir() and not clusters_dir.is_dir():
+        raise InputError(
+            f"{root}: has neither images/ nor clusters/; is this the GitOps repository?"
+        )
+    image_dirs: dict[str, str | None] = {}
+    cluster_dirs: list[str] = []
+    files: dict[str, bytes] = {}
+    if images_dir.is_dir():
+        for entry in sorted(images_dir.iterdir()):
+            if entry.is_dir():
+                image_dirs[entry.name] = directory_tree_id(entry)
+    if clusters_dir.is_dir():
+        cluster_dirs = sorted(entry.name for entry in clusters_dir.iterdir() if entry.is_dir())
+    for top in (images_dir, clusters_dir):
+        if not top.is_dir():
+            continue
+        for path in sorted(top.rglob("*")):
+            relative = path.relative_to(root).as_posix()
+            if repo.interesting(relative) and path.is_file():
+                files[relative] = path.read_bytes()
+    return repo.TreeListing(image_dirs, cluster_dirs, files)
+
+
+def load(root: Path) -> repo.Repository:
+    return repo.parse(listing(root))

@@ -1,0 +1,420 @@
+"""The watched repository as data: files of a tree -> Repository(images, clusters) plus every
+configuration problem found, each naming file and field. No I/O: adapters gather the files."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline import names, yamlfile
+
+IMAGES_DIR = "images"
+CLUSTERS_DIR = "clusters"
+CONTAINERFILE = "Containerfile"
+IMAGE_SETTINGS = "image.yaml"
+CLUSTER_FILE = "cluster.yaml"
+MACHINECONFIGS_DIR = "machineconfigs"
+RULE_IDS = tuple(f"LAY00{n}" for n in range(1, 9))
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A repository configuration problem (lint rule LAY006)."""
+
+    path: str
+    message: str
+    field: str = ""
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return (
+            f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+        )
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Waiver(_Strict):
+    rule: Literal["LAY001", "LAY002", "LAY003", "LAY004", "LAY005", "LAY007", "LAY008"]
+    reason: str = Field(min_length=1)
+
+    @field_validator("reason")
+    @classmethod
+    def _reason_says_something(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("a waiver needs a reason: say why this rule does not apply")
+        return value.strip()
+
+
+class ImageSettings(_Strict):
+    build_args: dict[str, str] = Field(default_factory=dict, alias="buildArgs")
+    entitlement: bool = False
+    allow: tuple[Waiver, ...] = ()
+
+    @field_validator("build_args")
+    @classmethod
+    def _arg_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                raise ValueError(f"build argument name {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
+        return value
+
+
+class KubeAccess(_Strict):
+    context: str = Field(min_length=1)
+
+
+class ClusterSettings(_Strict):
+    environment: str
+    base_image: str = Field(alias="baseImage")
+    registry: str
+    pools: dict[str, str] = Field(default_factory=dict)
+    promotes_from: str | None = Field(default=None, alias="promotesFrom")
+    soak: str | int = "0s"
+    kube: KubeAccess | None = None
+
+    @field_validator("environment")
+    @classmethod
+    def _environment_label(cls, value: str) -> str:
+        if not names.is_dns_label(value):
+            raise ValueError("must be a DNS label (lower-case letters, digits, '-'), e.g. nonprod")
+        return value
+
+    @field_validator("base_image")
+    @classmethod
+    def _pinned(cls, value: str) -> str:
+        try:
+            ref = names.parse_image_ref(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; expected <repository>@sha256:<64 hex>") from None
+        if ref.digest is None or ref.tag is not None:
+            raise ValueError("must be pinned by digest (<repository>@sha256:<64 hex>, no tag)")
+        return value
+
+    @field_validator("registry")
+    @classmethod
+    def _registry(cls, value: str) -> str:
+        try:
+            ref = names.parse_image_ref(value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; expected host[:port]/path such as quay.io/team") from None
+        if ref.tag or ref.digest:
+            raise ValueError("must be a repository prefix without tag or digest")
+        return value
+
+    @field_validator("pools", mode="before")
+    @classmethod
+    def _pools(cls, value: object) -> object:
+        if not isinstance(value, dict):
+            raise ValueError("must be a mapping of pool name to image name, e.g. worker: firewalld")
+        for pool, image in value.items():
+            if not isinstance(pool, str) or not names.is_dns_label(pool):
+                raise ValueError(f"pool name {pool!r} must be a DNS label")
+            if not isinstance(image, str) or not names.is_dns_label(image):
+                raise ValueError(
+                    f"pool {pool!r} must name exactly one image (a DNS label); "
+                    "a pool boots one OS image"
+                )
+        return value
+
+    @field_validator("soak")
+    @classmethod
+    def _soak(cls, value: str | int) -> str | int:
+        duration_seconds(value)
+        return value
+
+
+def duration_seconds(value: str | int) -> int:
+    """`90`, `90s`, `30m`, `24h`, `2d`, `1h30m` -> seconds."""
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return value
+    match = _DURATION.match(value.strip())
+    if not value.strip() or match is None:
+        raise ValueError(f"{value!r} is not a duration; use e.g. 0s, 30m, 24h, 2d, 1h30m")
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    containerfile: str | None
+    settings: ImageSettings = field(default_factory=ImageSettings)
+    tree_id: str | None = None
+
+    @property
+    def directory(self) -> str:
+        return f"{IMAGES_DIR}/{self.name}"
+
+    @property
+    def containerfile_path(self) -> str:
+        return f"{self.directory}/{CONTAINERFILE}"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    name: str
+    environment: str
+    base_image: names.ImageRef
+    registry: str
+    pools: Mapping[str, str]
+    promotes_from: str | None = None
+    soak_seconds: int = 0
+    kube_context: str | None = None
+
+    @property
+    def path(self) -> str:
+        return f"{CLUSTERS_DIR}/{self.name}/{CLUSTER_FILE}"
+
+    @property
+    def branch(self) -> str:
+        return f"env/{self.environment}"
+
+    @property
+    def base_digest(self) -> str:
+        assert self.base_image.digest is not None  # validated as pinned at parse time
+        return self.base_image.digest
+
+    def image_repository(self, image: str) -> str:
+        return f"{self.registry}/{image}"
+
+
+@dataclass(frozen=True)
+class Repository:
+    images: Mapping[str, Image]
+    clusters: Mapping[str, Cluster]
+    machineconfigs: Mapping[str, bytes] = field(default_factory=dict)
+    problems: tuple[Problem, ...] = ()
+
+    def environments(self) -> list[str]:
+        return sorted({cluster.environment for cluster in self.clusters.values()})
+
+    def clusters_in(self, environment: str) -> list[Cluster]:
+        return [c for _, c in sorted(self.clusters.items()) if c.environment == environment]
+
+    def clusters_using(self, image: str) -> list[Cluster]:
+        return [c for _, c in sorted(self.clusters.items()) if image in c.pools.values()]
+
+    def assignments(self) -> list[tuple[Cluster, str, str]]:
+        """(cluster, pool, image) for every pool assignment, sorted."""
+        return [
+            (cluster, pool, image)
+            for _, cluster in sorted(self.clusters.items())
+            for pool, image in sorted(cluster.pools.items())
+        ]
+
+    def problems_for(self, path_prefix: str) -> list[Problem]:
+        return [p for p in self.problems if p.path.startswith(path_prefix)]
+
+
+@dataclass(frozen=True)
+class TreeListing:
+    """What an adapter gathered from a directory or Git tree.
+
+    `image_dirs` maps each directory under images/ to its Git tree id (None when unknown);
+    `cluster_dirs` lists the directories under clusters/; `files` holds the contents of the
+    Containerfiles, image.yaml, cluster.yaml and machineconfigs/*.yaml files that exist.
+    """
+
+    image_dirs: Mapping[str, str | None]
+    cluster_dirs: Iterable[str]
+    files: Mapping[str, bytes]
+
+
+def interesting(path: str) -> bool:
+    """Whether a path's content is part of the repository model (adapters read only these)."""
+    parts = path.split("/")
+    if parts[0] == IMAGES_DIR:
+        return len(parts) == 3 and parts[2] in (CONTAINERFILE, IMAGE_SETTINGS)
+    if parts[0] == CLUSTERS_DIR:
+        return (len(parts) == 3 and parts[2] == CLUSTER_FILE) or (
+            len(parts) == 4 and parts[2] == MACHINECONFIGS_DIR and parts[3].endswith(".yaml")
+        )
+    return False
+
+
+def _validation_problems(path: str, exc: ValidationError) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"]) or "(document)"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key; remove it or check its spelling"
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        problems.append(Problem(path, message, field=where))
+    return problems
+
+
+def _load_mapping(path: str, raw: bytes, problems: list[Problem]) -> dict[str, Any] | None:
+    try:
+        document = yamlfile.load(raw)
+    except yamlfile.YamlProblem as exc:
+        problems.append(Problem(path, str(exc), line=exc.line))
+        return None
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        problems.append(Problem(path, f"must be a YAML mapping, found {type(document).__name__}"))
+        return None
+    return document
+
+
+def _decode_containerfile(path: str, raw: bytes, problems: list[Problem]) -> str | None:
+    if b"\0" in raw:
+        problems.append(Problem(path, "is a binary file; a Containerfile must be UTF-8 text"))
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.append(Problem(path, f"is not UTF-8 text (bad byte at offset {exc.start})"))
+        return None
+
+
+def _parse_image(
+    name: str, tree_id: str | None, files: Mapping[str, bytes], problems: list[Problem]
+) -> Image | None:
+    directory = f"{IMAGES_DIR}/{name}"
+    if not names.is_dns_label(name):
+        problems.append(
+            Problem(directory, "image name must be a DNS label (a-z, 0-9, '-', at most 63)")
+        )
+        return None
+    containerfile_path = f"{directory}/{CONTAINERFILE}"
+    containerfile: str | None = None
+    if containerfile_path not in files:
+        problems.append(Problem(containerfile_path, "missing: every image needs a Containerfile"))
+    else:
+        containerfile = _decode_containerfile(
+            containerfile_path, files[containerfile_path], problems
+        )
+    settings = ImageSettings()
+    settings_path = f"{directory}/{IMAGE_SETTINGS}"
+    if settings_path in files:
+        document = _load_mapping(settings_path, files[settings_path], problems)
+        if document is not None:
+            try:
+                settings = ImageSettings.model_validate(document)
+            except ValidationError as exc:
+                problems.extend(_validation_problems(settings_path, exc))
+    return Image(name, containerfile, settings, tree_id)
+
+
+def _parse_cluster(
+    name: str, files: Mapping[str, bytes], problems: list[Problem]
+) -> Cluster | None:
+    path = f"{CLUSTERS_DIR}/{name}/{CLUSTER_FILE}"
+    if not names.is_dns_label(name):
+        problems.append(Problem(f"{CLUSTERS_DIR}/{name}", "cluster name must be a DNS label"))
+        return None
+    if path not in files:
+        problems.append(Problem(path, "missing: every cluster directory needs a cluster.yaml"))
+        return None
+    document = _load_mapping(path, files[path], problems)
+    if document is None:
+        return None
+    try:
+        settings = ClusterSettings.model_validate(document)
+    except ValidationError as exc:
+        problems.extend(_validation_problems(path, exc))
+        return None
+    return Cluster(
+        name=name,
+        environment=settings.environment,
+        base_image=names.parse_image_ref(settings.base_image),
+        registry=settings.registry,
+        pools=dict(settings.pools),
+        promotes_from=settings.promotes_from,
+        soak_seconds=duration_seconds(settings.soak),
+        kube_context=settings.kube.context if settings.kube else None,
+    )
+
+
+def _cross_check(
+    images: Mapping[str, Image], clusters: Mapping[str, Cluster], problems: list[Problem]
+) -> None:
+    for cluster in clusters.values():
+        for pool, image in sorted(cluster.pools.items()):
+            if image not in images:
+                known = ", ".join(sorted(images)) or "none"
+                problems.append(
+                    Problem(
+                        cluster.path,
+                        f"image {image!r} does not exist under images/ (known: {known})",
+                        field=f"pools.{pool}",
+                    )
+                )
+        upstream_name = cluster.promotes_from
+        if upstream_name is None:
+            continue
+        upstream = clusters.get(upstream_name)
+        if upstream is None:
+            problems.append(
+                Problem(cluster.path, f"unknown cluster {upstream_name!r}", field="promotesFrom")
+            )
+        elif upstream.environment == cluster.environment:
+            problems.append(
+                Problem(
+                    cluster.path,
+                    f"{upstream_name!r} is in the same environment {cluster.environment!r}; "
+                    "promotion goes from one environment to the next",
+                    field="promotesFrom",
+                )
+            )
+        seen = {cluster.name}
+        step: Cluster | None = upstream
+        while step is not None and step.promotes_from is not None:
+            if step.promotes_from in seen or step.name in seen:
+                problems.append(
+                    Problem(cluster.path, "promotesFrom forms a cycle", field="promotesFrom")
+                )
+                break
+            seen.add(step.name)
+            step = clusters.get(step.promotes_from)
+
+
+def parse(listing: TreeListing) -> Repository:
+    problems: list[Problem] = []
+    images: dict[str, Image] = {}
+    for name, tree_id in sorted(listing.image_dirs.items()):
+        image = _parse_image(name, tree_id, listing.files, problems)
+        if image is not None:
+            images[name] = image
+    clusters: dict[str, Cluster] = {}
+    for name in sorted(set(listing.cluster_dirs)):
+        cluster = _parse_cluster(name, listing.files, problems)
+        if cluster is not None:
+            clusters[name] = cluster
+    _cross_check(images, clusters, problems)
+    machineconfigs = {
+        path: raw
+        for path, raw in listing.files.items()
+        if path.startswith(f"{CLUSTERS_DIR}/") and f"/{MACHINECONFIGS_DIR}/" in path
+    }
+    return Repository(images, clusters, machineconfigs, tuple(problems))
+
+
+def parse_files(
+    files: Mapping[str, bytes], tree_ids: Mapping[str, str] | None = None
+) -> Repository:
+    """Convenience for tests and small trees: derive directories from a path -> bytes map."""
+    tree_ids = tree_ids or {}
+    image_dirs: dict[str, str | None] = {}
+    cluster_dirs: set[str] = set()
+    for path in files:
+        parts = path.split("/")
+        if len(parts) >= 3 and parts[0] == IMAGES_DIR:
+            image_dirs[parts[1]] = tree_ids.get(parts[1])
+        elif len(parts) >= 3 and parts[0] == CLUSTERS_DIR:
+            cluster_dirs.add(parts[1])
+    return parse(TreeListing(image_dirs, cluster_dirs, files))

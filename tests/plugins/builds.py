@@ -1,0 +1,1 @@
+"""Fixtures for builds tests (see tests/conftest.py)."""

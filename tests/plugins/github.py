@@ -1,0 +1,1 @@
+"""Fixtures for github tests (see tests/conftest.py)."""

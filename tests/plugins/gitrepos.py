@@ -1,0 +1,1 @@
+"""Fixtures for gitrepos tests (see tests/conftest.py)."""

@@ -1,0 +1,1 @@
+"""Fixtures for kube tests (see tests/conftest.py)."""

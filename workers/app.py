@@ -1,0 +1,63 @@
+"""The Celery application: Redis broker and result backend, JSON only, late acks, one task
+prefetched at a time, a queue per capability. Reads settings once at import (for `celery -A`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu import Queue  # type: ignore[attr-defined]
+
+from pipeline.settings import Settings, load_settings
+
+EVENTS_QUEUE = "events"
+BUILDS_QUEUE = "builds"
+PROMOTIONS_QUEUE = "promotions"
+QUEUES = (EVENTS_QUEUE, BUILDS_QUEUE, PROMOTIONS_QUEUE)
+
+# Task modules register themselves on import; every worker imports all of them.
+TASK_MODULES = ["workers.tasks"]
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    redis_url = settings.redis_url.get_secret_value()
+    # A task running longer than the visibility timeout is delivered again: keep it above the
+    # longest build (acks_late makes the message stay unacknowledged while the task runs).
+    visibility_timeout = settings.build_timeout_seconds * 2 + 300
+    return {
+        "broker_url": redis_url,
+        "result_backend": redis_url,
+        "broker_transport_options": {"visibility_timeout": visibility_timeout},
+        "result_backend_transport_options": {"visibility_timeout": visibility_timeout},
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "task_default_queue": EVENTS_QUEUE,
+        "task_queues": [Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
+        "task_track_started": True,
+        "result_expires": settings.build_retention_seconds,
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "task_time_limit": settings.build_timeout_seconds + 120,
+        "task_soft_time_limit": settings.build_timeout_seconds,
+    }
+
+
+def create_app(settings: Settings) -> Celery:
+    app = Celery("layering", include=TASK_MODULES)
+    app.conf.update(celery_config(settings))
+    app.conf.layering_settings = settings
+    return app
+
+
+app = create_app(load_settings())
+
+
+def settings_of(celery_app: Celery) -> Settings:
+    settings = celery_app.conf.layering_settings
+    assert isinstance(settings, Settings)
+    return settings
