@@ -1,0 +1,432 @@
+"""Git adapter: the one module (with the promotion writer) that talks to Git. Does I/O.
+
+One `GitRepo` keeps one GitPython `Repo` open and reads objects through its persistent
+`git cat-file --batch` process, so reading a tree or a file costs a pipe round trip, not a
+process. Not thread-safe: one `GitRepo` per thread or worker process.
+
+Public API:
+
+    GitRepo.open(path) -> GitRepo               # existing work tree or bare repository
+    GitRepo.ensure_mirror(path, url) -> GitRepo # bare `--mirror` clone of `url` (from settings,
+                                                # never from a payload); reused when present
+    repo.fetch(*refs) -> None                   # no refs: everything (pruned); a ref is a branch
+                                                # name, `refs/...` or a commit sha
+    repo.resolve(rev) -> str                    # commit sha; InputError naming an unknown rev
+    repo.exists(rev) -> bool
+    repo.merge_base(a, b) -> str | None         # None when the histories are unrelated
+    repo.is_ancestor(a, b) -> bool              # a == b counts as ancestor
+    repo.changed_paths(a, b, prefixes=None) -> list[str]   # like `git diff --name-only a b`
+    repo.image_trees(rev) -> dict[str, str]     # images/<name> -> Git tree id
+    repo.read_file(rev, path) -> bytes | None
+    repo.listing(rev, images=None, machineconfigs=True) -> repo.TreeListing
+    repo.load(rev) -> repo.Repository           # repo.parse(listing(rev))
+    repo.close()  (also a context manager)
+
+    branch_commit(git_repo, branch) -> str | None   # refs/heads/<b>, else refs/remotes/origin/<b>
+    strip_credentials(text) -> str              # https://user:token@host -> https://***@host
+    ZERO_SHA                                    # the all-zeros "no commit" of push events
+
+Errors: unknown or malformed revisions and paths raise `InputError` (exit 2 in the CLI);
+`fetch`/`ensure_mirror` translate `git.GitCommandError` into `TemporaryError` (network, server
+5xx: retry) or `PermanentError` (no such ref, repository not found, authentication refused),
+with credentials stripped from every URL and only a tail of stderr kept.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Collection
+from pathlib import Path
+from types import TracebackType
+
+import git
+from git.objects.fun import tree_entries_from_data
+
+from pipeline import repo
+from pipeline.errors import InputError, PermanentError, TemporaryError
+
+ZERO_SHA = "0" * 40
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+_TREE_MODE = 0o040000
+_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
+# stderr phrases that mean retrying cannot help; anything else (DNS, refused, reset, 5xx,
+# early EOF, timeouts) is treated as passing
+_PERMANENT_FETCH = (
+    "couldn't find remote ref",
+    "not our ref",
+    "invalid refspec",
+    "is not a valid",
+    "repository not found",
+    "does not appear to be a git repository",
+    "authentication failed",
+    "could not read username",
+    "permission denied",
+    "access denied",
+    "http/2 403",
+    "error: 403",
+    "error: 401",
+    "error: 404",
+)
+# in-process ancestry walk before asking `git merge-base --is-ancestor`
+_ANCESTRY_WALK = 64
+_STDERR_TAIL = 600
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "LC_ALL": "C"}
+
+
+def strip_credentials(text: str) -> str:
+    """Hide user info in every URL of a message: `https://user:token@host` -> `https://***@host`."""
+    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
+
+
+def _check_rev(rev: str) -> str:
+    # cat-file --batch reads one name per line; a rev is also never an option
+    if not rev or any(c.isspace() for c in rev) or rev.startswith("-") or "\0" in rev:
+        raise InputError(f"revision {rev!r} is not a valid revision name")
+    return rev
+
+
+def _stderr_tail(exc: git.GitCommandError) -> str:
+    stderr = exc.stderr if isinstance(exc.stderr, str) else str(exc.stderr or "")
+    stderr = stderr.strip().removeprefix("stderr:").strip().strip("'").strip()
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    tail = " | ".join(lines)[-_STDERR_TAIL:]
+    return strip_credentials(tail) or f"exit status {exc.status}"
+
+
+def _translate(action: str, exc: git.GitCommandError) -> PermanentError | TemporaryError:
+    tail = _stderr_tail(exc)
+    message = f"{strip_credentials(action)} failed: {tail}"
+    if any(phrase in tail.lower() for phrase in _PERMANENT_FETCH):
+        return PermanentError(message)
+    return TemporaryError(message)
+
+
+def _text(value: str | bytes) -> str:
+    # GitPython's cat-file helpers are annotated as str but hand back bytes
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class GitRepo:
+    """An open repository; see the module docstring for the API."""
+
+    def __init__(self, repository: git.Repo) -> None:
+        self._repo = repository
+        self._repo.git.update_environment(**_GIT_ENV)
+
+    @classmethod
+    def open(cls, path: Path | str) -> GitRepo:
+        try:
+            return cls(git.Repo(path))
+        except git.NoSuchPathError:
+            raise InputError(f"{path}: no such directory; pass a Git repository") from None
+        except git.InvalidGitRepositoryError:
+            raise InputError(f"{path}: not a Git repository (no .git found)") from None
+
+    @classmethod
+    def ensure_mirror(cls, path: Path | str, url: str) -> GitRepo:
+        """Open the bare mirror at `path`, cloning `url` into it first when it is missing.
+
+        `url` must come from settings: the service never fetches a URL taken from a payload.
+        """
+        path = Path(path)
+        if (path / "HEAD").is_file() and (path / "objects").is_dir():
+            mirror = cls.open(path)
+            origin = mirror._repo.remotes.origin if mirror._repo.remotes else None
+            if origin is None:
+                mirror._repo.create_remote("origin", url, mirror=True)
+            elif origin.url != url:
+                origin.set_url(url)
+            return mirror
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # clone beside the target and rename, so an interrupted clone leaves nothing half-made
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            git.Repo.clone_from(
+                url,
+                staging,
+                mirror=True,
+                env=_GIT_ENV,
+            )
+            if path.exists():
+                path.rmdir()  # an empty directory only; anything else is not ours to remove
+            staging.rename(path)
+        except git.GitCommandError as exc:
+            raise _translate(f"git clone --mirror {url}", exc) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return cls.open(path)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return Path(self._repo.git_dir if self._repo.bare else self._repo.working_tree_dir or "")
+
+    @property
+    def bare(self) -> bool:
+        return bool(self._repo.bare)
+
+    def close(self) -> None:
+        self._repo.close()
+
+    def __enter__(self) -> GitRepo:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- network ----------------------------------------------------------------------------
+
+    def fetch(self, *refs: str, timeout: float = 600) -> None:
+        """Fetch from `origin` (the configured URL): everything with pruning when no refs are
+        given, else each branch name, `refs/...` name or commit sha."""
+        if not self._repo.remotes:
+            raise PermanentError(f"{self.path}: no 'origin' remote to fetch from")
+        refspecs = [self._refspec(_check_rev(ref)) for ref in refs]
+        args = ["--prune", "origin"] if not refspecs else ["origin", *refspecs]
+        url = self._repo.remotes.origin.url
+        try:
+            self._repo.git.fetch(*args, kill_after_timeout=timeout)
+        except git.GitCommandError as exc:
+            raise _translate(f"git fetch {url} {' '.join(refs)}".strip(), exc) from None
+
+    def _refspec(self, ref: str) -> str:
+        if _SHA.match(ref):
+            return ref
+        name = ref if ref.startswith("refs/") else f"refs/heads/{ref}"
+        if self.bare:
+            return f"+{name}:{name}"
+        local = name.replace("refs/heads/", "refs/remotes/origin/", 1)
+        return f"+{name}:{local}"
+
+    # -- objects ----------------------------------------------------------------------------
+
+    def _header(self, name: str) -> tuple[str, str] | None:
+        """(sha, type) of an object named `name` (any `git cat-file` name), or None."""
+        try:
+            sha, kind, _ = self._repo.git.get_object_header(name)
+        except ValueError:
+            return None
+        return _text(sha), _text(kind)
+
+    def _data(self, name: str) -> tuple[str, bytes] | None:
+        """(type, content) of an object named `name` (any `git cat-file` name), or None."""
+        try:
+            _, kind, _, data = self._repo.git.get_object_data(name)
+        except ValueError:
+            return None
+        return _text(kind), data
+
+    def _tree(self, sha: str) -> dict[str, tuple[int, str]]:
+        found = self._data(sha)
+        if found is None or found[0] != "tree":
+            raise InputError(f"{sha}: not a tree in {self.path}")
+        return {
+            name: (mode, binsha.hex()) for binsha, mode, name in tree_entries_from_data(found[1])
+        }
+
+    def _commit_header(self, sha: str) -> tuple[str, list[str]]:
+        """(tree, parents) of a commit, parsed from its raw header."""
+        found = self._data(sha)
+        if found is None or found[0] != "commit":
+            raise InputError(f"{sha}: not a commit in {self.path}")
+        tree = ""
+        parents: list[str] = []
+        for line in found[1].split(b"\n"):
+            if not line:
+                break
+            if line.startswith(b"tree "):
+                tree = line[5:].decode()
+            elif line.startswith(b"parent "):
+                parents.append(line[7:].decode())
+        return tree, parents
+
+    def resolve(self, rev: str) -> str:
+        """The commit sha `rev` names (sha, abbreviation, branch, tag, `HEAD~2`...)."""
+        header = self._header(f"{_check_rev(rev)}^{{commit}}")
+        if header is None:
+            raise InputError(f"unknown revision {rev!r} in {self.path}")
+        return header[0]
+
+    def exists(self, rev: str) -> bool:
+        try:
+            self.resolve(rev)
+        except InputError:
+            return False
+        return True
+
+    def _subtree(self, commit: str, path: str) -> str | None:
+        tree, _ = self._commit_header(commit)
+        for part in path.split("/"):
+            entry = self._tree(tree).get(part)
+            if entry is None or entry[0] != _TREE_MODE:
+                return None
+            tree = entry[1]
+        return tree
+
+    def read_file(self, rev: str, path: str) -> bytes | None:
+        """A file's content at `rev`, or None when there is no such file."""
+        found = self._data(f"{self.resolve(rev)}:{path}")
+        if found is None or found[0] != "blob":
+            return None
+        return found[1]
+
+    # -- history ----------------------------------------------------------------------------
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        """The best common ancestor of two commits, or None for unrelated histories."""
+        a, b = self.resolve(a), self.resolve(b)
+        if a == b:
+            return a
+        try:
+            out = self._repo.git.merge_base(a, b)
+        except git.GitCommandError as exc:
+            if exc.status == 1:
+                return None
+            raise PermanentError(f"git merge-base {a} {b} failed: {_stderr_tail(exc)}") from None
+        return str(out).strip() or None
+
+    def is_ancestor(self, a: str, b: str) -> bool:
+        """Whether `a` is reachable from `b` (a commit is its own ancestor)."""
+        a, b = self.resolve(a), self.resolve(b)
+        # a push usually adds a few commits: walk b's first parents in-process first
+        seen: set[str] = set()
+        frontier = [b]
+        steps = 0
+        while frontier and steps < _ANCESTRY_WALK:
+            commit = frontier.pop(0)
+            if commit == a:
+                return True
+            if commit in seen:
+                continue
+            seen.add(commit)
+            steps += 1
+            frontier.extend(self._commit_header(commit)[1])
+        if not frontier:
+            return False  # walked the whole history of b
+        try:
+            self._repo.git.merge_base("--is-ancestor", a, b)
+        except git.GitCommandError as exc:
+            if exc.status == 1:
+                return False
+            raise PermanentError(
+                f"git merge-base --is-ancestor failed: {_stderr_tail(exc)}"
+            ) from None
+        return True
+
+    def changed_paths(
+        self, a: str, b: str, *, prefixes: Collection[str] | None = None
+    ) -> list[str]:
+        """Files that differ between two commits (as `git diff --name-only --no-renames a b`),
+        sorted; with `prefixes` (top-level directory names) only below those directories.
+
+        Compares trees in-process and descends only into subtrees whose ids differ."""
+        tree_a, _ = self._commit_header(self.resolve(a))
+        tree_b, _ = self._commit_header(self.resolve(b))
+        out: list[str] = []
+        self._diff(tree_a, tree_b, "", out, prefixes)
+        return sorted(out)
+
+    def _diff(
+        self,
+        tree_a: str | None,
+        tree_b: str | None,
+        prefix: str,
+        out: list[str],
+        top: Collection[str] | None,
+    ) -> None:
+        entries_a = self._tree(tree_a) if tree_a else {}
+        entries_b = self._tree(tree_b) if tree_b else {}
+        for name in entries_a.keys() | entries_b.keys():
+            if top is not None and name not in top:
+                continue
+            old, new = entries_a.get(name), entries_b.get(name)
+            if old == new:
+                continue
+            path = f"{prefix}{name}"
+            old_tree = old[1] if old and old[0] == _TREE_MODE else None
+            new_tree = new[1] if new and new[0] == _TREE_MODE else None
+            if old_tree or new_tree:
+                self._diff(old_tree, new_tree, f"{path}/", out, None)
+            # a file on either side (file replaced by a directory or the reverse counts too)
+            if (old and old[0] != _TREE_MODE) or (new and new[0] != _TREE_MODE):
+                out.append(path)
+
+    # -- the repository model ---------------------------------------------------------------
+
+    def image_trees(self, rev: str) -> dict[str, str]:
+        """images/<name> -> Git tree id at `rev` (no entries when images/ is missing)."""
+        images = self._subtree(self.resolve(rev), repo.IMAGES_DIR)
+        if images is None:
+            return {}
+        return {
+            name: sha
+            for name, (mode, sha) in sorted(self._tree(images).items())
+            if mode == _TREE_MODE
+        }
+
+    def listing(
+        self,
+        rev: str,
+        *,
+        images: Collection[str] | None = None,
+        machineconfigs: bool = True,
+    ) -> repo.TreeListing:
+        """What the repository model reads at `rev`. Every image directory is listed with its
+        tree id; `images` limits whose Containerfile and image.yaml are read (None: all);
+        `machineconfigs=False` skips clusters/*/machineconfigs/."""
+        commit = self.resolve(rev)
+        root_tree, _ = self._commit_header(commit)
+        root = self._tree(root_tree)
+        image_dirs: dict[str, str | None] = {}
+        cluster_dirs: list[str] = []
+        files: dict[str, bytes] = {}
+        top = root.get(repo.IMAGES_DIR)
+        if top and top[0] == _TREE_MODE:
+            for name, (mode, sha) in sorted(self._tree(top[1]).items()):
+                if mode != _TREE_MODE:
+                    continue
+                image_dirs[name] = sha
+                if images is not None and name not in images:
+                    continue
+                self._read_files(sha, f"{repo.IMAGES_DIR}/{name}", files, nested=False)
+        top = root.get(repo.CLUSTERS_DIR)
+        if top and top[0] == _TREE_MODE:
+            for name, (mode, sha) in sorted(self._tree(top[1]).items()):
+                if mode != _TREE_MODE:
+                    continue
+                cluster_dirs.append(name)
+                self._read_files(sha, f"{repo.CLUSTERS_DIR}/{name}", files, nested=machineconfigs)
+        return repo.TreeListing(image_dirs, cluster_dirs, files)
+
+    def _read_files(self, tree: str, prefix: str, files: dict[str, bytes], *, nested: bool) -> None:
+        for name, (mode, sha) in sorted(self._tree(tree).items()):
+            path = f"{prefix}/{name}"
+            if mode == _TREE_MODE:
+                if nested and name == repo.MACHINECONFIGS_DIR:
+                    self._read_files(sha, path, files, nested=False)
+                continue
+            if repo.interesting(path):
+                found = self._data(sha)
+                if found is not None and found[0] == "blob":
+                    files[path] = found[1]
+
+    def load(self, rev: str) -> repo.Repository:
+        return repo.parse(self.listing(rev))
+
+
+def branch_commit(git_repo: GitRepo, branch: str) -> str | None:
+    """The commit of a branch: `refs/heads/<branch>`, else `refs/remotes/origin/<branch>`."""
+    for name in (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"):
+        try:
+            return git_repo.resolve(name)
+        except InputError:
+            continue
+    return None
