@@ -279,3 +279,17 @@ _TIMED_TASKS: dict[str, Callable[[], dict[str, Any]]] = {
     events.HANDLE_PULL_REQUEST_TASK: _enqueued_at,
     events.OK_TO_TEST_TASK: _enqueued_at,
 }
+
+
+def service_app(settings: Settings) -> FastAPI:
+    """The receiver wired to the real adapters (what `layering serve` runs)."""
+    from pipeline import promotion
+
+    return create_app(settings, is_promotion_commit=promotion.is_promotion_commit)
+
+
+def app_from_environment() -> FastAPI:
+    """For `uvicorn --factory pipeline.web:app_from_environment`."""
+    from pipeline.settings import load_settings
+
+    return service_app(load_settings())

@@ -1,0 +1,166 @@
+"""The receiver over HTTP on a loopback port against a private Redis: status codes, dedupe,
+durable queueing, Redis faults, metrics. The worker side is in test_webhook_e2e.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+
+from pipeline import web
+from pipeline.settings import Settings
+from tests import receiver, services
+from tests.conftest import require_tools
+
+pytestmark = pytest.mark.integration
+
+SECRET = b"receiver-test-secret"
+REPO = "acme/layers"
+CLONE = "https://github.com/acme/layers.git"
+A = "a" * 40
+B = "b" * 40
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[services.RedisServer]:
+    require_tools("redis-server")
+    server = services.RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+def make_settings(redis_url: str, **extra: Any) -> Settings:
+    return Settings(
+        webhook_secret=SECRET.decode(),
+        redis_url=redis_url,
+        github_repository=REPO,
+        **extra,
+    )
+
+
+@pytest.fixture
+def served(private_redis: services.RedisServer) -> Iterator[tuple[str, redis.Redis]]:
+    app = web.create_app(make_settings(private_redis.url, max_body_bytes=64 * 1024))
+    with receiver.serving(app) as server:
+        yield server.url, redis.Redis.from_url(private_redis.url)
+
+
+def push(ref: str = "refs/heads/main") -> dict[str, Any]:
+    return receiver.push_payload(full_name=REPO, clone_url=CLONE, ref=ref, before=A, after=B)
+
+
+def queued(client: redis.Redis, queue: str = "events") -> list[dict[str, Any]]:
+    messages = []
+    for raw in client.lrange(queue, 0, -1):
+        envelope = json.loads(raw)
+        args, kwargs, _ = json.loads(base64.b64decode(envelope["body"]))
+        messages.append({"task": envelope["headers"]["task"], "args": args, "kwargs": kwargs})
+    return messages
+
+
+def test_signed_push_is_queued_once(served: tuple[str, redis.Redis]) -> None:
+    url, client = served
+    body, headers = receiver.delivery(SECRET, "push", push(), delivery_id="d-1")
+    first = httpx.post(f"{url}/webhook/github", content=body, headers=headers)
+    assert first.status_code == 202, first.text
+    assert first.json()["queued"] == "layering.handle_push"
+    again = httpx.post(f"{url}/webhook/github", content=body, headers=headers)
+    assert again.status_code == 202
+    assert again.json() == {"duplicate": True}
+    [message] = queued(client)
+    assert message["task"] == "layering.handle_push"
+    assert message["args"] == ["main", A, B, False]
+    assert client.ttl("layering:delivery:github:1:d-1") >= 3 * 24 * 3600
+    # the same delivery id from another hook is another delivery
+    body, headers = receiver.delivery(SECRET, "push", push(), delivery_id="d-1", hook_id="2")
+    assert httpx.post(f"{url}/webhook/github", content=body, headers=headers).status_code == 202
+    assert len(queued(client)) == 2
+
+
+@pytest.mark.parametrize(
+    "signature", ["", "sha256=" + "0" * 64, "sha1=abc", "sha256=deadbeef"], ids=str
+)
+def test_bad_signature_is_401_and_queues_nothing(
+    served: tuple[str, redis.Redis], signature: str
+) -> None:
+    url, client = served
+    body, headers = receiver.delivery(SECRET, "push", push(), signature=signature or "x")
+    if not signature:
+        del headers["X-Hub-Signature-256"]
+    response = httpx.post(f"{url}/webhook/github", content=body, headers=headers)
+    assert response.status_code == 401
+    assert queued(client) == []
+    assert client.keys("layering:delivery:*") == []
+
+
+def test_status_codes(served: tuple[str, redis.Redis]) -> None:
+    url, client = served
+
+    def post(event: str, payload: Any, path: str = "/webhook/github") -> httpx.Response:
+        raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        body, headers = receiver.delivery(SECRET, event, raw)
+        return httpx.post(f"{url}{path}", content=body, headers=headers)
+
+    assert post("ping", {"zen": "hi", "hook_id": 1}).status_code == 200
+    assert post("push", [1, 2]).status_code == 400
+    assert post("push", b"{not json").status_code == 400
+    ignored = post("star", {"action": "created"})
+    assert ignored.status_code == 202
+    assert "ignored" in ignored.json()
+    other = post(
+        "push",
+        receiver.push_payload(
+            full_name="evil/repo",
+            clone_url="https://github.com/evil/repo.git",
+            ref="refs/heads/main",
+            before=A,
+            after=B,
+        ),
+    )
+    assert other.status_code == 202
+    assert "ignored" in other.json()
+    big = post("push", {"padding": "x" * (70 * 1024)})
+    assert big.status_code == 413
+    assert post("push", push("refs/heads/env/nonprod"), "/webhook/git").status_code == 202
+    assert [m["task"] for m in queued(client, "promotions")] == ["layering.promote"]
+    assert queued(client, "promotions")[0]["args"] == [B, "nonprod"]
+    assert queued(client) == []
+
+
+def test_chunked_body_over_limit_is_413(served: tuple[str, redis.Redis]) -> None:
+    url, _ = served
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b"x" * 1024
+
+    _, headers = receiver.delivery(SECRET, "push", b"{}")
+    response = httpx.post(f"{url}/webhook/github", content=chunks(), headers=headers)
+    assert response.status_code == 413
+
+
+def test_redis_down_is_503_and_redelivery_succeeds(private_redis: services.RedisServer) -> None:
+    app = web.create_app(make_settings(private_redis.url))
+    with receiver.serving(app) as server:
+        body, headers = receiver.delivery(SECRET, "push", push(), delivery_id="d-down")
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        private_redis.stop()
+        down = httpx.post(f"{server.url}/webhook/github", content=body, headers=headers)
+        assert down.status_code == 503
+        assert httpx.get(f"{server.url}/readyz").status_code == 503
+        assert httpx.get(f"{server.url}/healthz").status_code == 200
+        private_redis.start()
+        again = httpx.post(f"{server.url}/webhook/github", content=body, headers=headers)
+        assert again.status_code == 202, again.text
+        assert len(queued(redis.Redis.from_url(private_redis.url))) == 1
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert (
+            'layering_webhook_deliveries_total{event="push",outcome="unavailable"} 1.0' in metrics
+        )
+        assert 'layering_webhook_deliveries_total{event="push",outcome="queued"} 1.0' in metrics
