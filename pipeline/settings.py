@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     buildah_root: Path | None = None
     buildah_runroot: Path | None = None
     entitlement_dir: Path = Path("/etc/pki/entitlement")
+    buildah_command: str = "buildah"
+    skopeo_command: str = "skopeo"
+    build_log_max_lines: int = Field(default=20_000, ge=100)
     build_retention_seconds: int = Field(default=14 * 24 * 3600, ge=60)
     build_timeout_seconds: int = Field(default=3600, ge=60)
     delivery_ttl_seconds: int = Field(default=4 * 24 * 3600, ge=3 * 24 * 3600)

@@ -1,0 +1,112 @@
+"""Read-only registry queries through skopeo (so the host's registries.conf, certificates and the
+authfile apply): does a tag exist, and what is its manifest digest, without pulling. Does I/O.
+
+    Registry.from_settings(settings).digest_of("host/repo:tag") -> "sha256:…" | None
+
+Errors: a missing tag or repository -> None; 5xx, refused, reset, timeouts -> TemporaryError
+naming the registry; credentials refused -> PermanentError. Messages carry a scrubbed tail of
+skopeo's stderr, never credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import sh
+
+from pipeline import buildoutput, names, redaction
+from pipeline.errors import PermanentError, TemporaryError
+from pipeline.settings import Settings
+
+INSPECT_TIMEOUT_SECONDS = 120
+
+
+class Registry:
+    def __init__(
+        self,
+        *,
+        authfile: Path | None = None,
+        command: str = "skopeo",
+        secrets: Sequence[str] = (),
+        timeout: float = INSPECT_TIMEOUT_SECONDS,
+    ) -> None:
+        self.authfile = authfile
+        self.command = command
+        self.secrets = [*secrets, *authfile_secrets(authfile)]
+        self.timeout = timeout
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Registry:
+        return cls(authfile=settings.registry_authfile, command=settings.skopeo_command)
+
+    def digest_of(self, reference: str) -> str | None:
+        """The sha256 of the manifest bytes `reference` names (what a push by digest gives)."""
+        ref = names.parse_image_ref(reference)
+        argv = ["inspect", "--raw", "--retry-times", "0"]
+        if self.authfile is not None:
+            argv += ["--authfile", str(self.authfile)]
+        argv.append(f"docker://{ref}")
+        try:
+            manifest: bytes = sh.Command(self.command)(
+                *argv, _timeout=self.timeout, _return_cmd=True, _tty_out=False
+            ).stdout
+        except sh.TimeoutException:
+            raise TemporaryError(
+                f"registry {registry_host(str(ref))}: no answer within {self.timeout:.0f}s "
+                f"while inspecting {ref}"
+            ) from None
+        except sh.ErrorReturnCode as exc:
+            output = exc.stderr.decode(errors="replace")
+            kind = buildoutput.classify(output)
+            if kind is buildoutput.Failure.MISSING:
+                return None
+            detail = redaction.scrub(output.strip()[-600:], self.secrets)
+            host = registry_host(str(ref))
+            if kind is buildoutput.Failure.AUTH:
+                raise PermanentError(
+                    f"registry {host} refused the credentials for {ref}: {detail}; "
+                    "check LAYERING_REGISTRY_AUTHFILE"
+                ) from None
+            if kind is buildoutput.Failure.TEMPORARY:
+                raise TemporaryError(f"registry {host} unavailable: {detail}") from None
+            raise PermanentError(f"registry {host}: cannot inspect {ref}: {detail}") from None
+        return "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+def registry_host(reference: str) -> str:
+    first = reference.split("/", 1)[0]
+    if "/" in reference and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def authfile_secrets(authfile: Path | None) -> list[str]:
+    """Values in a containers auth.json that must never be shown: each `auth` (base64 of
+    user:password), its password, and identity/registry tokens."""
+    if authfile is None or not authfile.is_file():
+        return []
+    try:
+        document = json.loads(authfile.read_text())
+    except (OSError, ValueError):
+        return []
+    found: list[str] = []
+    auths = document.get("auths", {}) if isinstance(document, dict) else {}
+    for entry in auths.values() if isinstance(auths, dict) else []:
+        if not isinstance(entry, dict):
+            continue
+        for key in ("auth", "identitytoken", "registrytoken", "password"):
+            value = entry.get(key)
+            if isinstance(value, str) and value:
+                found.append(value)
+        auth = entry.get("auth")
+        if isinstance(auth, str):
+            try:
+                decoded = base64.b64decode(auth).decode()
+            except ValueError:
+                continue
+            found.append(decoded.partition(":")[2])
+    return [value for value in found if value]

@@ -1,0 +1,240 @@
+"""One build, start to finish, shared by the Celery task "layering.build" and `layering build`:
+load the image at a commit, compute its build key, reuse the registry's tag when it exists,
+otherwise build under a per-key lock and push. Talks to the world only through the adapters
+handed in (Protocols below), so the task, the CLI and tests wire different ones.
+
+    run_build(settings, request, *, build_id, records, builder, registry, locks,
+              on_line=None, final_attempt=True, clock=time.time) -> builds.BuildRecord
+
+- `request`: BuildRequest(source, image, cluster, commit_sha=None, build_key=None, push=True).
+  `source` is a checkout directory, or a Git repository (work tree or bare mirror) when
+  `commit_sha` is given. `build_key`, when given, is what the planner expected; a mismatch is
+  logged and the key computed here wins.
+- Returns the final record: succeeded, skipped (tag already in the registry, digest reused;
+  buildah not run), failed (PermanentError / BuildFailed: error, failing step and line) or
+  cancelled. A record already finished is returned unchanged (safe to run twice).
+- TemporaryError (registry 5xx, refused, reset, timeouts) is re-raised with the record back in
+  `queued` unless `final_attempt`, in which case the record fails naming the registry and the
+  last error. The caller owns retries and back-off (`builds.retry_delay`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from pipeline import buildoutput, builds, redaction
+from pipeline.adapters import registry as registry_adapter
+from pipeline.adapters import source
+from pipeline.errors import BuildFailed, PermanentError, TemporaryError
+from pipeline.settings import Settings
+
+LineSink = Callable[[str], None]
+
+
+class ImageBuilder(Protocol):
+    def build(self, spec: builds.BuildSpec, *, on_line: LineSink) -> str:
+        """Build `spec` and tag it `spec.target`; returns the local image id."""
+
+    def push(self, spec: builds.BuildSpec, *, on_line: LineSink) -> str:
+        """Push `spec.target`; returns the manifest digest the registry stored."""
+
+
+class RegistryReader(Protocol):
+    def digest_of(self, reference: str) -> str | None:
+        """The manifest digest of `reference`, None when the tag does not exist."""
+
+
+class BuildRecords(Protocol):
+    def get(self, build_id: str) -> builds.BuildRecord | None: ...
+
+    def save(self, record: builds.BuildRecord) -> None: ...
+
+    def append_log(self, build_id: str, line: str) -> None: ...
+
+
+class KeyLocks(Protocol):
+    def hold(self, build_key: str, *, on_wait: Callable[[], None]) -> AbstractContextManager[None]:
+        """Hold the lock of one build key, calling `on_wait` first if another holder has it."""
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    source: Path
+    image: str
+    cluster: str
+    commit_sha: str | None = None
+    build_key: str | None = None
+    push: bool = True
+
+
+class MemoryRecords:
+    """Records and logs kept in this process (the CLI without a shared store)."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, builds.BuildRecord] = {}
+        self.logs: dict[str, list[str]] = {}
+
+    def get(self, build_id: str) -> builds.BuildRecord | None:
+        return self.records.get(build_id)
+
+    def save(self, record: builds.BuildRecord) -> None:
+        self.records[record.id] = record
+
+    def append_log(self, build_id: str, line: str) -> None:
+        self.logs.setdefault(build_id, []).append(line)
+
+
+class LocalLocks:
+    """No other process to coordinate with: every lock is free."""
+
+    @contextmanager
+    def hold(self, build_key: str, *, on_wait: Callable[[], None]) -> Iterator[None]:
+        yield
+
+
+def run_build(
+    settings: Settings,
+    request: BuildRequest,
+    *,
+    build_id: str,
+    records: BuildRecords,
+    builder: ImageBuilder,
+    registry: RegistryReader,
+    locks: KeyLocks,
+    on_line: LineSink | None = None,
+    final_attempt: bool = True,
+    clock: Callable[[], float] = time.time,
+) -> builds.BuildRecord:
+    secrets = settings_secrets(settings)
+
+    def emit(line: str) -> None:
+        line = redaction.scrub(line, secrets)
+        records.append_log(build_id, line)
+        if on_line is not None:
+            on_line(line)
+
+    def save(record: builds.BuildRecord) -> builds.BuildRecord:
+        record = dataclasses.replace(record, error=redaction.scrub(record.error, secrets))
+        records.save(record)
+        return record
+
+    record = records.get(build_id) or builds.queued(
+        build_id,
+        image=request.image,
+        cluster=request.cluster,
+        now=clock(),
+        commit_sha=request.commit_sha or "",
+        build_key=request.build_key or "",
+    )
+    if record.state.terminal:
+        return record
+    record = save(builds.begin_attempt(record, now=clock()))
+    emit(
+        f"build {build_id}: image {request.image} for cluster {request.cluster}, "
+        f"attempt {record.attempts}"
+    )
+    spec: builds.BuildSpec | None = None
+    try:
+        with source.checkout(
+            request.source, image=request.image, commit_sha=request.commit_sha
+        ) as checkout:
+            spec = _spec(settings, request, checkout)
+            record = save(
+                dataclasses.replace(
+                    record,
+                    build_key=spec.build_key,
+                    target=spec.target,
+                    commit_sha=request.commit_sha or record.commit_sha,
+                )
+            )
+            if request.build_key and request.build_key != spec.build_key:
+                emit(
+                    f"note: planned key {request.build_key} differs; building key {spec.build_key}"
+                )
+            emit(f"build key {spec.build_key} -> {spec.target} on {spec.base}")
+            if request.push and (digest := registry.digest_of(spec.target)):
+                emit(f"{spec.target} exists with {digest}: skipped, buildah not run")
+                return save(builds.skip(record, digest=digest, now=clock()))
+
+            def waiting() -> None:
+                emit(f"another build of key {spec.build_key} is running; waiting for it")
+
+            with locks.hold(spec.build_key, on_wait=waiting):
+                if request.push and (digest := registry.digest_of(spec.target)):
+                    emit(f"{spec.target} exists with {digest}: skipped, buildah not run")
+                    return save(builds.skip(record, digest=digest, now=clock()))
+                current = records.get(build_id)
+                if current is not None and current.state is builds.BuildState.CANCELLED:
+                    emit("cancelled before buildah started")
+                    return current
+                record = save(builds.start(record, now=clock()))
+                image_id = builder.build(spec, on_line=emit)
+                digest = builder.push(spec, on_line=emit) if request.push else image_id
+                emit(f"{'pushed ' + spec.target if request.push else 'built'}: {digest}")
+                return save(builds.succeed(record, digest=digest, now=clock()))
+    except BuildFailed as exc:
+        step = buildoutput.parse_step(exc.step)
+        line = buildoutput.step_line(spec.containerfile, step) if spec and step else None
+        where = f"images/{request.image}/Containerfile" + (f":{line}" if line else "")
+        message = f"{where}: {exc}"
+        if exc.log_tail:
+            message += f"\n--- output tail ---\n{exc.log_tail}"
+        emit(f"failed: {where}: {exc}")
+        return save(builds.fail(record, error=message, step=exc.step, line=line, now=clock()))
+    except PermanentError as exc:
+        emit(f"failed: {exc}")
+        return save(builds.fail(record, error=str(exc), now=clock()))
+    except TemporaryError as exc:
+        if final_attempt:
+            message = f"gave up after {record.attempts} attempt(s): {exc}"
+            emit(f"failed: {message}")
+            return save(builds.fail(record, error=message, now=clock()))
+        emit(f"attempt {record.attempts} failed, will retry: {exc}")
+        save(builds.requeue(record, error=str(exc), now=clock()))
+        raise
+
+
+def _spec(settings: Settings, request: BuildRequest, checkout: source.Source) -> builds.BuildSpec:
+    repository = checkout.repository
+    image = repository.images.get(request.image)
+    cluster = repository.clusters.get(request.cluster)
+    image_problems = repository.problems_for(f"images/{request.image}/")
+    cluster_problems = repository.problems_for(f"clusters/{request.cluster}/")
+    if image_problems or cluster_problems:
+        raise PermanentError("; ".join(str(p) for p in (*image_problems, *cluster_problems)))
+    if image is None:
+        raise PermanentError(f"images/{request.image}: no such image in the repository")
+    if cluster is None:
+        raise PermanentError(f"clusters/{request.cluster}: no such cluster in the repository")
+    if image.settings.entitlement and not settings.entitlement_dir.is_dir():
+        raise PermanentError(
+            f"images/{image.name}/image.yaml sets entitlement: true, but "
+            f"{settings.entitlement_dir} does not exist on this worker; mount the RHEL "
+            "entitlement certificates there (LAYERING_ENTITLEMENT_DIR)"
+        )
+    return builds.build_spec(
+        image=image,
+        cluster=cluster,
+        context=checkout.context,
+        commit_sha=request.commit_sha or "",
+        source_url=redaction.scrub(settings.repo_url or ""),
+    )
+
+
+def settings_secrets(settings: Settings) -> list[str]:
+    """Secret values configured in settings, masked wherever build output is stored."""
+    values: list[str] = []
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if hasattr(value, "get_secret_value"):
+            secret = value.get_secret_value()
+            values.append(secret)
+            values.extend(redaction.url_passwords(secret))
+    values.extend(registry_adapter.authfile_secrets(settings.registry_authfile))
+    return values

@@ -1,0 +1,266 @@
+"""Build records as data: the record of one (image, cluster) build, its states and the allowed
+transitions between them, and the retry back-off. No I/O (time and randomness are passed in)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline import buildkey, containerfile, repo
+from pipeline.errors import PermanentError
+
+_BUILD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class BuildState(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset(
+    {BuildState.SUCCEEDED, BuildState.FAILED, BuildState.SKIPPED, BuildState.CANCELLED}
+)
+
+# queued/running -> queued is a retry (TemporaryError) or a redelivery after a lost worker;
+# running -> running is a redelivered task (acks_late) starting again.
+_ALLOWED: Mapping[BuildState, frozenset[BuildState]] = {
+    BuildState.QUEUED: frozenset(
+        {
+            BuildState.QUEUED,
+            BuildState.RUNNING,
+            BuildState.SKIPPED,
+            BuildState.FAILED,
+            BuildState.CANCELLED,
+        }
+    ),
+    BuildState.RUNNING: frozenset(
+        {
+            BuildState.QUEUED,
+            BuildState.RUNNING,
+            BuildState.SUCCEEDED,
+            BuildState.SKIPPED,
+            BuildState.FAILED,
+            BuildState.CANCELLED,
+        }
+    ),
+}
+
+
+class InvalidTransition(ValueError):
+    pass
+
+
+def is_build_id(value: str) -> bool:
+    return bool(_BUILD_ID.match(value))
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    id: str
+    image: str
+    cluster: str
+    state: BuildState = BuildState.QUEUED
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    started_at: float | None = None
+    finished_at: float | None = None
+    commit_sha: str = ""
+    build_key: str = ""
+    target: str = ""  # <registry>/<image>:<key[:20]>
+    digest: str = ""  # sha256:… of the pushed (or reused) manifest
+    error: str = ""
+    failing_step: str = ""  # e.g. "STEP 4/4: RUN make"
+    failing_line: int | None = None  # line of that step in images/<image>/Containerfile
+    attempts: int = 0
+
+    @property
+    def reference(self) -> str:
+        """`<registry>/<image>@<digest>` once a digest is known, else ""."""
+        if not self.digest or not self.target:
+            return ""
+        repository = self.target.rsplit(":", 1)[0] if _has_tag(self.target) else self.target
+        return f"{repository}@{self.digest}"
+
+    def to_dict(self) -> dict[str, Any]:
+        document = dataclasses.asdict(self)
+        document["state"] = self.state.value
+        return document
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> BuildRecord:
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in document.items() if k in known}
+        values["state"] = BuildState(values.get("state", BuildState.QUEUED.value))
+        return cls(**values)
+
+
+def _has_tag(reference: str) -> bool:
+    return reference.rfind(":") > reference.rfind("/")
+
+
+def queued(
+    build_id: str,
+    *,
+    image: str,
+    cluster: str,
+    now: float,
+    commit_sha: str = "",
+    build_key: str = "",
+) -> BuildRecord:
+    if not is_build_id(build_id):
+        raise ValueError(f"build id {build_id!r} must match {_BUILD_ID.pattern}")
+    return BuildRecord(
+        id=build_id,
+        image=image,
+        cluster=cluster,
+        created_at=now,
+        updated_at=now,
+        commit_sha=commit_sha,
+        build_key=build_key,
+    )
+
+
+def transition(
+    record: BuildRecord, state: BuildState, *, now: float, **changes: Any
+) -> BuildRecord:
+    """The record in `state`; InvalidTransition when a finished build would change state."""
+    if state not in _ALLOWED.get(record.state, frozenset()):
+        raise InvalidTransition(f"build {record.id}: cannot go from {record.state} to {state}")
+    timestamps: dict[str, Any] = {"updated_at": now}
+    if state is BuildState.RUNNING:
+        timestamps["started_at"] = now
+        timestamps["finished_at"] = None
+    elif state.terminal:
+        timestamps["finished_at"] = now
+    return dataclasses.replace(record, state=state, **timestamps, **changes)
+
+
+def begin_attempt(record: BuildRecord, *, now: float) -> BuildRecord:
+    """Count one more attempt (a first run, a retry or a redelivery) without changing state."""
+    return dataclasses.replace(record, attempts=record.attempts + 1, updated_at=now)
+
+
+def start(record: BuildRecord, *, now: float) -> BuildRecord:
+    return transition(record, BuildState.RUNNING, now=now)
+
+
+def succeed(record: BuildRecord, *, digest: str, now: float) -> BuildRecord:
+    return transition(record, BuildState.SUCCEEDED, now=now, digest=digest, error="")
+
+
+def skip(record: BuildRecord, *, digest: str, now: float) -> BuildRecord:
+    return transition(record, BuildState.SKIPPED, now=now, digest=digest, error="")
+
+
+def fail(
+    record: BuildRecord, *, error: str, now: float, step: str = "", line: int | None = None
+) -> BuildRecord:
+    return transition(
+        record, BuildState.FAILED, now=now, error=error, failing_step=step, failing_line=line
+    )
+
+
+def requeue(record: BuildRecord, *, error: str, now: float) -> BuildRecord:
+    """Back to queued after a temporary failure, keeping the error until the next attempt."""
+    return transition(record, BuildState.QUEUED, now=now, error=error)
+
+
+def cancel(record: BuildRecord, *, now: float, reason: str = "") -> BuildRecord:
+    return transition(record, BuildState.CANCELLED, now=now, error=reason)
+
+
+def retry_delay(attempt: int, *, base: float, cap: float = 300.0, jitter: float = 0.0) -> float:
+    """Exponential back-off for retry number `attempt` (0 for the first retry): base * 2**attempt,
+    capped, then spread by `jitter` in [0, 1) over [delay/2, delay) ("equal jitter")."""
+    if attempt < 0:
+        raise ValueError("attempt must be >= 0")
+    if not 0 <= jitter < 1:
+        raise ValueError("jitter must be in [0, 1)")
+    delay: float = min(cap, base * (2**attempt))
+    return delay / 2 + delay / 2 * jitter
+
+
+LABEL_SOURCE = "org.opencontainers.image.source"
+LABEL_REVISION = "org.opencontainers.image.revision"
+LABEL_BASE_NAME = "org.opencontainers.image.base.name"
+LABEL_BASE_DIGEST = "org.opencontainers.image.base.digest"
+LABEL_IMAGE = "layering.image"
+LABEL_CLUSTER_BASE = "layering.cluster-base"
+LABEL_BUILD_KEY = "layering.build-key"
+BASE_IMAGE_ARG = "BASE_IMAGE"
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """Everything buildah needs for one (image, cluster) build."""
+
+    image: str
+    cluster: str
+    build_key: str
+    target: str  # <registry>/<image>:<key[:20]>
+    base: str  # <cluster base repository>@<cluster base digest>
+    containerfile: str  # the image's Containerfile with the final FROM pinned to `base`
+    context: Path  # images/<image>/
+    build_args: Mapping[str, str]
+    labels: Mapping[str, str]
+    entitlement: bool = False
+
+
+def build_spec(
+    *,
+    image: repo.Image,
+    cluster: repo.Cluster,
+    context: Path,
+    commit_sha: str = "",
+    source_url: str = "",
+) -> BuildSpec:
+    """The build of `image` on `cluster`'s base digest; PermanentError when it cannot be built."""
+    if image.containerfile is None:
+        raise PermanentError(f"{image.containerfile_path}: missing or unreadable")
+    if image.tree_id is None:
+        raise PermanentError(f"{image.directory}: tree id unknown; cannot compute the build key")
+    base = str(cluster.base_image.with_digest(cluster.base_digest))
+    try:
+        rendered = containerfile.pin_final_from(image.containerfile, base)
+    except containerfile.ContainerfileError as exc:
+        where = image.containerfile_path + (f":{exc.line}" if exc.line else "")
+        raise PermanentError(f"{where}: {exc}") from None
+    key = buildkey.build_key(
+        tree_id=image.tree_id,
+        base_digest=cluster.base_digest,
+        build_args=image.settings.build_args,
+    )
+    labels = {
+        LABEL_SOURCE: source_url,
+        LABEL_REVISION: commit_sha,
+        LABEL_BASE_NAME: base,
+        LABEL_BASE_DIGEST: cluster.base_digest,
+        LABEL_IMAGE: image.name,
+        LABEL_CLUSTER_BASE: str(cluster.base_image),
+        LABEL_BUILD_KEY: key,
+    }
+    return BuildSpec(
+        image=image.name,
+        cluster=cluster.name,
+        build_key=key,
+        target=f"{cluster.image_repository(image.name)}:{buildkey.tag(key)}",
+        base=base,
+        containerfile=rendered,
+        context=context,
+        build_args={**image.settings.build_args, BASE_IMAGE_ARG: base},
+        labels={name: value for name, value in labels.items() if value},
+        entitlement=image.settings.entitlement,
+    )

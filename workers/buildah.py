@@ -1,0 +1,250 @@
+"""The buildah wrapper: `buildah build` and `buildah push` through the `sh` package with argument
+lists (never a shell string), output streamed line by line, failures translated into
+BuildFailed (a Containerfile step failed: never retried), TemporaryError (registry or network:
+retried) or PermanentError. Does I/O (runs buildah).
+
+The argument lists are built by pure functions (`build_argv`, `push_argv`) so they can be read
+and tested without buildah. Build arguments and labels are single argv elements: a value such
+as `$(id); rm -rf /` reaches buildah verbatim and is never interpreted by a shell.
+"""
+
+from __future__ import annotations
+
+import collections
+import shlex
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import sh
+
+from pipeline import buildoutput, builds, names
+from pipeline.adapters import registry as registry_adapter
+from pipeline.errors import BuildFailed, PermanentError, TemporaryError
+from pipeline.settings import Settings
+
+LineSink = Callable[[str], None]
+ENTITLEMENT_MOUNT = "/etc/pki/entitlement"
+PUSH_TIMEOUT_SECONDS = 1800
+
+
+@dataclass(frozen=True)
+class BuildahConfig:
+    command: str = "buildah"
+    storage_driver: str = "vfs"
+    isolation: str = "chroot"
+    root: Path | None = None
+    runroot: Path | None = None
+    authfile: Path | None = None
+    entitlement_dir: Path | None = None
+    timeout_seconds: float = 3600
+
+    def global_argv(self) -> list[str]:
+        argv = ["--storage-driver", self.storage_driver]
+        if self.root is not None:
+            argv += ["--root", str(self.root)]
+        if self.runroot is not None:
+            argv += ["--runroot", str(self.runroot)]
+        return argv
+
+
+def config_of(settings: Settings) -> BuildahConfig:
+    return BuildahConfig(
+        command=settings.buildah_command,
+        storage_driver=settings.buildah_storage_driver,
+        isolation=settings.buildah_isolation,
+        root=settings.buildah_root,
+        runroot=settings.buildah_runroot,
+        authfile=settings.registry_authfile,
+        entitlement_dir=settings.entitlement_dir,
+        timeout_seconds=settings.build_timeout_seconds,
+    )
+
+
+def build_argv(
+    config: BuildahConfig, spec: builds.BuildSpec, *, containerfile: Path, iidfile: Path
+) -> list[str]:
+    _check_reference(spec.target)
+    argv = [
+        *config.global_argv(),
+        "build",
+        "--isolation",
+        config.isolation,
+        "--file",
+        str(containerfile),
+        "--tag",
+        spec.target,
+        "--iidfile",
+        str(iidfile),
+    ]
+    if config.authfile is not None:
+        argv += ["--authfile", str(config.authfile)]
+    for name, value in sorted(spec.build_args.items()):
+        argv += ["--build-arg", f"{name}={value}"]
+    for name, value in sorted(spec.labels.items()):
+        argv += ["--label", f"{name}={value}"]
+    if spec.entitlement:
+        if config.entitlement_dir is None:
+            raise PermanentError(f"image {spec.image} needs an entitlement directory")
+        # mounted for RUN steps only, never committed into a layer (as OCL mounts
+        # etc-pki-entitlement at /etc/pki/entitlement)
+        argv += ["--volume", f"{config.entitlement_dir}:{ENTITLEMENT_MOUNT}:ro"]
+    argv.append(str(spec.context))
+    return argv
+
+
+def push_argv(config: BuildahConfig, spec: builds.BuildSpec, *, digestfile: Path) -> list[str]:
+    _check_reference(spec.target)
+    argv = [*config.global_argv(), "push", "--digestfile", str(digestfile)]
+    if config.authfile is not None:
+        argv += ["--authfile", str(config.authfile)]
+    argv += [spec.target, f"docker://{spec.target}"]
+    return argv
+
+
+def _check_reference(reference: str) -> None:
+    try:
+        parsed = names.parse_image_ref(reference)
+    except ValueError as exc:
+        raise PermanentError(f"refusing to build {reference!r}: {exc}") from None
+    if str(parsed) != reference or reference.startswith("-"):
+        raise PermanentError(f"refusing to build {reference!r}: not a plain image reference")
+
+
+class _Output:
+    """Streams lines to a sink while keeping the tail and the last STEP seen."""
+
+    def __init__(self, sink: LineSink) -> None:
+        self.sink = sink
+        self.tail: collections.deque[str] = collections.deque(maxlen=buildoutput.TAIL_LINES)
+        self.step: buildoutput.Step | None = None
+
+    def __call__(self, chunk: str) -> None:
+        for line in chunk.splitlines():
+            self.tail.append(line)
+            step = buildoutput.parse_step(line)
+            if step is not None:
+                self.step = step
+            self.sink(line)
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.tail)
+
+
+class Buildah:
+    def __init__(self, config: BuildahConfig) -> None:
+        self.config = config
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Buildah:
+        return cls(config_of(settings))
+
+    def _run(self, argv: Sequence[str], output: _Output, *, timeout: float) -> None:
+        output.sink(f"$ {shlex.join([self.config.command, *argv])}")
+        sh.Command(self.config.command)(
+            *argv,
+            _out=output,
+            _err_to_out=True,
+            _tty_out=False,
+            _timeout=timeout,
+            _return_cmd=True,
+        )
+
+    def build(self, spec: builds.BuildSpec, *, on_line: LineSink) -> str:
+        output = _Output(on_line)
+        with tempfile.TemporaryDirectory(prefix="layering-build-") as scratch:
+            containerfile = Path(scratch, "Containerfile")
+            containerfile.write_text(spec.containerfile)
+            iidfile = Path(scratch, "iid")
+            argv = build_argv(self.config, spec, containerfile=containerfile, iidfile=iidfile)
+            try:
+                self._run(argv, output, timeout=self.config.timeout_seconds)
+            except sh.TimeoutException:
+                raise BuildFailed(
+                    f"build timed out after {self.config.timeout_seconds:.0f}s"
+                    + (f" in {output.step}" if output.step else ""),
+                    step=str(output.step or ""),
+                    log_tail=output.text,
+                ) from None
+            except sh.ErrorReturnCode as exc:
+                raise build_error(spec, output.text, output.step, exc.exit_code) from None
+            return iidfile.read_text().strip()
+
+    def push(self, spec: builds.BuildSpec, *, on_line: LineSink) -> str:
+        output = _Output(on_line)
+        host = registry_adapter.registry_host(spec.target)
+        with tempfile.TemporaryDirectory(prefix="layering-push-") as scratch:
+            digestfile = Path(scratch, "digest")
+            try:
+                self._run(
+                    push_argv(self.config, spec, digestfile=digestfile),
+                    output,
+                    timeout=PUSH_TIMEOUT_SECONDS,
+                )
+            except sh.TimeoutException:
+                raise TemporaryError(
+                    f"registry {host}: push of {spec.target} timed out after "
+                    f"{PUSH_TIMEOUT_SECONDS}s"
+                ) from None
+            except sh.ErrorReturnCode:
+                raise push_error(spec, output.text) from None
+            digest = digestfile.read_text().strip()
+        self.remove(spec, on_line=on_line)
+        return digest
+
+    def remove(self, spec: builds.BuildSpec, *, on_line: LineSink) -> None:
+        """Drop the local copy after a push (vfs storage copies every layer in full)."""
+        try:
+            sh.Command(self.config.command)(
+                *self.config.global_argv(), "rmi", spec.target, _tty_out=False, _timeout=300
+            )
+        except (sh.ErrorReturnCode, sh.TimeoutException):
+            on_line(f"note: could not remove local image {spec.target}")
+
+
+def build_error(
+    spec: builds.BuildSpec, output: str, step: buildoutput.Step | None, exit_code: int
+) -> BuildFailed | TemporaryError | PermanentError:
+    """What a failed `buildah build` means: a failing instruction is the Containerfile's fault;
+    before any instruction ran (pulling the base) the registry's answer decides."""
+    lines = output.splitlines()
+    instruction = buildoutput.failed_instruction(lines)
+    step_text = str(step) if step else ""
+    if instruction is not None and not instruction.upper().startswith("FROM"):
+        return BuildFailed(
+            f"{step_text or instruction} failed (exit {exit_code})",
+            step=step_text,
+            log_tail=output,
+        )
+    kind = buildoutput.classify(output)
+    base_host = registry_adapter.registry_host(spec.base)
+    last = lines[-1] if lines else f"exit {exit_code}"
+    if kind is buildoutput.Failure.TEMPORARY:
+        return TemporaryError(f"registry {base_host} unavailable while pulling {spec.base}: {last}")
+    if kind is buildoutput.Failure.AUTH:
+        return PermanentError(
+            f"registry {base_host} refused the credentials for {spec.base}: {last}; "
+            "check LAYERING_REGISTRY_AUTHFILE"
+        )
+    return BuildFailed(
+        f"{step_text or 'buildah build'} failed (exit {exit_code}): {last}",
+        step=step_text,
+        log_tail=output,
+    )
+
+
+def push_error(spec: builds.BuildSpec, output: str) -> TemporaryError | PermanentError:
+    host = registry_adapter.registry_host(spec.target)
+    lines = output.splitlines()
+    last = lines[-1] if lines else "no output"
+    kind = buildoutput.classify(output)
+    if kind is buildoutput.Failure.AUTH:
+        return PermanentError(
+            f"registry {host} refused the credentials to push {spec.target}: {last}; "
+            "check LAYERING_REGISTRY_AUTHFILE"
+        )
+    if kind is buildoutput.Failure.TEMPORARY:
+        return TemporaryError(f"registry {host} unavailable while pushing {spec.target}: {last}")
+    return PermanentError(f"registry {host}: push of {spec.target} failed: {last}")
