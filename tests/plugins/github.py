@@ -1,1 +1,285 @@
-"""Fixtures for github tests (see tests/conftest.py)."""
+"""A local GitHub REST API stand-in (pytest-httpserver) serving the operations of
+tests/fixtures/github-openapi-subset.json (GitHub's official OpenAPI description).
+
+Every request body is validated against its operation's requestBody schema with jsonschema;
+a test using the `github_api` fixture fails at teardown if any request was invalid or hit an
+operation outside the subset. Answers are the operations' own response examples, with request
+values filled in and https://api.github.com rewritten to the stand-in's address (PyGithub
+follows `url` fields and asserts they stay on its base URL's host).
+
+Beyond the schema it enforces what GitHub enforces: status descriptions of at most 140
+characters (422 otherwise). Faults can be queued per operation (rate limit, 5xx).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+SPEC_PATH = Path(__file__).resolve().parent.parent / "fixtures" / "github-openapi-subset.json"
+GITHUB = "https://api.github.com"
+MAX_DESCRIPTION = 140
+
+
+def _nullable_to_types(schema: Any) -> Any:
+    """OpenAPI 3.0 `nullable: true` -> JSON Schema `type: [T, "null"]` (recursively)."""
+    if isinstance(schema, list):
+        return [_nullable_to_types(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    converted = {key: _nullable_to_types(value) for key, value in schema.items()}
+    if converted.pop("nullable", False) is True:
+        kind = converted.get("type")
+        if isinstance(kind, str):
+            converted["type"] = [kind, "null"]
+        if "enum" in converted:
+            converted["enum"] = [*converted["enum"], None]
+    return converted
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    template: str
+    pattern: re.Pattern[str]
+    operation_id: str
+    body_schema: dict[str, Any] | None
+    success: int
+    example: Any
+
+
+def load_operations(spec_path: Path = SPEC_PATH) -> list[Operation]:
+    spec = json.loads(spec_path.read_text())
+    operations = []
+    for template, methods in spec["paths"].items():
+        names = re.findall(r"\{([a-z_]+)\}", template)
+        regex = "^" + re.escape(template) + "$"
+        for name in names:
+            regex = regex.replace(re.escape("{" + name + "}"), f"(?P<{name}>[^/]+)")
+        pattern = re.compile(regex)
+        for method, op in methods.items():
+            body = op.get("requestBody", {}).get("content", {}).get("application/json", {})
+            success = min(int(code) for code in op["responses"] if code.startswith("2"))
+            content = op["responses"][str(success)].get("content", {}).get("application/json", {})
+            examples = content.get("examples") or {}
+            example = next(iter(examples.values()), {}).get("value") if examples else None
+            operations.append(
+                Operation(
+                    method=method.upper(),
+                    template=template,
+                    pattern=pattern,
+                    operation_id=op["operationId"],
+                    body_schema=_nullable_to_types(body["schema"]) if "schema" in body else None,
+                    success=success,
+                    example=example,
+                )
+            )
+    return operations
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    operation_id: str | None
+    body: Any
+    headers: dict[str, str]
+
+
+@dataclass
+class Fault:
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    message: str = "fault injected by the test"
+
+
+class GitHubStandIn:
+    def __init__(self, server: HTTPServer, operations: list[Operation]) -> None:
+        self.server = server
+        self.operations = operations
+        self.requests: list[Recorded] = []
+        self.errors: list[str] = []
+        self.statuses: dict[str, list[dict[str, Any]]] = {}
+        self.permissions: dict[str, str] = {}
+        self.pulls: dict[int, dict[str, Any]] = {}
+        self.faults: dict[str, list[Fault]] = {}
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()
+        server.expect_request(re.compile(".*")).respond_with_handler(self._handle)
+
+    @property
+    def url(self) -> str:
+        return self.server.url_for("").rstrip("/")
+
+    # ---- test helpers
+
+    def inject(self, operation_id: str, *faults: Fault) -> None:
+        with self._lock:
+            self.faults.setdefault(operation_id, []).extend(faults)
+
+    def contexts(self, sha: str) -> dict[str, list[str]]:
+        """context -> the states posted for it on `sha`, in order."""
+        with self._lock:
+            found: dict[str, list[str]] = {}
+            for status in self.statuses.get(sha, []):
+                found.setdefault(status["context"], []).append(status["state"])
+            return found
+
+    def latest(self, sha: str) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            return {s["context"]: s for s in self.statuses.get(sha, [])}
+
+    def all_statuses(self) -> list[tuple[str, dict[str, Any]]]:
+        with self._lock:
+            return [(sha, s) for sha, posted in self.statuses.items() for s in posted]
+
+    def add_pull(
+        self, number: int, *, head_sha: str, head_ref: str, head_repo: str, base_ref: str = "main"
+    ) -> None:
+        self.pulls[number] = {
+            "head": {"sha": head_sha, "ref": head_ref, "repo_full_name": head_repo},
+            "base": {"ref": base_ref},
+        }
+
+    # ---- serving
+
+    def _rewrite(self, document: Any) -> Any:
+        return json.loads(json.dumps(document).replace(GITHUB, self.url))
+
+    def _respond(
+        self, status: int, document: Any, headers: dict[str, str] | None = None
+    ) -> Response:
+        return Response(
+            json.dumps(self._rewrite(document)),
+            status=status,
+            headers=headers or {},
+            content_type="application/json; charset=utf-8",
+        )
+
+    def _handle(self, request: Request) -> Response:
+        path = request.path
+        operation = None
+        params: dict[str, str] = {}
+        for candidate in self.operations:
+            match = candidate.pattern.match(path)
+            if match and candidate.method == request.method:
+                operation, params = candidate, match.groupdict()
+                break
+        body: Any = None
+        raw = request.get_data()
+        if raw:
+            try:
+                body = json.loads(raw)
+            except ValueError:
+                body = raw.decode(errors="replace")
+        record = Recorded(
+            request.method,
+            path,
+            operation.operation_id if operation else None,
+            body,
+            dict(request.headers),
+        )
+        with self._lock:
+            self.requests.append(record)
+        if operation is None:
+            self.errors.append(f"{request.method} {path}: not an operation of the subset")
+            return self._respond(404, {"message": "Not Found"})
+        if operation.body_schema is not None:
+            try:
+                jsonschema.validate(body, operation.body_schema)
+            except jsonschema.ValidationError as exc:
+                self.errors.append(f"{operation.operation_id}: {exc.message}")
+                return self._respond(422, {"message": "Validation Failed", "errors": [exc.message]})
+        with self._lock:
+            queued = self.faults.get(operation.operation_id)
+            fault = queued.pop(0) if queued else None
+        if fault is not None:
+            return self._respond(fault.status, {"message": fault.message}, fault.headers)
+        handler = getattr(self, "_op_" + re.sub(r"[^a-z]", "_", operation.operation_id), None)
+        if handler is None:
+            return self._respond(operation.success, operation.example or {})
+        result: Response = handler(operation, params, body)
+        return result
+
+    def _op_repos_create_commit_status(
+        self, operation: Operation, params: dict[str, str], body: dict[str, Any]
+    ) -> Response:
+        description = body.get("description") or ""
+        if len(description) > MAX_DESCRIPTION:
+            self.errors.append(f"status description longer than {MAX_DESCRIPTION}: {description!r}")
+            return self._respond(422, {"message": "Validation Failed"})
+        status = copy.deepcopy(operation.example)
+        status.update(
+            id=next(self._ids),
+            state=body["state"],
+            description=body.get("description"),
+            target_url=body.get("target_url"),
+            context=body.get("context", "default"),
+            url=f"{GITHUB}/repos/{params['owner']}/{params['repo']}/statuses/{params['sha']}",
+        )
+        with self._lock:
+            self.statuses.setdefault(params["sha"], []).append(status)
+        return self._respond(operation.success, status)
+
+    def _op_repos_get_collaborator_permission_level(
+        self, operation: Operation, params: dict[str, str], body: Any
+    ) -> Response:
+        permission = self.permissions.get(params["username"])
+        if permission is None:
+            return self._respond(404, {"message": "Not Found"})
+        answer = copy.deepcopy(operation.example)
+        answer["permission"] = permission
+        answer["role_name"] = permission
+        answer["user"]["login"] = params["username"]
+        return self._respond(operation.success, answer)
+
+    def _op_pulls_get(self, operation: Operation, params: dict[str, str], body: Any) -> Response:
+        number = int(params["pull_number"])
+        pull = self.pulls.get(number)
+        if pull is None:
+            return self._respond(404, {"message": "Not Found"})
+        answer = copy.deepcopy(operation.example)
+        base_repo = f"{params['owner']}/{params['repo']}"
+        answer.update(number=number, state="open")
+        answer["url"] = f"{GITHUB}/repos/{base_repo}/pulls/{number}"
+        answer["head"]["sha"] = pull["head"]["sha"]
+        answer["head"]["ref"] = pull["head"]["ref"]
+        answer["head"]["repo"]["full_name"] = pull["head"]["repo_full_name"]
+        answer["base"]["ref"] = pull["base"]["ref"]
+        answer["base"]["repo"]["full_name"] = base_repo
+        return self._respond(operation.success, answer)
+
+    def _op_apps_create_installation_access_token(
+        self, operation: Operation, params: dict[str, str], body: Any
+    ) -> Response:
+        answer = copy.deepcopy(operation.example)
+        answer["token"] = f"ghs_installation{params['installation_id']}token"
+        answer["expires_at"] = "2099-01-01T00:00:00Z"
+        return self._respond(operation.success, answer)
+
+
+@pytest.fixture
+def github_api() -> Iterator[GitHubStandIn]:
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    stand_in = GitHubStandIn(server, load_operations())
+    try:
+        yield stand_in
+    finally:
+        server.clear()
+        server.stop()
+    assert stand_in.errors == [], "requests the GitHub API would refuse:\n" + "\n".join(
+        stand_in.errors
+    )

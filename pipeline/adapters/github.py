@@ -1,0 +1,173 @@
+"""GitHub REST API through PyGithub: commit statuses, collaborator permission, pull request
+heads. Token or GitHub App installation auth; base URL from settings (GitHub Enterprise, tests).
+Does network I/O.
+
+Rate limits (403/429 with Retry-After or X-RateLimit-Reset) and 5xx become TemporaryError with
+`retry_after`, so the Celery task retries; PyGithub's own sleeping retry is turned off so that a
+worker never blocks on it. Descriptions are scrubbed of secrets and cut to 140 characters.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import requests
+from github import Auth, Github, GithubException
+
+from pipeline import promotion, redaction
+from pipeline.errors import PermanentError, TemporaryError
+from pipeline.settings import Settings
+
+State = Literal["pending", "success", "failure", "error"]
+WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
+
+
+@dataclass(frozen=True)
+class PullHead:
+    number: int
+    head_sha: str
+    head_ref: str
+    head_repository: str | None
+    base_ref: str
+
+
+def _retry_after(headers: Mapping[str, str] | None, *, now: float, default: float) -> float:
+    lowered = {k.lower(): v for k, v in (headers or {}).items()}
+    if lowered.get("retry-after", "").strip().isdigit():
+        return float(lowered["retry-after"])
+    reset = lowered.get("x-ratelimit-reset", "").strip()
+    if reset.isdigit() and lowered.get("x-ratelimit-remaining", "").strip() == "0":
+        return max(1.0, float(reset) - now)
+    return default
+
+
+def translate(action: str, exc: GithubException, *, now: float) -> TemporaryError | PermanentError:
+    """A PyGithub error -> TemporaryError (retry) or PermanentError, message naming `action`."""
+    status = exc.status
+    message = exc.message or (exc.data.get("message") if isinstance(exc.data, dict) else "") or ""
+    text = f"GitHub API: {action}: HTTP {status} {message}".strip()
+    headers = exc.headers
+    rate_limited = status == 429 or (
+        status == 403
+        and (
+            "rate limit" in message.lower()
+            or any(k.lower() == "retry-after" for k in headers or {})
+            or (headers or {}).get("x-ratelimit-remaining") == "0"
+        )
+    )
+    if rate_limited:
+        return TemporaryError(
+            f"{text} (rate limited)", retry_after=_retry_after(headers, now=now, default=60)
+        )
+    if status >= 500:
+        return TemporaryError(text, retry_after=_retry_after(headers, now=now, default=15))
+    return PermanentError(text)
+
+
+class GitHubClient:
+    """One repository's statuses and permissions."""
+
+    def __init__(self, github: Github, repository: str, *, secrets: tuple[str, ...] = ()) -> None:
+        self._github = github
+        self._repository = repository
+        self._repo = github.get_repo(repository)
+        self._secrets = secrets
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> GitHubClient | None:
+        """None when the service has no GitHub repository or credentials (plain Git servers)."""
+        repository = settings.github_repo_name
+        secrets = tuple(
+            s.get_secret_value()
+            for s in (
+                settings.github_token,
+                settings.github_app_private_key,
+                settings.webhook_secret,
+            )
+            if s is not None
+        )
+        auth: Auth.Auth
+        if settings.github_token is not None:
+            auth = Auth.Token(settings.github_token.get_secret_value())
+        elif (
+            settings.github_app_id is not None
+            and settings.github_app_private_key is not None
+            and settings.github_app_installation_id is not None
+        ):
+            app = Auth.AppAuth(
+                settings.github_app_id, settings.github_app_private_key.get_secret_value()
+            )
+            auth = app.get_installation_auth(settings.github_app_installation_id)
+        else:
+            return None
+        if repository is None:
+            return None
+        github = Github(
+            base_url=settings.github_api_url.rstrip("/"),
+            auth=auth,
+            retry=None,
+            timeout=15,
+            seconds_between_requests=None,
+            seconds_between_writes=None,
+            lazy=True,
+        )
+        return cls(github, repository, secrets=secrets)
+
+    def close(self) -> None:
+        self._github.close()
+
+    def _call_failed(self, action: str, exc: Exception) -> TemporaryError | PermanentError:
+        if isinstance(exc, GithubException):
+            error = translate(action, exc, now=time.time())
+        else:
+            error = TemporaryError(f"GitHub API: {action}: {type(exc).__name__}", retry_after=15)
+        return type(error)(redaction.scrub(str(error), self._secrets), **_retry_kwargs(error))
+
+    def set_status(
+        self, sha: str, *, context: str, state: State, description: str, target_url: str | None
+    ) -> None:
+        text = promotion.description(redaction.scrub(description, self._secrets))
+        try:
+            self._repo.get_commit(sha).create_status(
+                state=state,
+                context=context,
+                description=text,
+                **({"target_url": target_url} if target_url else {}),
+            )
+        except (GithubException, requests.RequestException) as exc:
+            raise self._call_failed(f"status {context}={state} on {sha[:12]}", exc) from exc
+
+    def permission(self, user: str) -> str:
+        """`admin`, `maintain`, `write`, `triage`, `read` or `none` (not a collaborator)."""
+        try:
+            return str(self._repo.get_collaborator_permission(user))
+        except GithubException as exc:
+            if exc.status == 404:
+                return "none"
+            raise self._call_failed(f"permission of {user}", exc) from exc
+        except requests.RequestException as exc:
+            raise self._call_failed(f"permission of {user}", exc) from exc
+
+    def can_write(self, user: str) -> bool:
+        return self.permission(user) in WRITE_PERMISSIONS
+
+    def pull_head(self, number: int) -> PullHead:
+        try:
+            pull = self._repo.get_pull(number)
+            head_repo = pull.head.repo
+            return PullHead(
+                number=number,
+                head_sha=pull.head.sha,
+                head_ref=pull.head.ref,
+                head_repository=head_repo.full_name if head_repo is not None else None,
+                base_ref=pull.base.ref,
+            )
+        except (GithubException, requests.RequestException) as exc:
+            raise self._call_failed(f"pull request #{number}", exc) from exc
+
+
+def _retry_kwargs(error: TemporaryError | PermanentError) -> dict[str, float]:
+    return {"retry_after": error.retry_after} if isinstance(error, TemporaryError) else {}
