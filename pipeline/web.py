@@ -147,6 +147,10 @@ def create_app(
         openapi_url=None,
     )
 
+    @app.exception_handler(TemporaryError)
+    async def unavailable(_: Request, exc: TemporaryError) -> Response:
+        return _json(503, {"error": str(exc)}, {"Retry-After": str(int(exc.retry_after))})
+
     async def receive(request: Request, source: str) -> Response:
         started = time.perf_counter()
         headers = request.headers
@@ -281,11 +285,42 @@ _TIMED_TASKS: dict[str, Callable[[], dict[str, Any]]] = {
 }
 
 
+class StoreView:
+    """The builds API's view of pipeline.adapters.store.BuildStore (records as JSON)."""
+
+    def __init__(self, build_store: Any) -> None:
+        self._store = build_store
+
+    def list_builds(self, *, limit: int) -> list[Mapping[str, Any]]:
+        return [record.to_dict() for record in self._store.recent(limit)]
+
+    def get_build(self, build_id: str) -> Mapping[str, Any] | None:
+        record = self._store.get(build_id)
+        return None if record is None else dict(record.to_dict())
+
+    def read_log(self, build_id: str) -> str | None:
+        if self._store.get(build_id) is None:
+            return None
+        lines = self._store.read_log(build_id, 0, 1_000_000)
+        return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+
+
 def service_app(settings: Settings) -> FastAPI:
     """The receiver wired to the real adapters (what `layering serve` runs)."""
-    from pipeline import promotion
+    import redis
 
-    return create_app(settings, is_promotion_commit=promotion.is_promotion_commit)
+    from pipeline import promotion
+    from pipeline.adapters import metrics, store
+
+    client = redis.Redis.from_url(
+        settings.redis_url.get_secret_value(), socket_timeout=5, socket_connect_timeout=2
+    )
+    return create_app(
+        settings,
+        store=StoreView(store.BuildStore.from_settings(settings)),
+        collectors=(metrics.RedisHistograms(client),),
+        is_promotion_commit=promotion.is_promotion_commit,
+    )
 
 
 def app_from_environment() -> FastAPI:

@@ -1,0 +1,153 @@
+"""What the event handling reports and cancels, as data: status contexts and descriptions for
+lint and build results, and which builds a newer head supersedes. No I/O.
+
+Descriptions stay under GitHub's 140 characters (promotion.description cuts them) and never
+carry secrets: they are built from ids, digests, step names and finding ids only; the adapter
+scrubs them once more.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pipeline import promotion
+
+State = Literal["pending", "success", "failure", "error"]
+LINT_CONTEXT = "layering/lint"
+FORK_NOTE = "a maintainer must comment /ok-to-test to build this fork's pull request"
+
+
+def build_context(image: str, cluster: str) -> str:
+    return f"layering/build/{image}@{cluster}"
+
+
+def log_url(public_url: str, build_id: str) -> str:
+    return f"{public_url.rstrip('/')}/api/builds/{build_id}/log"
+
+
+@dataclass(frozen=True)
+class Status:
+    context: str
+    state: State
+    description: str
+    target_url: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "description", promotion.description(self.description))
+
+
+@dataclass(frozen=True)
+class LintFinding:
+    """The parts of a lint.Finding a status needs (ids, where, severity)."""
+
+    id: str
+    severity: str
+    path: str
+    line: int | None
+
+
+def lint_status(findings: Sequence[LintFinding], *, fork: bool = False) -> Status:
+    errors = [f for f in findings if f.severity == "error"]
+    warnings = [f for f in findings if f.severity != "error"]
+    if errors:
+        first = errors[0]
+        where = first.path if first.line is None else f"{first.path}:{first.line}"
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        text = f"{len(errors)} error(s): {first.id} at {where}{more}"
+        state: State = "failure"
+    elif warnings:
+        text = f"passed with {len(warnings)} warning(s): " + ", ".join(
+            sorted({w.id for w in warnings})
+        )
+        state = "success"
+    else:
+        text = "no findings"
+        state = "success"
+    if fork:
+        text = f"{text}; {FORK_NOTE}"
+    return Status(LINT_CONTEXT, state, text)
+
+
+def short_digest(digest: str) -> str:
+    return promotion.short_digest(digest)
+
+
+def build_status(record: Mapping[str, Any], *, public_url: str) -> Status | None:
+    """The final status of a build record (a BuildRecord.to_dict()); None while unfinished or
+    cancelled (a cancelled build's status was set when it was superseded)."""
+    context = build_context(str(record["image"]), str(record["cluster"]))
+    url = log_url(public_url, str(record["id"]))
+    state = record.get("state")
+    digest = str(record.get("digest") or "")
+    if state == "succeeded":
+        return Status(context, "success", f"built {short_digest(digest)}", url)
+    if state == "skipped":
+        return Status(context, "success", f"reused {short_digest(digest)} (already built)", url)
+    if state == "failed":
+        step = str(record.get("failing_step") or "")
+        line = record.get("failing_line")
+        if step:
+            where = f" (Containerfile line {line})" if line else ""
+            return Status(context, "failure", f"failed at {step}{where}", url)
+        error = str(record.get("error") or "build failed").splitlines()[0]
+        return Status(context, "error", error, url)
+    return None
+
+
+def pending_build(image: str, cluster: str, *, build_id: str, public_url: str) -> Status:
+    return Status(
+        build_context(image, cluster),
+        "pending",
+        f"queued: {image} on {cluster}'s base",
+        log_url(public_url, build_id),
+    )
+
+
+def not_built(image: str, cluster: str, reason: str) -> Status:
+    return Status(build_context(image, cluster), "failure", f"not built: {reason}")
+
+
+def superseded(context: str, *, by_sha: str, target_url: str | None = None) -> Status:
+    return Status(context, "error", f"superseded by {by_sha[:12]}", target_url)
+
+
+@dataclass(frozen=True)
+class HeadBuild:
+    """A build queued for one head of a branch or pull request."""
+
+    build_id: str
+    task_id: str
+    build_key: str
+    image: str
+    cluster: str
+
+    @property
+    def context(self) -> str:
+        return build_context(self.image, self.cluster)
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "build_id": self.build_id,
+            "task_id": self.task_id,
+            "build_key": self.build_key,
+            "image": self.image,
+            "cluster": self.cluster,
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> HeadBuild:
+        return cls(
+            **{
+                k: str(document[k])
+                for k in ("build_id", "task_id", "build_key", "image", "cluster")
+            }
+        )
+
+
+def superseded_builds(old: Iterable[HeadBuild], new_keys: Iterable[str]) -> list[HeadBuild]:
+    """Builds of an older head to cancel: all but those whose key the newer head also builds
+    (those keep running and the newer head reuses their result)."""
+    keep = set(new_keys)
+    return [build for build in old if build.build_key not in keep]
