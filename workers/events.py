@@ -224,6 +224,16 @@ def _supersede(
         )
 
 
+# Event tasks retry passing faults (Git fetch, Redis, GitHub) with jittered back-off.
+_EVENT_TASK: dict[str, Any] = {
+    "bind": True,
+    "queue": EVENTS_QUEUE,
+    "autoretry_for": (TemporaryError,),
+    "retry_backoff": 5,
+    "retry_jitter": True,
+    "max_retries": 8,
+}
+
 # -- the event flow -------------------------------------------------------------------------
 
 
@@ -354,12 +364,7 @@ def handle_head(
 
 @app.task(
     name=events.HANDLE_PUSH_TASK,
-    bind=True,
-    queue=EVENTS_QUEUE,
-    autoretry_for=(TemporaryError,),
-    retry_backoff=5,
-    retry_jitter=True,
-    max_retries=8,
+    **_EVENT_TASK,
 )  # type: ignore[untyped-decorator]
 def handle_push(
     self: Task, branch: str, before: str, after: str, forced: bool, enqueued_at: float | None = None
@@ -379,18 +384,31 @@ def handle_push(
     )
 
 
-def _pull_refs(number: int, base_ref: str) -> tuple[str, ...]:
-    return (f"refs/pull/{number}/head", base_ref)
+def _handle_pull(
+    celery_app: Celery,
+    settings: Settings,
+    number: int,
+    head_sha: str,
+    base_ref: str,
+    build: bool,
+    enqueued_at: float | None,
+) -> dict[str, Any]:
+    return handle_head(
+        celery_app,
+        settings,
+        scope=f"pr:{number}",
+        from_rev=gitadapter.ZERO_SHA,
+        head_sha=head_sha,
+        branch=None,
+        refs=(f"refs/pull/{number}/head", base_ref),
+        build=build,
+        enqueued_at=enqueued_at or time.time(),
+    )
 
 
 @app.task(
     name=events.HANDLE_PULL_REQUEST_TASK,
-    bind=True,
-    queue=EVENTS_QUEUE,
-    autoretry_for=(TemporaryError,),
-    retry_backoff=5,
-    retry_jitter=True,
-    max_retries=8,
+    **_EVENT_TASK,
 )  # type: ignore[untyped-decorator]
 def handle_pull_request(
     self: Task,
@@ -403,27 +421,12 @@ def handle_pull_request(
 ) -> dict[str, Any]:
     settings = settings_of(self.app)
     _observe_latency(settings, enqueued_at)
-    return handle_head(
-        self.app,
-        settings,
-        scope=f"pr:{number}",
-        from_rev=gitadapter.ZERO_SHA,
-        head_sha=head_sha,
-        branch=None,
-        refs=_pull_refs(number, base_ref),
-        build=not from_fork,
-        enqueued_at=enqueued_at or time.time(),
-    )
+    return _handle_pull(self.app, settings, number, head_sha, base_ref, not from_fork, enqueued_at)
 
 
 @app.task(
     name=events.OK_TO_TEST_TASK,
-    bind=True,
-    queue=EVENTS_QUEUE,
-    autoretry_for=(TemporaryError,),
-    retry_backoff=5,
-    retry_jitter=True,
-    max_retries=8,
+    **_EVENT_TASK,
 )  # type: ignore[untyped-decorator]
 def ok_to_test(
     self: Task, number: int, user: str, enqueued_at: float | None = None
@@ -442,17 +445,7 @@ def ok_to_test(
         client.close()
     if pull.base_ref != settings.default_branch:
         return {"ignored": f"pull request #{number} is into {pull.base_ref}"}
-    return handle_head(
-        self.app,
-        settings,
-        scope=f"pr:{number}",
-        from_rev=gitadapter.ZERO_SHA,
-        head_sha=pull.head_sha,
-        branch=None,
-        refs=_pull_refs(number, pull.base_ref),
-        build=True,
-        enqueued_at=enqueued_at or time.time(),
-    )
+    return _handle_pull(self.app, settings, number, pull.head_sha, pull.base_ref, True, enqueued_at)
 
 
 @app.task(name=REPORT_BUILD_TASK, bind=True, queue=EVENTS_QUEUE)  # type: ignore[untyped-decorator]
