@@ -23,6 +23,7 @@ Public API:
     repo.close()  (also a context manager)
 
     branch_commit(git_repo, branch) -> str | None   # refs/heads/<b>, else refs/remotes/origin/<b>
+    head_commit(path) -> str                    # HEAD's commit sha of the repository at path
     strip_credentials(text) -> str              # https://user:token@host -> https://***@host
     ZERO_SHA                                    # the all-zeros "no commit" of push events
 
@@ -42,7 +43,6 @@ from pathlib import Path
 from types import TracebackType
 
 import git
-from git.objects.fun import tree_entries_from_data
 
 from pipeline import repo
 from pipeline.errors import InputError, PermanentError, TemporaryError
@@ -101,6 +101,22 @@ def _translate(action: str, exc: git.GitCommandError) -> PermanentError | Tempor
     if any(phrase in tail.lower() for phrase in _PERMANENT_FETCH):
         return PermanentError(message)
     return TemporaryError(message)
+
+
+def _tree_entries(data: bytes) -> dict[str, tuple[int, str]]:
+    """name -> (mode, sha) of a raw tree object: `<octal mode> <name>\\0<20-byte sha>`...
+
+    GitPython's parser validates every name on the way; this one only splits (the images/
+    tree of a large repository has hundreds of entries, read on every plan)."""
+    entries: dict[str, tuple[int, str]] = {}
+    position, end = 0, len(data)
+    while position < end:
+        space = data.index(b" ", position)
+        nul = data.index(b"\0", space)
+        name = data[space + 1 : nul].decode("utf-8", "surrogateescape")
+        entries[name] = (int(data[position:space], 8), data[nul + 1 : nul + 21].hex())
+        position = nul + 21
+    return entries
 
 
 def _text(value: str | bytes) -> str:
@@ -209,9 +225,12 @@ class GitRepo:
     # -- objects ----------------------------------------------------------------------------
 
     def _header(self, name: str) -> tuple[str, str] | None:
-        """(sha, type) of an object named `name` (any `git cat-file` name), or None."""
+        """(sha, type) of an object named `name` (any `git cat-file` name), or None.
+
+        Reads the object through the same `cat-file --batch` process as everything else
+        rather than starting a second (`--batch-check`) one: revisions name commits, small."""
         try:
-            sha, kind, _ = self._repo.git.get_object_header(name)
+            sha, kind, _, _ = self._repo.git.get_object_data(name)
         except ValueError:
             return None
         return _text(sha), _text(kind)
@@ -228,9 +247,7 @@ class GitRepo:
         found = self._data(sha)
         if found is None or found[0] != "tree":
             raise InputError(f"{sha}: not a tree in {self.path}")
-        return {
-            name: (mode, binsha.hex()) for binsha, mode, name in tree_entries_from_data(found[1])
-        }
+        return _tree_entries(found[1])
 
     def _commit_header(self, sha: str) -> tuple[str, list[str]]:
         """(tree, parents) of a commit, parsed from its raw header."""
@@ -430,3 +447,9 @@ def branch_commit(git_repo: GitRepo, branch: str) -> str | None:
         except InputError:
             continue
     return None
+
+
+def head_commit(path: Path | str) -> str:
+    """The commit HEAD names in the repository at `path`."""
+    with GitRepo.open(path) as git_repo:
+        return git_repo.resolve("HEAD")
