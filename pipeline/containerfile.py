@@ -4,6 +4,7 @@ packages they install. Built on dockerfile-parse. No I/O."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import shlex
 from collections.abc import Mapping
@@ -15,6 +16,10 @@ _VARIABLE = re.compile(
     r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<modifier>:[-+][^}]*)?\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
 )
 _COMMAND_SEPARATORS = {"&&", "||", ";", "|", "&"}
+_KEYWORDS = {
+    "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
+    "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR",
+}  # fmt: skip
 
 
 class ContainerfileError(ValueError):
@@ -124,6 +129,11 @@ def parse(text: str, build_args: Mapping[str, str] | None = None) -> Containerfi
             continue
         value = str(item["value"])
         line, end_line = int(item["startline"]) + 1, int(item["endline"]) + 1
+        if keyword not in _KEYWORDS:
+            raise ContainerfileError(
+                f"unknown instruction {keyword!r}; expected one of FROM, RUN, COPY, ADD, ARG, ...",
+                line,
+            )
         if keyword == "FROM":
             close_stage()
             instructions = []
@@ -166,36 +176,93 @@ def parse(text: str, build_args: Mapping[str, str] | None = None) -> Containerfi
     return Containerfile(tuple(stages), global_args)
 
 
+def _strip_shell_comment(text: str) -> str:
+    """Drop a shell comment (`#` starting a word, outside quotes) and everything after it.
+
+    Continuation lines are joined before the shell runs, so an inline `# ...` on one line of a
+    RUN comments out every following line too; lint must see what the shell sees."""
+    quote = ""
+    escaped = False
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quote != "'":
+            escaped = True
+        elif quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (index == 0 or text[index - 1].isspace()):
+            return text[:index]
+    return text
+
+
+_WRAPPERS = {"sudo", "env", "exec", "command", "time", "nice", "nohup"}
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def _simple_command(words: list[str]) -> list[str]:
+    """Drop leading `VAR=value` assignments and wrappers such as `sudo` or `env`."""
+    start = 0
+    while start < len(words) and (
+        _ASSIGNMENT.match(words[start]) or words[start].rsplit("/", 1)[-1] in _WRAPPERS
+    ):
+        start += 1
+    return words[start:]
+
+
 def commands(shell_text: str) -> list[list[str]]:
-    """Split a RUN (shell form) into simple commands, each an argv list (best effort)."""
-    lexer = shlex.shlex(shell_text, posix=True, punctuation_chars=";&|")
+    """Split a RUN (shell form) into simple commands, each an argv list (best effort).
+
+    Separators (`&&`, `||`, `;`, `|`, `&`) start a new command; redirections and their targets,
+    comments, leading assignments and wrappers (`sudo`, `env`) are left out."""
+    text = _strip_shell_comment(shell_text)
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|<>")
     lexer.whitespace_split = True
     lexer.commenters = ""
     result: list[list[str]] = [[]]
+    skip_next = False
     try:
         for token in lexer:
-            if token in _COMMAND_SEPARATORS or set(token) <= set(";&|"):
+            if skip_next:
+                skip_next = False
+            elif token in _COMMAND_SEPARATORS or set(token) <= set(";&|"):
                 result.append([])
+            elif set(token) <= set("<>&|"):
+                # a redirection: neither its target nor a file descriptor (`2>`) is an argument
+                skip_next = True
+                if result[-1] and result[-1][-1].isdigit():
+                    result[-1].pop()
             else:
                 result[-1].append(token)
     except ValueError:
         # unbalanced quotes: fall back to whitespace splitting so lint can still look
-        return [shell_text.split()]
-    return [argv for argv in result if argv]
+        return [text.split()]
+    simple = (_simple_command(argv) for argv in result)
+    return [argv for argv in simple if argv]
+
+
+_RUN_FLAG = re.compile(r"^--(?:mount|network|security)(?:=\S*)?\s+")
+_SHELLS = {"sh", "bash", "dash", "zsh"}
 
 
 def run_argv_text(instruction: Instruction) -> str:
-    """A RUN's shell text; exec form (JSON array) is joined back into words."""
+    """A RUN's shell text without RUN flags (`--mount=...`); exec form (JSON array) is joined
+    back into words, and `["/bin/sh", "-c", "script"]` becomes the script."""
     value = instruction.value.strip()
+    while match := _RUN_FLAG.match(value):
+        value = value[match.end() :]
     if value.startswith("["):
         try:
-            import json
-
             words = json.loads(value)
-            if isinstance(words, list):
-                return shlex.join(str(w) for w in words)
         except ValueError:
-            pass
+            return value
+        if isinstance(words, list):
+            argv = [str(w) for w in words]
+            if len(argv) >= 3 and argv[0].rsplit("/", 1)[-1] in _SHELLS and argv[1] == "-c":
+                return argv[2]
+            return shlex.join(argv)
     return value
 
 
@@ -208,31 +275,94 @@ class Install:
 
 
 _INSTALLERS = {"rpm-ostree", "dnf", "yum", "microdnf", "dnf5", "rpm"}
+_INSTALL_ACTIONS = {"install", "reinstall", "upgrade", "update", "localinstall"}
+# options of dnf/yum/rpm-ostree that take the next word as their value (unless written `--x=v`)
+_OPTIONS_WITH_VALUE = {
+    "-c",
+    "-x",
+    "--config",
+    "--disablerepo",
+    "--enablerepo",
+    "--exclude",
+    "--forcearch",
+    "--from",
+    "--install",
+    "--installroot",
+    "--os",
+    "--releasever",
+    "--repo",
+    "--repofrompath",
+    "--setopt",
+    "--sysroot",
+    "--uninstall",
+}
+
+
+def _words_and_options(arguments: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Split installer arguments into plain words and (option, value) pairs."""
+    words: list[str] = []
+    options: list[tuple[str, str]] = []
+    index = 0
+    while index < len(arguments):
+        word = arguments[index]
+        if word.startswith("-") and len(word) > 1:
+            name, sep, value = word.partition("=")
+            if not sep and name in _OPTIONS_WITH_VALUE and index + 1 < len(arguments):
+                index += 1
+                value = arguments[index]
+            options.append((name, value))
+        else:
+            words.append(word)
+        index += 1
+    return words, options
+
+
+def _install(tool: str, argv: list[str], line: int) -> list[Install]:
+    words, options = _words_and_options(argv[1:])
+    found: list[Install] = []
+    if tool == "rpm":
+        if any(
+            name.startswith(("-i", "-U", "-F", "--install", "--upgrade")) for name, _ in options
+        ):
+            found.append(Install(tool, "install", tuple(words), line))
+        return found
+    if words and words[0] == "override" and len(words) >= 2:
+        found.append(Install(tool, f"override {words[1]}", tuple(words[2:]), line))
+    elif words and words[0] in _INSTALL_ACTIONS:
+        found.append(Install(tool, words[0], tuple(words[1:]), line))
+    # `rpm-ostree override remove kernel --install kernel-rt-core` installs too
+    extra = tuple(value for name, value in options if name == "--install" and value)
+    if extra:
+        found.append(Install(tool, "install", extra, line))
+    return found
+
+
+def run_installs(run: Instruction) -> list[Install]:
+    """Package installations one RUN performs."""
+    found: list[Install] = []
+    for argv in commands(run_argv_text(run)):
+        tool = argv[0].rsplit("/", 1)[-1]
+        if tool in _INSTALLERS:
+            found.extend(_install(tool, argv, run.line))
+    return found
 
 
 def installs(stage: Stage) -> list[Install]:
     """Package installations a stage's RUN steps perform."""
-    found: list[Install] = []
-    for run in stage.runs:
-        for argv in commands(run_argv_text(run)):
-            tool = argv[0].rsplit("/", 1)[-1]
-            if tool not in _INSTALLERS:
-                continue
-            words = [w for w in argv[1:] if not w.startswith("-")]
-            if tool == "rpm":
-                if any(
-                    flag.startswith(("-i", "-U", "--install", "--upgrade")) for flag in argv[1:]
-                ):
-                    found.append(Install(tool, "install", tuple(words), run.line))
-                continue
-            if not words:
-                continue
-            action = words[0]
-            if action == "override" and len(words) >= 2:
-                found.append(Install(tool, f"override {words[1]}", tuple(words[2:]), run.line))
-            elif action in {"install", "reinstall", "upgrade", "update", "localinstall"}:
-                found.append(Install(tool, action, tuple(words[1:]), run.line))
-    return found
+    return [install for run in stage.runs for install in run_installs(run)]
+
+
+_NEVRA = re.compile(r"^(?P<name>.+?)-(?:\d+:)?[^-]+-[^-]+\.[A-Za-z0-9_]+\.rpm$")
+
+
+def package_name(spec: str) -> str:
+    """The RPM name a package argument installs: `kernel-rt-core`, `htop-3.3.0-1.el9` stays as
+    written, `https://…/fish-3.3.1-3.el9.x86_64.rpm` -> `fish`."""
+    base = spec.rstrip("/").rsplit("/", 1)[-1]
+    match = _NEVRA.match(base)
+    if match:
+        return match.group("name")
+    return base.removesuffix(".rpm")
 
 
 def pin_final_from(text: str, reference: str) -> str:

@@ -8,7 +8,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    ValidationError,
+    field_validator,
+)
 
 from pipeline import names, yamlfile
 
@@ -56,7 +63,7 @@ class Waiver(_Strict):
 
 class ImageSettings(_Strict):
     build_args: dict[str, str] = Field(default_factory=dict, alias="buildArgs")
-    entitlement: bool = False
+    entitlement: StrictBool = False
     allow: tuple[Waiver, ...] = ()
 
     @field_validator("build_args")
@@ -125,9 +132,11 @@ class ClusterSettings(_Strict):
                 )
         return value
 
-    @field_validator("soak")
+    @field_validator("soak", mode="before")
     @classmethod
-    def _soak(cls, value: str | int) -> str | int:
+    def _soak(cls, value: object) -> object:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ValueError("must be a duration such as 0s, 30m, 24h, 2d or a number of seconds")
         duration_seconds(value)
         return value
 
@@ -243,7 +252,7 @@ def interesting(path: str) -> bool:
     return False
 
 
-def _validation_problems(path: str, exc: ValidationError) -> list[Problem]:
+def _validation_problems(path: str, raw: bytes, exc: ValidationError) -> list[Problem]:
     problems = []
     for err in exc.errors():
         where = ".".join(str(part) for part in err["loc"]) or "(document)"
@@ -252,7 +261,8 @@ def _validation_problems(path: str, exc: ValidationError) -> list[Problem]:
             message = "unknown key; remove it or check its spelling"
         elif err["type"] == "missing":
             message = "required key is missing"
-        problems.append(Problem(path, message, field=where))
+        line = yamlfile.key_line(raw, err["loc"])
+        problems.append(Problem(path, message, field=where, line=line))
     return problems
 
 
@@ -306,7 +316,7 @@ def _parse_image(
             try:
                 settings = ImageSettings.model_validate(document)
             except ValidationError as exc:
-                problems.extend(_validation_problems(settings_path, exc))
+                problems.extend(_validation_problems(settings_path, files[settings_path], exc))
     return Image(name, containerfile, settings, tree_id)
 
 
@@ -326,7 +336,7 @@ def _parse_cluster(
     try:
         settings = ClusterSettings.model_validate(document)
     except ValidationError as exc:
-        problems.extend(_validation_problems(path, exc))
+        problems.extend(_validation_problems(path, files[path], exc))
         return None
     return Cluster(
         name=name,

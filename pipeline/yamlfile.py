@@ -3,6 +3,7 @@ and byte-stable dumping for files the pipeline writes. No I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -55,6 +56,31 @@ def load(text: bytes | str) -> Any:
         raise YamlProblem(f"invalid YAML: {exc.problem or exc}", line) from None
     except yaml.YAMLError as exc:
         raise YamlProblem(f"invalid YAML: {exc}") from None
+
+
+def key_line(text: bytes | str, location: Sequence[str | int]) -> int | None:
+    """The 1-based line of the deepest part of `location` (keys and list indexes, as pydantic
+    reports them) found in the document; None when the text is not YAML at all."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line: int | None = None
+    for part in location:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == str(part)), None)
+            if match is None:
+                break
+            key = next(k for k, v in node.value if v is match)
+            line, node = key.start_mark.line + 1, match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            if not 0 <= part < len(node.value):
+                break
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
 
 
 def dump(document: Any) -> bytes:
