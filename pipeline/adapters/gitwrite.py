@@ -35,6 +35,8 @@ from pipeline.errors import PermanentError, TemporaryError
 
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "LC_ALL": "C"}
 _REMOTE = "upstream"
+_LOCAL_REF = "refs/heads/layering-promotion"
+_REF_RACES = ("failed to update ref", "cannot lock ref", "incorrect old value", "fetch first")
 
 
 @dataclass(frozen=True)
@@ -191,13 +193,18 @@ class BranchWriter:
         index = Path(scratch.git_dir) / "promotion.index"
         env = {"GIT_INDEX_FILE": str(index)}
         self._git(scratch, "git read-tree", "read-tree", head, env=env)
-        args: list[str] = []
+        # --index-info (mode sha<TAB>path; mode 0 removes) works without a work tree
+        lines: list[str] = []
         for path, content in sorted(change.writes.items()):
             stream = scratch.odb.store(IStream(b"blob", len(content), io.BytesIO(content)))
-            args += ["--cacheinfo", f"100644,{stream.hexsha.decode()},{path}"]
-        for path in sorted(change.deletes):
-            args += ["--force-remove", path]
-        self._git(scratch, "git update-index", "update-index", "--add", *args, env=env)
+            lines.append(f"100644 {stream.hexsha.decode()}\t{path}\n")
+        lines += [f"0 {'0' * 40}\t{path}\n" for path in sorted(change.deletes)]
+        info = Path(scratch.git_dir) / "promotion.index-info"
+        info.write_text("".join(lines))
+        with info.open("rb") as stdin:
+            self._git(
+                scratch, "git update-index", "update-index", "--index-info", env=env, istream=stdin
+            )
         tree = self._git(scratch, "git write-tree", "write-tree", env=env)
         index.unlink(missing_ok=True)
         if tree == self._git(scratch, "git rev-parse", "rev-parse", f"{head}^{{tree}}"):
@@ -223,8 +230,10 @@ class BranchWriter:
     def _push(self, scratch: git.Repo, commit: str, branch: str) -> bool:
         """True when pushed; False when rejected as not a fast-forward (fetch and retry)."""
         remote = scratch.remote(_REMOTE)
+        # GitPython parses push results by local ref name; a bare sha gives no result at all
+        self._git(scratch, "git update-ref", "update-ref", _LOCAL_REF, commit)
         try:
-            results: IterableList[git.PushInfo] = remote.push(f"{commit}:refs/heads/{branch}")
+            results: IterableList[git.PushInfo] = remote.push(f"{_LOCAL_REF}:refs/heads/{branch}")
         except git.GitCommandError as exc:
             tail = gitadapter.strip_credentials(str(exc.stderr or "").strip())[-600:]
             raise TemporaryError(f"git push {self._safe_url} {branch} failed: {tail}") from exc
@@ -234,6 +243,10 @@ class BranchWriter:
             summary = gitadapter.strip_credentials(info.summary.strip())
             if info.flags & git.PushInfo.REJECTED:
                 return False  # non-fast-forward: someone pushed first
+            if info.flags & git.PushInfo.REMOTE_REJECTED and any(
+                race in summary for race in _REF_RACES
+            ):
+                return False  # the server lost a ref-lock race to another push
             if info.flags & git.PushInfo.REMOTE_REJECTED:
                 raise PermanentError(
                     f"git push {self._safe_url} {branch}: the server refused it ({summary}); "

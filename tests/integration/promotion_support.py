@@ -1,0 +1,242 @@
+"""Helpers for the promotion integration tests and bench: push a small image to the real
+registry under a content-addressed tag (over the registry HTTP API, so the digest is the
+registry's own), read digests back, record statuses, and a GitOps repository with env branches."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import git
+import yaml
+
+from pipeline import promotion, repo
+from pipeline.adapters import git as gitadapter
+
+MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+BASE = "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:"
+
+
+def _request(
+    url: str, *, method: str, body: bytes = b"", headers: Mapping[str, str] = {}
+) -> urllib.request.Request:
+    return urllib.request.Request(url, data=body or None, method=method, headers=dict(headers))
+
+
+def _upload_blob(host: str, path: str, blob: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(blob).hexdigest()
+    with urllib.request.urlopen(
+        _request(f"http://{host}/v2/{path}/blobs/uploads/", method="POST")
+    ) as answer:
+        location = answer.headers["Location"]
+    if location.startswith("/"):
+        location = f"http://{host}{location}"
+    separator = "&" if "?" in location else "?"
+    put = _request(
+        f"{location}{separator}digest={digest}",
+        method="PUT",
+        body=blob,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    with urllib.request.urlopen(put):
+        pass
+    return digest
+
+
+def push_image(host: str, path: str, tag: str, *, content: bytes) -> str:
+    """A one-layer image at http://host/path:tag; returns the manifest digest."""
+    layer = content
+    layer_digest = _upload_blob(host, path, layer)
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        }
+    ).encode()
+    config_digest = _upload_blob(host, path, config)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": MANIFEST_TYPE,
+            "config": {
+                "mediaType": "application/vnd.docker.container.image.v1+json",
+                "size": len(config),
+                "digest": config_digest,
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "size": len(layer),
+                    "digest": layer_digest,
+                }
+            ],
+        }
+    ).encode()
+    put = _request(
+        f"http://{host}/v2/{path}/manifests/{tag}",
+        method="PUT",
+        body=manifest,
+        headers={"Content-Type": MANIFEST_TYPE},
+    )
+    with urllib.request.urlopen(put) as answer:
+        digest = answer.headers["Docker-Content-Digest"]
+    assert digest == "sha256:" + hashlib.sha256(manifest).hexdigest()
+    return str(digest)
+
+
+class HttpRegistry:
+    """DigestSource over the registry API (HEAD manifest -> Docker-Content-Digest)."""
+
+    def digest_of(self, reference: str) -> str | None:
+        repository, _, tag = reference.rpartition(":")
+        host, _, path = repository.partition("/")
+        head = _request(
+            f"http://{host}/v2/{path}/manifests/{tag}",
+            method="HEAD",
+            headers={"Accept": MANIFEST_TYPE},
+        )
+        try:
+            with urllib.request.urlopen(head) as answer:
+                return str(answer.headers["Docker-Content-Digest"])
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                return None
+            raise
+
+
+def push_targets(
+    registry_host: str, targets: list[promotion.Target], *, salt: str = ""
+) -> dict[str, str]:
+    """Push an image for every target's tag; tag reference -> digest."""
+    digests: dict[str, str] = {}
+    for target in targets:
+        if target.tag_reference in digests:
+            continue
+        path = target.image_repository.removeprefix(f"{registry_host}/")
+        digests[target.tag_reference] = push_image(
+            registry_host,
+            path,
+            target.tag_reference.rpartition(":")[2],
+            content=f"{target.build_key}{salt}".encode(),
+        )
+    return digests
+
+
+@dataclass
+class Recorder:
+    """StatusReporter that remembers every status (thread-safe)."""
+
+    statuses: list[tuple[str, str, str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set_status(
+        self, sha: str, *, context: str, state: str, description: str, target_url: str | None
+    ) -> None:
+        assert len(description) <= 140
+        with self.lock:
+            self.statuses.append((sha, context, state, description))
+
+    def last(self, context: str) -> tuple[str, str, str, str]:
+        return [s for s in self.statuses if s[1] == context][-1]
+
+    def states(self, context: str) -> list[str]:
+        return [s[2] for s in self.statuses if s[1] == context]
+
+
+class EnvRepo:
+    """A work tree with a bare origin, `main` and `env/<environment>` branches."""
+
+    def __init__(self, root: Path) -> None:
+        self.registry_prefix = ""
+        self.origin = root / "origin.git"
+        self.path = root / "work"
+        git.Repo.init(self.origin, bare=True, initial_branch="main")
+        self.repo = git.Repo.init(self.path, initial_branch="main")
+        with self.repo.config_writer() as config:
+            config.set_value("user", "name", "Platform Engineer")
+            config.set_value("user", "email", "pe@example.invalid")
+        self.repo.create_remote("origin", self.origin.as_uri())
+
+    @property
+    def url(self) -> str:
+        return self.origin.as_uri()
+
+    def write(self, path: str, text: str) -> None:
+        target = self.path / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+    def add_image(self, name: str, package: str) -> None:
+        self.write(
+            f"images/{name}/Containerfile",
+            f"FROM {BASE.split('@')[0]}\n"
+            f"RUN rpm-ostree install {package} && ostree container commit\n",
+        )
+
+    def add_cluster(
+        self,
+        name: str,
+        *,
+        environment: str,
+        registry: str,
+        pools: Mapping[str, str],
+        base: str = "a",
+        promotes_from: str | None = None,
+        soak: str = "0s",
+        kube: str | None = None,
+    ) -> None:
+        document: dict[str, object] = {
+            "environment": environment,
+            "baseImage": BASE + base * 64,
+            "registry": registry,
+            "pools": dict(pools),
+            "promotesFrom": promotes_from,
+            "soak": soak,
+        }
+        if kube:
+            document["kube"] = {"context": kube}
+        self.write(f"clusters/{name}/cluster.yaml", yaml.safe_dump(document, sort_keys=False))
+
+    def commit(self, message: str) -> str:
+        self.repo.git.add("-A")
+        self.repo.git.commit("-m", message, "--allow-empty")
+        return self.repo.head.commit.hexsha
+
+    def push(self, branch: str) -> None:
+        self.repo.remote("origin").push(f"refs/heads/{branch}:refs/heads/{branch}").raise_if_error()
+
+    def merge_into(self, source: str, branch: str) -> str:
+        """Merge `source` into `branch` (as a pull request merge would) and push it."""
+        self.repo.git.fetch("origin")
+        names = [h.name for h in self.repo.heads]
+        if branch in names:
+            self.repo.git.checkout(branch)
+            self.repo.git.reset("--hard", f"origin/{branch}")
+        else:
+            self.repo.git.checkout("-b", branch, f"origin/{source}" if source != "main" else "main")
+        remote_source = f"origin/{source}"
+        self.repo.git.merge(
+            "--no-ff", "--no-edit", "-m", f"Merge {source} into {branch}", remote_source
+        )
+        self.push(branch)
+        sha = self.repo.head.commit.hexsha
+        self.repo.git.checkout("main")
+        return sha
+
+    def origin_model(self, rev: str) -> repo.Repository:
+        with gitadapter.GitRepo.open(self.origin) as reader:
+            return reader.load(rev)
+
+    def origin_head(self, branch: str) -> str:
+        with gitadapter.GitRepo.open(self.origin) as reader:
+            return reader.resolve(f"refs/heads/{branch}")
+
+    def origin_history(self, branch: str) -> list[git.Commit]:
+        return list(git.Repo(self.origin).iter_commits(f"refs/heads/{branch}"))
