@@ -71,6 +71,7 @@ _PERMANENT_FETCH = (
 )
 # in-process ancestry walk before asking `git merge-base --is-ancestor`
 _ANCESTRY_WALK = 64
+_CACHE_SIZE = 4096
 _STDERR_TAIL = 600
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "LC_ALL": "C"}
 
@@ -130,6 +131,14 @@ class GitRepo:
     def __init__(self, repository: git.Repo) -> None:
         self._repo = repository
         self._repo.git.update_environment(**_GIT_ENV)
+        # objects never change, so parsed trees and commits can be kept (bounded)
+        self._trees: dict[str, dict[str, tuple[int, str]]] = {}
+        self._commits: dict[str, tuple[str, list[str]]] = {}
+
+    def clear_cache(self) -> None:
+        """Forget parsed objects (for benchmarks; the cache is never stale)."""
+        self._trees.clear()
+        self._commits.clear()
 
     @classmethod
     def open(cls, path: Path | str) -> GitRepo:
@@ -244,13 +253,22 @@ class GitRepo:
         return _text(kind), data
 
     def _tree(self, sha: str) -> dict[str, tuple[int, str]]:
-        found = self._data(sha)
-        if found is None or found[0] != "tree":
-            raise InputError(f"{sha}: not a tree in {self.path}")
-        return _tree_entries(found[1])
+        entries = self._trees.get(sha)
+        if entries is None:
+            found = self._data(sha)
+            if found is None or found[0] != "tree":
+                raise InputError(f"{sha}: not a tree in {self.path}")
+            entries = _tree_entries(found[1])
+            if len(self._trees) >= _CACHE_SIZE:
+                self._trees.clear()
+            self._trees[sha] = entries
+        return entries
 
     def _commit_header(self, sha: str) -> tuple[str, list[str]]:
         """(tree, parents) of a commit, parsed from its raw header."""
+        cached = self._commits.get(sha)
+        if cached is not None:
+            return cached
         found = self._data(sha)
         if found is None or found[0] != "commit":
             raise InputError(f"{sha}: not a commit in {self.path}")
@@ -263,10 +281,15 @@ class GitRepo:
                 tree = line[5:].decode()
             elif line.startswith(b"parent "):
                 parents.append(line[7:].decode())
+        if len(self._commits) >= _CACHE_SIZE:
+            self._commits.clear()
+        self._commits[sha] = (tree, parents)
         return tree, parents
 
     def resolve(self, rev: str) -> str:
         """The commit sha `rev` names (sha, abbreviation, branch, tag, `HEAD~2`...)."""
+        if rev in self._commits:
+            return rev
         header = self._header(f"{_check_rev(rev)}^{{commit}}")
         if header is None:
             raise InputError(f"unknown revision {rev!r} in {self.path}")
@@ -424,6 +447,17 @@ class GitRepo:
         return repo.TreeListing(image_dirs, cluster_dirs, files)
 
     def _read_files(self, tree: str, prefix: str, files: dict[str, bytes], *, nested: bool) -> None:
+        if not nested:
+            # Containerfile, image.yaml, cluster.yaml: look them up by path (one round trip
+            # each) instead of reading the directory first
+            for name in (repo.CONTAINERFILE, repo.IMAGE_SETTINGS, repo.CLUSTER_FILE):
+                path = f"{prefix}/{name}"
+                if repo.interesting(path):
+                    found = self._data(f"{tree}:{name}")
+                    if found is not None and found[0] == "blob":
+                        files[path] = found[1]
+            if not prefix.endswith(f"/{repo.MACHINECONFIGS_DIR}"):
+                return
         for name, (mode, sha) in sorted(self._tree(tree).items()):
             path = f"{prefix}/{name}"
             if mode == _TREE_MODE:
