@@ -16,7 +16,7 @@ PROMOTIONS_QUEUE = "promotions"
 QUEUES = (EVENTS_QUEUE, BUILDS_QUEUE, PROMOTIONS_QUEUE)
 
 # Task modules register themselves on import; every worker imports all of them.
-TASK_MODULES = ["workers.tasks", "workers.events"]
+TASK_MODULES = ["workers.tasks", "workers.events", "workers.promotion"]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -19,7 +19,238 @@ head commit's message: the pipeline's own promotion commits are ignored.
 
 from __future__ import annotations
 
+import random
+import time
+from typing import Any
+
+import redis
+from celery import Task
+
+from pipeline import promoting, promotion, rollout
+from pipeline.adapters import git as gitadapter
+from pipeline.adapters import github, gitwrite, kube, registry
+from pipeline.adapters.promotions import PromotionStore, WatchedGate
+from pipeline.errors import PermanentError, TemporaryError
+from pipeline.settings import Settings
+from workers.app import PROMOTIONS_QUEUE, app, settings_of
+
 PROMOTE_TASK = "layering.promote"
 GATE_TASK = "layering.gate"
 WATCH_ROLLOUT_TASK = "layering.watch_rollout"
 BASE_DRIFT_TASK = "layering.base_drift"
+
+ROLLOUT_WATCH_SECONDS = 600  # one task run; then it re-enqueues itself
+ROLLOUT_TIMEOUT_SECONDS = 6 * 3600
+BASE_DRIFT_INTERVAL_SECONDS = 900
+MAX_RETRIES = 8
+
+app.conf.beat_schedule = {
+    **(app.conf.beat_schedule or {}),
+    "layering-base-drift": {
+        "task": BASE_DRIFT_TASK,
+        "schedule": float(BASE_DRIFT_INTERVAL_SECONDS),
+        "options": {"queue": PROMOTIONS_QUEUE},
+    },
+}
+
+
+def _redis(settings: Settings) -> redis.Redis[bytes]:
+    return redis.Redis.from_url(settings.redis_url.get_secret_value())
+
+
+class _GitHubReporter:
+    def __init__(self, client: github.GitHubClient) -> None:
+        self._client = client
+
+    def set_status(
+        self, sha: str, *, context: str, state: str, description: str, target_url: str | None
+    ) -> None:
+        assert state in ("pending", "success", "failure", "error")
+        self._client.set_status(
+            sha,
+            context=context,
+            state=state,  # type: ignore[arg-type]
+            description=description,
+            target_url=target_url,
+        )
+
+
+def _reporter(settings: Settings) -> promoting.StatusReporter:
+    client = github.GitHubClient.from_settings(settings)
+    return _GitHubReporter(client) if client is not None else promoting.LogReporter()
+
+
+def _repo_url(settings: Settings) -> str:
+    if not settings.repo_url:
+        raise PermanentError("LAYERING_REPO_URL is not set: nothing to promote")
+    return settings.repo_url
+
+
+def _mirror(settings: Settings) -> gitadapter.GitRepo:
+    return gitadapter.GitRepo.ensure_mirror(settings.workdir / "mirror.git", _repo_url(settings))
+
+
+def _retry(task: Task, exc: TemporaryError) -> Any:
+    delay = min(exc.retry_after, 300) * (1 + random.random())  # noqa: S311 - jitter
+    return task.retry(exc=exc, countdown=delay, max_retries=MAX_RETRIES)
+
+
+def writer_for(settings: Settings, client: redis.Redis[bytes]) -> gitwrite.BranchWriter:
+    return gitwrite.BranchWriter(
+        url=_repo_url(settings),
+        workdir=settings.workdir / "promotions",
+        mirror=settings.workdir / "mirror.git",
+        lock=gitwrite.RedisBranchLock(client),
+    )
+
+
+@app.task(name=PROMOTE_TASK, bind=True, queue=PROMOTIONS_QUEUE, acks_late=True)  # type: ignore[untyped-decorator]
+def promote(self: Task, commit_sha: str, environment: str) -> dict[str, Any]:
+    settings = settings_of(app)
+    client = _redis(settings)
+    store = PromotionStore(client)
+    try:
+        outcome = promoting.promote(
+            commit_sha,
+            environment,
+            writer=writer_for(settings, client),
+            registry=registry.Registry.from_settings(settings),
+            store=store,
+            reporter=_reporter(settings),
+            now=time.time,
+        )
+    except TemporaryError as exc:
+        raise _retry(self, exc) from None
+    for cluster in outcome.clusters_to_watch():
+        app.send_task(
+            WATCH_ROLLOUT_TASK,
+            args=[outcome.commit_sha, environment, cluster],
+            queue=PROMOTIONS_QUEUE,
+        )
+    _reevaluate_gates(store)
+    return {
+        "commit_sha": outcome.commit_sha,
+        "head_sha": outcome.head_sha,
+        "attempts": outcome.attempts,
+        "refusals": [str(r) for r in outcome.plan.refusals] if outcome.plan else [],
+    }
+
+
+@app.task(name=GATE_TASK, bind=True, queue=PROMOTIONS_QUEUE, acks_late=True)  # type: ignore[untyped-decorator]
+def gate(self: Task, head_sha: str, base_environment: str, pr_number: int) -> dict[str, Any]:
+    settings = settings_of(app)
+    store = PromotionStore(_redis(settings))
+    try:
+        with _mirror(settings) as mirror:
+            if not mirror.exists(head_sha):
+                mirror.fetch()
+            model = mirror.load(head_sha)
+        decision = promoting.gate(
+            model,
+            head_sha=head_sha,
+            environment=base_environment,
+            registry=registry.Registry.from_settings(settings),
+            store=store,
+            reporter=_reporter(settings),
+            now=time.time(),
+        )
+    except TemporaryError as exc:
+        raise _retry(self, exc) from None
+    watched = WatchedGate(head_sha, base_environment, pr_number)
+    if decision.state is promotion.GateState.SUCCESS:
+        store.unwatch_gate(base_environment, pr_number)
+    else:
+        store.watch_gate(watched)
+    if decision.state is promotion.GateState.PENDING:
+        app.send_task(
+            GATE_TASK,
+            args=[head_sha, base_environment, pr_number],
+            queue=PROMOTIONS_QUEUE,
+            countdown=decision.remaining_seconds + 1,
+        )
+    return {"state": decision.state.value, "description": decision.description}
+
+
+def _reevaluate_gates(store: PromotionStore) -> None:
+    for watched in store.watched_gates():
+        app.send_task(
+            GATE_TASK,
+            args=[watched.head_sha, watched.environment, watched.pr_number],
+            queue=PROMOTIONS_QUEUE,
+        )
+
+
+@app.task(name=WATCH_ROLLOUT_TASK, bind=True, queue=PROMOTIONS_QUEUE, acks_late=True)  # type: ignore[untyped-decorator]
+def watch_rollout(
+    self: Task,
+    commit_sha: str,
+    environment: str,
+    cluster: str,
+    started_at: float | None = None,
+) -> dict[str, str]:
+    settings = settings_of(app)
+    store = PromotionStore(_redis(settings))
+    started_at = started_at or time.time()
+    reporter = _reporter(settings)
+    try:
+        with _mirror(settings) as mirror:
+            if not mirror.exists(commit_sha):
+                mirror.fetch(f"env/{environment}")
+            model = mirror.load(commit_sha)
+        context = model.clusters[cluster].kube_context
+        if context is None:
+            return {}
+        with kube.KubeCluster.connect(kubeconfig=settings.kubeconfig, context=context) as reader:
+            states = promoting.watch_rollout(
+                model,
+                commit_sha=commit_sha,
+                cluster=cluster,
+                reader=reader,
+                store=store,
+                reporter=reporter,
+                now=time.time,
+                timeout=ROLLOUT_WATCH_SECONDS,
+            )
+    except TemporaryError as exc:
+        raise _retry(self, exc) from None
+    if any(state.phase is rollout.Phase.UPDATING for state in states.values()):
+        if time.time() - started_at < ROLLOUT_TIMEOUT_SECONDS:
+            app.send_task(
+                WATCH_ROLLOUT_TASK,
+                args=[commit_sha, environment, cluster],
+                kwargs={"started_at": started_at},
+                queue=PROMOTIONS_QUEUE,
+            )
+        else:
+            reporter.set_status(
+                commit_sha,
+                context=promotion.rollout_context(cluster),
+                state="failure",
+                description=f"rollout not finished after {ROLLOUT_TIMEOUT_SECONDS // 3600}h",
+                target_url=None,
+            )
+    else:
+        _reevaluate_gates(store)
+    return {pool: state.phase.value for pool, state in states.items()}
+
+
+@app.task(name=BASE_DRIFT_TASK, bind=True, queue=PROMOTIONS_QUEUE, acks_late=True)  # type: ignore[untyped-decorator]
+def base_drift(self: Task) -> dict[str, bool]:
+    settings = settings_of(app)
+    store = PromotionStore(_redis(settings))
+    drifted: dict[str, bool] = {}
+    try:
+        with _mirror(settings) as mirror:
+            mirror.fetch(settings.default_branch)
+            model = mirror.load(f"refs/heads/{settings.default_branch}")
+        for name, cluster in sorted(model.clusters.items()):
+            if cluster.kube_context is None:
+                continue
+            with kube.KubeCluster.connect(
+                kubeconfig=settings.kubeconfig, context=cluster.kube_context
+            ) as reader:
+                drift = promoting.check_base_drift(cluster, reader, store=store, now=time.time())
+            drifted[name] = drift.drifted
+    except TemporaryError as exc:
+        raise _retry(self, exc) from None
+    return drifted
