@@ -55,8 +55,16 @@ def listing(root: Path) -> repo.TreeListing:
             continue
         for path in sorted(top.rglob("*")):
             relative = path.relative_to(root).as_posix()
-            if repo.interesting(relative) and path.is_file():
-                files[relative] = path.read_bytes()
+            if not repo.interesting(relative):
+                continue
+            if path.is_symlink():
+                # A symlink could make the service read files outside the repository.
+                raise InputError(f"{relative}: is a symbolic link; commit the file itself")
+            if path.is_file():
+                try:
+                    files[relative] = path.read_bytes()
+                except OSError as exc:
+                    raise InputError(f"{relative}: cannot be read ({exc.strerror})") from None
     return repo.TreeListing(image_dirs, cluster_dirs, files)
 
 
