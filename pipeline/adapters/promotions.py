@@ -80,6 +80,10 @@ class PromotionStore:
     def __init__(self, client: redis.Redis[bytes]) -> None:
         self._client = client
 
+    @property
+    def client(self) -> redis.Redis[bytes]:
+        return self._client
+
     @classmethod
     def from_url(cls, url: str) -> PromotionStore:
         return cls(redis.Redis.from_url(url))

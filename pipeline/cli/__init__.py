@@ -14,7 +14,15 @@ from pipeline import __version__
 from pipeline.errors import InputError, PipelineError
 
 # Each module defines `register(subparsers) -> None`, setting `handler` on its parser.
-COMMAND_MODULES = ["lint", "plan", "render", "serve"]
+COMMAND_MODULES = [
+    "lint",
+    "plan",
+    "render",
+    "serve",
+    "promote",
+    "status",
+    "base_image",
+]
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1

@@ -1,0 +1,47 @@
+"""`layering base-image --cluster C [--repo PATH]`: the MCO's base OS image of a cluster (ConfigMap
+machine-config-osimageurl) compared with cluster.yaml; exit 1 on drift."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from pipeline.adapters import fs, kube
+from pipeline.cli import EXIT_FINDINGS, EXIT_OK
+from pipeline.errors import InputError
+from pipeline.settings import load_settings
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("base-image", help="compare a cluster's base image")
+    parser.add_argument("--cluster", required=True)
+    parser.add_argument("--repo", type=Path, default=Path("."), help="checkout of the repository")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    model = fs.load(args.repo)
+    cluster = model.clusters.get(args.cluster)
+    if cluster is None:
+        known = ", ".join(sorted(model.clusters)) or "none"
+        raise InputError(f"unknown cluster {args.cluster!r} (known: {known})")
+    if cluster.kube_context is None:
+        raise InputError(f"{cluster.path}: no kube.context; the base image cannot be read")
+    with kube.KubeCluster.connect(
+        kubeconfig=settings.kubeconfig, context=cluster.kube_context
+    ) as reader:
+        found = reader.base_image()
+    if found is None:
+        raise InputError(
+            f"cluster {cluster.name}: ConfigMap {kube.MCO_NAMESPACE}/"
+            f"{kube.OSIMAGEURL_CONFIGMAP} not found"
+        )
+    print(f"cluster.yaml baseImage:        {cluster.base_image}")
+    print(f"cluster baseOSContainerImage:  {found.base_os_container_image}")
+    print(f"releaseVersion:                {found.release_version}")
+    if found.base_os_container_image != str(cluster.base_image):
+        print("DRIFT: the cluster runs another base; rebuild its images on the new base")
+        return EXIT_FINDINGS
+    print("matches")
+    return EXIT_OK
