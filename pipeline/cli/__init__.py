@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "plan",
     "render",
     "serve",
+    "install_hook",
     "promote",
     "status",
     "base_image",

@@ -1,0 +1,293 @@
+"""From a signed delivery (or a plain `git push` with the post-receive hook) to commit statuses
+and an image in the registry, with real processes: the receiver over HTTP on a loopback port,
+a Celery worker subprocess, a private Redis, a bare Git repository pushed to with GitPython,
+docker-registry + buildah (tests/plugins/builds.py) and the GitHub API stand-in."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from celery.result import AsyncResult
+
+from pipeline import web
+from pipeline.cli import install_hook
+from pipeline.settings import Settings
+from tests import receiver, services
+from tests.plugins.builds import BaseImage, StartWorker, Worker
+from tests.plugins.github import GitHubStandIn, load_operations
+from tests.plugins.gitrepos import GitopsRepo
+
+pytestmark = pytest.mark.integration
+
+SECRET = "e2e-webhook-secret-value"
+FULL_NAME = "acme/layers"
+BUILD_TIMEOUT = 240
+
+
+@dataclass
+class Pipeline:
+    gitops: GitopsRepo
+    github: GitHubStandIn
+    worker: Worker
+    redis: services.RedisServer
+    receiver_url: str
+    registry_host: str
+    settings: Settings
+
+    def containerfile(self, base: BaseImage, text: str) -> str:
+        return f"FROM {base.repository}\nRUN {text} && \\\n    ostree container commit\n"
+
+    def deliver(
+        self,
+        payload: dict[str, Any],
+        *,
+        delivery_id: str | None = None,
+        signature: str | None = None,
+    ) -> httpx.Response:
+        body, headers = receiver.delivery(
+            SECRET.encode(), "push", payload, delivery_id=delivery_id, signature=signature
+        )
+        return httpx.post(
+            f"{self.receiver_url}/webhook/github", content=body, headers=headers, timeout=30
+        )
+
+    def push_payload(self, before: str, after: str, branch: str = "main") -> dict[str, Any]:
+        return receiver.push_payload(
+            full_name=FULL_NAME,
+            clone_url=self.gitops.origin.as_uri(),
+            ref=f"refs/heads/{branch}",
+            before=before,
+            after=after,
+        )
+
+    def wait_task(self, task_id: str, timeout: float = 60) -> Any:
+        return AsyncResult(task_id, app=self.worker.app).get(timeout=timeout)
+
+    def wait_statuses(
+        self, sha: str, contexts: set[str], timeout: float = BUILD_TIMEOUT
+    ) -> dict[str, list[str]]:
+        """Until every context has a final (non-pending) state on `sha`."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.github.contexts(sha)
+            if set(found) >= contexts and all(found[c][-1] != "pending" for c in contexts):
+                time.sleep(0.5)  # let any stray extra status arrive before judging
+                return self.github.contexts(sha)
+            if self.worker.process.poll() is not None:
+                raise RuntimeError(self.worker.log.read_text()[-3000:])
+            time.sleep(0.1)
+        raise TimeoutError(
+            f"statuses on {sha[:12]}: {self.github.contexts(sha)}; worker log:\n"
+            + self.worker.log.read_text()[-4000:]
+        )
+
+    def tags(self, image: str) -> list[str]:
+        response = httpx.get(f"http://{self.registry_host}/v2/layering/{image}/tags/list")
+        if response.status_code == 404:
+            return []
+        return list(response.json().get("tags") or [])
+
+
+@pytest.fixture(scope="module")
+def pipeline(
+    tmp_path_factory: pytest.TempPathFactory,
+    registry: services.Registry,
+    base_image: BaseImage,
+    start_worker: StartWorker,
+) -> Iterator[Pipeline]:
+    from pytest_httpserver import HTTPServer
+
+    directory = tmp_path_factory.mktemp("e2e")
+    private_redis = services.RedisServer(directory / "redis").start()
+    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    server.start()
+    github = GitHubStandIn(server, load_operations())
+    gitops = GitopsRepo(directory / "work", directory / "origin.git")
+    public_url = "http://layering.example.test"
+    env = {
+        "LAYERING_REDIS_URL": private_redis.url,
+        "LAYERING_REPO_URL": gitops.origin.as_uri(),
+        "LAYERING_GITHUB_REPOSITORY": FULL_NAME,
+        "LAYERING_GITHUB_API_URL": github.url,
+        "LAYERING_PUBLIC_URL": public_url,
+        "LAYERING_WEBHOOK_SECRET": SECRET,
+        "LAYERING_WORKDIR": str(directory / "workdir"),
+    }
+    worker = start_worker("e2e", concurrency=3, extra_env=env)
+    settings = worker.settings
+    app = web.service_app(settings)
+    http = receiver.ThreadedServer(app).start()
+    # the seed: two images on one cluster, pushed without a delivery
+    gitops.write(
+        "images/firewalld/Containerfile",
+        f"FROM {base_image.repository}\nRUN echo firewalld > /etc/motd && \\\n"
+        "    ostree container commit\n",
+    )
+    gitops.write(
+        "images/chrony/Containerfile",
+        f"FROM {base_image.repository}\nRUN echo chrony > /etc/chrony && \\\n"
+        "    ostree container commit\n",
+    )
+    gitops.write(
+        "clusters/nonprod/cluster.yaml",
+        json.dumps(
+            {
+                "environment": "nonprod",
+                "baseImage": base_image.ref,
+                "registry": f"{registry.host}/layering",
+                "pools": {"worker": "firewalld", "infra": "chrony"},
+            }
+        ),
+    )
+    gitops.write("README.md", "seed\n")
+    gitops.commit("seed")
+    gitops.push()
+    yield Pipeline(gitops, github, worker, private_redis, http.url, registry.host, settings)
+    http.stop()
+    worker.stop()
+    server.clear()
+    server.stop()
+    private_redis.stop()
+    gitops.repo.close()
+    assert github.errors == [], github.errors
+
+
+def change_image(pipeline: Pipeline, base: BaseImage, image: str, text: str) -> tuple[str, str]:
+    before = pipeline.gitops.head
+    pipeline.gitops.write(
+        f"images/{image}/Containerfile",
+        f"FROM {base.repository}\nRUN {text} && \\\n    ostree container commit\n",
+    )
+    after = pipeline.gitops.commit(f"change {image}")
+    pipeline.gitops.push()
+    return before, after
+
+
+def test_signed_push_builds_and_reports(pipeline: Pipeline, base_image: BaseImage) -> None:
+    before, after = change_image(pipeline, base_image, "firewalld", "echo v2 > /etc/motd")
+    response = pipeline.deliver(pipeline.push_payload(before, after))
+    assert response.status_code == 202, response.text
+    wanted = {"layering/lint", "layering/build/firewalld@nonprod"}
+    found = pipeline.wait_statuses(after, wanted)
+    assert set(found) == wanted
+    assert found["layering/build/firewalld@nonprod"] == ["pending", "success"]
+    assert found["layering/lint"] == ["success"]
+    assert {sha for sha, _ in pipeline.github.all_statuses()} == {after}
+    latest = pipeline.github.latest(after)["layering/build/firewalld@nonprod"]
+    assert latest["description"].startswith("built ")
+    build_id = latest["target_url"].rsplit("/", 2)[-2]
+    assert latest["target_url"] == f"http://layering.example.test/api/builds/{build_id}/log"
+    record = httpx.get(f"{pipeline.receiver_url}/api/builds/{build_id}").json()
+    assert record["state"] == "succeeded"
+    assert record["commit_sha"] == after
+    assert latest["description"] == f"built {record['digest'].removeprefix('sha256:')[:12]}"
+    assert record["target"].split(":")[-1] in pipeline.tags("firewalld")
+    log = httpx.get(f"{pipeline.receiver_url}/api/builds/{build_id}/log").text
+    assert "pushed" in log
+    metrics = httpx.get(f"{pipeline.receiver_url}/metrics").text
+    assert "layering_build_duration_seconds_count" in metrics
+    assert "layering_queue_latency_seconds_count" in metrics
+
+
+def test_same_delivery_twice_builds_once(pipeline: Pipeline, base_image: BaseImage) -> None:
+    before, after = change_image(pipeline, base_image, "chrony", "echo v2 > /etc/chrony")
+    payload = pipeline.push_payload(before, after)
+    first = pipeline.deliver(payload, delivery_id="same-delivery")
+    second = pipeline.deliver(payload, delivery_id="same-delivery")
+    assert first.status_code == 202
+    assert second.json() == {"duplicate": True}
+    found = pipeline.wait_statuses(after, {"layering/build/chrony@nonprod"})
+    assert found["layering/build/chrony@nonprod"] == ["pending", "success"]
+    builds = httpx.get(f"{pipeline.receiver_url}/api/builds").json()["builds"]
+    assert len([b for b in builds if b["commit_sha"] == after]) == 1
+
+
+def test_wrong_signature_queues_nothing(pipeline: Pipeline, base_image: BaseImage) -> None:
+    before, after = change_image(pipeline, base_image, "firewalld", "echo v3 > /etc/motd")
+    response = pipeline.deliver(
+        pipeline.push_payload(before, after), signature="sha256=" + "0" * 64
+    )
+    assert response.status_code == 401
+    client = redis.Redis.from_url(pipeline.redis.url)
+    assert client.llen("events") == 0
+    time.sleep(2)
+    assert pipeline.github.contexts(after) == {}
+
+
+def test_push_touching_no_image_builds_nothing(pipeline: Pipeline) -> None:
+    before = pipeline.gitops.head
+    pipeline.gitops.write("README.md", "docs only\n")
+    after = pipeline.gitops.commit("docs")
+    pipeline.gitops.push()
+    response = pipeline.deliver(pipeline.push_payload(before, after))
+    assert response.status_code == 202
+    result = pipeline.wait_task(response.json()["task_id"])
+    assert result["builds"] == []
+    time.sleep(1)
+    assert pipeline.github.contexts(after) == {}
+    builds = httpx.get(f"{pipeline.receiver_url}/api/builds").json()["builds"]
+    assert [b for b in builds if b["commit_sha"] == after] == []
+
+
+def test_newer_push_supersedes_older_head(pipeline: Pipeline, base_image: BaseImage) -> None:
+    first_before, first = change_image(
+        pipeline, base_image, "firewalld", "sleep 3; echo v4 > /etc/motd"
+    )
+    _, second = change_image(pipeline, base_image, "firewalld", "echo v5 > /etc/motd")
+    assert pipeline.deliver(pipeline.push_payload(first_before, first)).status_code == 202
+    time.sleep(1.0)  # the first head's build is queued or running
+    assert pipeline.deliver(pipeline.push_payload(first, second)).status_code == 202
+    context = "layering/build/firewalld@nonprod"
+    newer = pipeline.wait_statuses(second, {context})
+    assert newer[context] == ["pending", "success"]
+    older = pipeline.wait_statuses(first, {context})
+    latest = pipeline.github.latest(first)[context]
+    assert older[context][0] == "pending"
+    assert latest["state"] == "error", older
+    assert latest["description"] == f"superseded by {second[:12]}"
+
+
+def test_post_receive_hook_drives_plain_git_push(
+    pipeline: Pipeline, base_image: BaseImage, tmp_path: Path
+) -> None:
+    secret_file = tmp_path / "secret"
+    secret_file.write_text(SECRET + "\n")
+    hook = install_hook.install(
+        pipeline.gitops.origin,
+        url=f"{pipeline.receiver_url}/webhook/git",
+        secret_file=secret_file,
+        repo_url=pipeline.settings.repo_url,
+    )
+    try:
+        _, after = change_image(pipeline, base_image, "chrony", "echo v3 > /etc/chrony")
+        wanted = {"layering/lint", "layering/build/chrony@nonprod"}
+        found = pipeline.wait_statuses(after, wanted)
+        assert set(found) == wanted
+        assert found["layering/build/chrony@nonprod"] == ["pending", "success"]
+    finally:
+        hook.unlink()
+
+
+def test_redis_down_then_redelivery_builds(pipeline: Pipeline, base_image: BaseImage) -> None:
+    before, after = change_image(pipeline, base_image, "firewalld", "echo v6 > /etc/motd")
+    payload = pipeline.push_payload(before, after)
+    pipeline.redis.stop()
+    try:
+        down = pipeline.deliver(payload, delivery_id="while-down")
+        assert down.status_code == 503
+    finally:
+        pipeline.redis.start()
+    pipeline.worker.app.pool.force_close_all()
+    assert httpx.get(f"{pipeline.receiver_url}/readyz").status_code == 200
+    again = pipeline.deliver(payload, delivery_id="while-down")
+    assert again.status_code == 202, again.text
+    found = pipeline.wait_statuses(after, {"layering/build/firewalld@nonprod"})
+    assert found["layering/build/firewalld@nonprod"][-1] == "success"
