@@ -75,6 +75,9 @@ class ImageSettings(_Strict):
         return value
 
 
+DEFAULT_IMAGE_SETTINGS = ImageSettings()
+
+
 class KubeAccess(_Strict):
     context: str = Field(min_length=1)
 
@@ -238,6 +241,9 @@ class TreeListing:
     image_dirs: Mapping[str, str | None]
     cluster_dirs: Iterable[str]
     files: Mapping[str, bytes]
+    # images whose files the adapter did not read (a plan reads only what it builds): listed
+    # with their tree id, neither parsed nor reported as missing a Containerfile
+    unread_images: frozenset[str] = frozenset()
 
 
 def interesting(path: str) -> bool:
@@ -308,7 +314,7 @@ def _parse_image(
         containerfile = _decode_containerfile(
             containerfile_path, files[containerfile_path], problems
         )
-    settings = ImageSettings()
+    settings = DEFAULT_IMAGE_SETTINGS
     settings_path = f"{directory}/{IMAGE_SETTINGS}"
     if settings_path in files:
         document = _load_mapping(settings_path, files[settings_path], problems)
@@ -397,6 +403,9 @@ def parse(listing: TreeListing) -> Repository:
     problems: list[Problem] = []
     images: dict[str, Image] = {}
     for name, tree_id in sorted(listing.image_dirs.items()):
+        if name in listing.unread_images:
+            images[name] = Image(name, None, DEFAULT_IMAGE_SETTINGS, tree_id)
+            continue
         image = _parse_image(name, tree_id, listing.files, problems)
         if image is not None:
             images[name] = image

@@ -15,8 +15,9 @@ class YamlProblem(ValueError):
         self.line = line
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate mapping keys (PyYAML silently keeps the last one)."""
+class _StrictLoader(yaml.CSafeLoader):
+    """libyaml's safe loader (6x faster than pure Python) refusing duplicate mapping keys
+    (PyYAML silently keeps the last one)."""
 
 
 def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:

@@ -428,6 +428,7 @@ class GitRepo:
         image_dirs: dict[str, str | None] = {}
         cluster_dirs: list[str] = []
         files: dict[str, bytes] = {}
+        unread: set[str] = set()
         top = root.get(repo.IMAGES_DIR)
         if top and top[0] == _TREE_MODE:
             for name, (mode, sha) in sorted(self._tree(top[1]).items()):
@@ -435,6 +436,7 @@ class GitRepo:
                     continue
                 image_dirs[name] = sha
                 if images is not None and name not in images:
+                    unread.add(name)
                     continue
                 self._read_files(sha, f"{repo.IMAGES_DIR}/{name}", files, nested=False)
         top = root.get(repo.CLUSTERS_DIR)
@@ -444,7 +446,7 @@ class GitRepo:
                     continue
                 cluster_dirs.append(name)
                 self._read_files(sha, f"{repo.CLUSTERS_DIR}/{name}", files, nested=machineconfigs)
-        return repo.TreeListing(image_dirs, cluster_dirs, files)
+        return repo.TreeListing(image_dirs, cluster_dirs, files, frozenset(unread))
 
     def _read_files(self, tree: str, prefix: str, files: dict[str, bytes], *, nested: bool) -> None:
         if not nested:
