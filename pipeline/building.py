@@ -198,6 +198,11 @@ def run_build(
         emit(f"attempt {record.attempts} failed, will retry: {exc}")
         save(builds.requeue(record, error=str(exc), now=clock()))
         raise
+    except Exception as exc:
+        # a bug, not the build's fault: the record must not stay queued forever
+        emit(f"internal error: {type(exc).__name__}: {exc}")
+        save(builds.fail(record, error=f"internal error: {type(exc).__name__}: {exc}", now=clock()))
+        raise
 
 
 def _spec(settings: Settings, request: BuildRequest, checkout: source.Source) -> builds.BuildSpec:

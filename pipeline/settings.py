@@ -43,6 +43,12 @@ class Settings(BaseSettings):
     buildah_runroot: Path | None = None
     entitlement_dir: Path = Path("/etc/pki/entitlement")
     buildah_command: str = "buildah"
+    # containers registries.conf for buildah and skopeo; skopeo 1.9 ignores the standard
+    # CONTAINERS_REGISTRIES_CONF variable, so it is read here and passed as a flag
+    registries_conf: Path | None = Field(
+        default=None,
+        validation_alias=AliasChoices("LAYERING_REGISTRIES_CONF", "CONTAINERS_REGISTRIES_CONF"),
+    )
     skopeo_command: str = "skopeo"
     build_log_max_lines: int = Field(default=20_000, ge=100)
     build_retention_seconds: int = Field(default=14 * 24 * 3600, ge=60)

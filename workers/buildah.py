@@ -37,6 +37,7 @@ class BuildahConfig:
     root: Path | None = None
     runroot: Path | None = None
     authfile: Path | None = None
+    registries_conf: Path | None = None
     entitlement_dir: Path | None = None
     timeout_seconds: float = 3600
 
@@ -46,6 +47,8 @@ class BuildahConfig:
             argv += ["--root", str(self.root)]
         if self.runroot is not None:
             argv += ["--runroot", str(self.runroot)]
+        if self.registries_conf is not None:
+            argv += ["--registries-conf", str(self.registries_conf)]
         return argv
 
 
@@ -57,6 +60,7 @@ def config_of(settings: Settings) -> BuildahConfig:
         root=settings.buildah_root,
         runroot=settings.buildah_runroot,
         authfile=settings.registry_authfile,
+        registries_conf=settings.registries_conf,
         entitlement_dir=settings.entitlement_dir,
         timeout_seconds=settings.build_timeout_seconds,
     )

@@ -30,23 +30,32 @@ class Registry:
         self,
         *,
         authfile: Path | None = None,
+        registries_conf: Path | None = None,
         command: str = "skopeo",
         secrets: Sequence[str] = (),
         timeout: float = INSPECT_TIMEOUT_SECONDS,
     ) -> None:
         self.authfile = authfile
+        self.registries_conf = registries_conf
         self.command = command
         self.secrets = [*secrets, *authfile_secrets(authfile)]
         self.timeout = timeout
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
-        return cls(authfile=settings.registry_authfile, command=settings.skopeo_command)
+        return cls(
+            authfile=settings.registry_authfile,
+            registries_conf=settings.registries_conf,
+            command=settings.skopeo_command,
+        )
 
     def digest_of(self, reference: str) -> str | None:
         """The sha256 of the manifest bytes `reference` names (what a push by digest gives)."""
         ref = names.parse_image_ref(reference)
-        argv = ["inspect", "--raw", "--retry-times", "0"]
+        argv = []
+        if self.registries_conf is not None:
+            argv += ["--registries-conf", str(self.registries_conf)]
+        argv += ["inspect", "--raw", "--retry-times", "0"]
         if self.authfile is not None:
             argv += ["--authfile", str(self.authfile)]
         argv.append(f"docker://{ref}")

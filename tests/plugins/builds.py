@@ -1,1 +1,373 @@
-"""Fixtures for builds tests (see tests/conftest.py)."""
+"""Fixtures for build tests (see tests/conftest.py), reusable by any test that needs images or a
+worker:
+
+- `buildah_storage`: a private buildah root/runroot for the session.
+- `containers_env`: CONTAINERS_REGISTRIES_CONF for this process (the session registry is
+  plain HTTP, marked insecure there), so skopeo/buildah calls from tests reach it.
+- `base_image`: a stand-in OS base image (static busybox plus `ostree`/`rpm-ostree` shims that
+  log and exit 0) built from scratch and pushed to the session registry; BaseImage(ref, digest).
+- `worker_env`: the LAYERING_* environment of a worker using the session Redis, registry and
+  buildah storage; buildah goes through a wrapper that logs every invocation
+  (`worker_env.buildah_calls()`), so tests can prove buildah was (not) run.
+- `start_worker(name, pool=..., concurrency=..., extra_env=...)` / `celery_worker` (session,
+  prefork, 2 processes): a real `celery worker` subprocess, ready once `control.ping` answers,
+  stopped by PID.
+- `write_repository(root, base=..., registry=..., images=..., clusters=...)`: a GitOps tree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from celery import Celery
+
+from pipeline.adapters import store
+from pipeline.settings import Settings, load_settings
+from tests import services
+from workers import app as celery_app_module
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BASE_REPOSITORY = "os/fcos-stand-in"
+# secrets configured on the worker: tests assert they never reach records or logs
+FAKE_TOKEN = "ghp_faketoken0123456789abcdef"
+FAKE_REGISTRY_PASSWORD = "s3cret-registry-password"
+
+_SHIM = """#!/bin/sh
+# stand-in for {name}: logs its arguments and succeeds
+echo "{name} $*" >> /var/log/layering-shims.log
+echo "{name} (layering test shim) $*"
+exit 0
+"""
+
+
+def _require(*tools: str) -> None:
+    from tests.conftest import require_tools
+
+    require_tools(*tools)
+
+
+@dataclass(frozen=True)
+class BuildahStorage:
+    root: Path
+    runroot: Path
+
+    def argv(self) -> list[str]:
+        return [
+            "buildah",
+            "--root",
+            str(self.root),
+            "--runroot",
+            str(self.runroot),
+            "--storage-driver",
+            "vfs",
+        ]
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    repository: str  # 127.0.0.1:PORT/os/fcos-stand-in
+    digest: str  # sha256:…
+
+    @property
+    def ref(self) -> str:
+        return f"{self.repository}@{self.digest}"
+
+
+@pytest.fixture(scope="session")
+def buildah_storage(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BuildahStorage]:
+    _require("buildah")
+    directory = tmp_path_factory.mktemp("buildah")
+    storage = BuildahStorage(directory / "root", directory / "run")
+    yield storage
+    # vfs layers are plain directories; buildah may leave read-only bits behind
+    subprocess.run(["chmod", "-R", "u+w", str(directory)], check=False)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def containers_env(registry: services.Registry) -> Iterator[dict[str, str]]:
+    env = {"CONTAINERS_REGISTRIES_CONF": str(registry.registries_conf)}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        yield env
+
+
+def _run(argv: list[str], **kwargs: object) -> str:
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+    if result.returncode != 0:
+        raise RuntimeError(f"{argv!r} failed ({result.returncode}): {result.stderr[-2000:]}")
+    return str(result.stdout)
+
+
+def make_rootfs(directory: Path) -> Path:
+    """A tiny OS root: static busybox with every applet linked, plus ostree/rpm-ostree shims."""
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    for sub in ("bin", "sbin", "usr/bin", "etc", "var/log", "tmp", "root"):
+        (directory / sub).mkdir(parents=True, exist_ok=True)
+    shutil.copy2(busybox, directory / "bin" / "busybox")
+    applets = _run([busybox, "--list"]).split()
+    for applet in applets:
+        link = directory / "bin" / applet
+        if applet != "busybox" and not link.exists():
+            link.symlink_to("busybox")
+    for name in ("ostree", "rpm-ostree", "bootc"):
+        shim = directory / "usr" / "bin" / name
+        shim.write_text(_SHIM.format(name=name))
+        shim.chmod(0o755)
+    (directory / "etc" / "os-release").write_text(
+        'NAME="Fedora CoreOS stand-in"\nID=fedora\nVARIANT_ID=coreos\n'
+    )
+    (directory / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (directory / "tmp").chmod(0o1777)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def base_image(
+    tmp_path_factory: pytest.TempPathFactory,
+    registry: services.Registry,
+    buildah_storage: BuildahStorage,
+    containers_env: dict[str, str],
+) -> BaseImage:
+    _require("buildah", "busybox")
+    work = tmp_path_factory.mktemp("base-image")
+    rootfs = make_rootfs(work / "rootfs")
+    env = {**os.environ, **containers_env}
+    buildah = buildah_storage.argv()
+    container = _run([*buildah, "from", "--quiet", "scratch"], env=env).strip()
+    _run([*buildah, "copy", "--quiet", container, f"{rootfs}/", "/"], env=env)
+    _run(
+        [*buildah, "config", "--label", "org.opencontainers.image.title=fcos-stand-in", container],
+        env=env,
+    )
+    local = "localhost/fcos-stand-in:latest"
+    _run([*buildah, "commit", "--quiet", "--rm", container, local], env=env)
+    repository = f"{registry.host}/{BASE_REPOSITORY}"
+    digestfile = work / "digest"
+    _run(
+        [*buildah, "push", "--digestfile", str(digestfile), local, f"docker://{repository}:latest"],
+        env=env,
+    )
+    return BaseImage(repository, digestfile.read_text().strip())
+
+
+@dataclass
+class WorkerEnv:
+    """The environment a worker (and a Settings in the test process) runs with."""
+
+    variables: dict[str, str]
+    buildah_log: Path
+    directory: Path
+
+    def settings(self, **overrides: object) -> Settings:
+        values: dict[str, object] = {
+            key.removeprefix("LAYERING_").lower(): value
+            for key, value in self.variables.items()
+            if key.startswith("LAYERING_")
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    def buildah_calls(self) -> list[str]:
+        """Every buildah command line the worker ran, oldest first."""
+        if not self.buildah_log.exists():
+            return []
+        return self.buildah_log.read_text().splitlines()
+
+    def store(self) -> store.BuildStore:
+        return store.BuildStore.from_settings(self.settings())
+
+
+@pytest.fixture(scope="session")
+def worker_env(
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_server: services.RedisServer,
+    registry: services.Registry,
+    buildah_storage: BuildahStorage,
+    containers_env: dict[str, str],
+) -> WorkerEnv:
+    _require("buildah", "skopeo")
+    directory = tmp_path_factory.mktemp("worker")
+    buildah_log = directory / "buildah-calls.log"
+    wrapper = directory / "buildah-wrapper"
+    real = shutil.which("buildah") or "buildah"
+    # records each invocation, then runs the real buildah with the same arguments
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{buildah_log}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    authfile = directory / "auth.json"
+    secret_auth = _b64(f"robot:{FAKE_REGISTRY_PASSWORD}")
+    authfile.write_text(json.dumps({"auths": {"registry.example.com": {"auth": secret_auth}}}))
+    variables = {
+        **containers_env,
+        "LAYERING_REDIS_URL": redis_server.url,
+        "LAYERING_WORKDIR": str(directory / "work"),
+        "LAYERING_BUILDAH_ROOT": str(buildah_storage.root),
+        "LAYERING_BUILDAH_RUNROOT": str(buildah_storage.runroot),
+        "LAYERING_BUILDAH_STORAGE_DRIVER": "vfs",
+        "LAYERING_BUILDAH_ISOLATION": "chroot",
+        "LAYERING_BUILDAH_COMMAND": str(wrapper),
+        "LAYERING_REGISTRY_AUTHFILE": str(authfile),
+        "LAYERING_REGISTRY_RETRIES": "2",
+        "LAYERING_RETRY_BACKOFF_SECONDS": "0.2",
+        "LAYERING_BUILD_TIMEOUT_SECONDS": "300",
+        "LAYERING_GITHUB_TOKEN": FAKE_TOKEN,
+        "LAYERING_ENTITLEMENT_DIR": str(directory / "no-entitlement"),
+    }
+    return WorkerEnv(variables, buildah_log, directory)
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+@dataclass
+class Worker:
+    name: str
+    process: subprocess.Popen[bytes]
+    app: Celery
+    settings: Settings
+    log: Path
+    env: WorkerEnv
+    stopped: bool = field(default=False)
+
+    def stop(self) -> None:
+        if not self.stopped:
+            services.stop_process(self.process)
+            self.stopped = True
+
+    def wait_for_build(
+        self, build_id: str, *, timeout: float = 90, states: frozenset[str] | None = None
+    ) -> dict[str, object]:
+        """Poll the store until the build reaches a terminal state (or one of `states`)."""
+        wanted = states or frozenset({"succeeded", "failed", "skipped", "cancelled"})
+        records = store.BuildStore.from_settings(self.settings)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            record = records.get(build_id)
+            if record is not None and record.state.value in wanted:
+                return record.to_dict()
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
+            time.sleep(0.05)
+        raise TimeoutError(f"build {build_id} unfinished after {timeout}s: {records.get(build_id)}")
+
+
+StartWorker = Callable[..., Worker]
+
+
+@pytest.fixture(scope="session")
+def start_worker(worker_env: WorkerEnv) -> Iterator[StartWorker]:
+    started: list[Worker] = []
+
+    def start(
+        name: str,
+        *,
+        pool: str = "prefork",
+        concurrency: int = 2,
+        queues: str = "events,builds,promotions",
+        extra_env: Mapping[str, str] | None = None,
+    ) -> Worker:
+        variables = {**worker_env.variables, **(extra_env or {})}
+        env = {**os.environ, **variables, "PYTHONPATH": str(REPO_ROOT)}
+        log = worker_env.directory / f"worker-{name}.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "worker",
+            f"--pool={pool}",
+            f"--concurrency={concurrency}",
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "--loglevel=INFO",
+            "-n",
+            f"{name}@%h",
+            "-Q",
+            queues,
+        ]
+        process = services.start(argv, log=log, env=env, cwd=REPO_ROOT)
+        settings = WorkerEnv(variables, worker_env.buildah_log, worker_env.directory).settings()
+        app = celery_app_module.create_app(settings)
+        worker = Worker(name, process, app, settings, log, worker_env)
+        started.append(worker)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise RuntimeError(f"worker {name} exited: {log.read_text()[-3000:]}")
+            replies = app.control.ping(timeout=0.5)
+            if any(f"{name}@" in host for reply in replies for host in reply):
+                return worker
+        worker.stop()
+        raise TimeoutError(f"worker {name} did not answer ping: {log.read_text()[-3000:]}")
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(start_worker: StartWorker) -> Worker:
+    return start_worker("builds", pool="prefork", concurrency=2)
+
+
+def write_repository(
+    root: Path,
+    *,
+    base: BaseImage,
+    registry: str,
+    images: Mapping[str, Mapping[str, str]],
+    clusters: Mapping[str, Mapping[str, object]] | None = None,
+) -> Path:
+    """Write images/<name>/<file> and clusters/<name>/cluster.yaml under `root`.
+
+    `images` maps an image name to {relative file: text}; `clusters` maps a cluster name to
+    overrides of its cluster.yaml (default: environment nonprod, the base image, `registry`,
+    every image on its own pool)."""
+    for image, files in images.items():
+        for relative, text in files.items():
+            path = root / "images" / image / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    for cluster, overrides in (clusters or {"dev": {}}).items():
+        document: dict[str, object] = {
+            "environment": "nonprod",
+            "baseImage": base.ref,
+            "registry": registry,
+            "pools": {},
+        }
+        document.update(overrides)
+        path = root / "clusters" / cluster / "cluster.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(document, indent=2) + "\n")  # JSON is YAML
+    return root
+
+
+def git_commit_all(root: Path, message: str = "images") -> str:
+    """`git init` (once) and commit everything; returns the commit sha."""
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    if not (root / ".git").exists():
+        _run(["git", "init", "-q", "-b", "main", str(root)], env=env)
+    _run(["git", "-C", str(root), "add", "-A"], env=env)
+    _run(["git", "-C", str(root), "commit", "-q", "--allow-empty", "-m", message], env=env)
+    return _run(["git", "-C", str(root), "rev-parse", "HEAD"], env=env).strip()
