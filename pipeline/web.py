@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol
 
@@ -24,6 +24,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.registry import Collector
+from starlette.types import Receive, Scope, Send
 
 from pipeline import events
 from pipeline.adapters import queue
@@ -56,10 +57,6 @@ class Enqueuer(Protocol):
     async def close(self) -> None: ...
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 def _json(
     status: int, document: Mapping[str, Any], headers: Mapping[str, str] | None = None
 ) -> Response:
@@ -71,18 +68,68 @@ def _json(
     )
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _BodyTooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _BodyTooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
+Answer = tuple[int, bytes, dict[str, str]]
+WEBHOOK_PATHS = {"/webhook/github": "github", "/webhook/git": "git"}
+
+
+class WebhookFront:
+    """Serves the two webhook paths as plain ASGI (the receiver's hot path skips the
+    framework's routing, request and response objects) and passes everything else, lifespan
+    included, to the FastAPI app."""
+
+    def __init__(
+        self,
+        app: FastAPI,
+        receive: Callable[[str, Mapping[str, str], bytes], Awaitable[Answer]],
+        *,
+        limit: int,
+        too_large: Callable[[], Answer],
+    ) -> None:
+        self.app = app
+        self._receive = receive
+        self._limit = limit
+        self._too_large = too_large
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        source = WEBHOOK_PATHS.get(scope.get("path", "")) if scope["type"] == "http" else None
+        if source is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = {
+            name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]
+        }
+        body = await self._body(headers, receive)
+        status, payload, extra = (
+            self._too_large() if body is None else await self._receive(source, headers, body)
+        )
+        response_headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            *((name.encode(), value.encode()) for name, value in extra.items()),
+        ]
+        if body is None:
+            response_headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": payload})
+
+    async def _body(self, headers: Mapping[str, str], receive: Receive) -> bytes | None:
+        """The raw body, or None when it is larger than the limit (declared or streamed)."""
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._limit:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return b"".join(chunks)
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
 
 
 class Metrics:
@@ -114,7 +161,7 @@ def create_app(
     store: BuildStore | None = None,
     collectors: tuple[Collector, ...] = (),
     is_promotion_commit: Callable[[str, str], bool] | None = None,
-) -> FastAPI:
+) -> WebhookFront:
     """The receiver. `store` serves /api/builds; `collectors` add to /metrics (e.g. build
     durations and queue latency recorded by workers in Redis)."""
     secret = settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else b""
@@ -151,43 +198,54 @@ def create_app(
     async def unavailable(_: Request, exc: TemporaryError) -> Response:
         return _json(503, {"error": str(exc)}, {"Retry-After": str(int(exc.retry_after))})
 
-    async def receive(request: Request, source: str) -> Response:
-        started = time.perf_counter()
-        headers = request.headers
+    counters: dict[tuple[str, str], Any] = {}
+
+    def count(event: str, outcome: str) -> None:
+        # labels() takes a lock and builds a key per call; the receiver's hot path keeps the
+        # children (event names are bounded: only handled ones reach an outcome but "rejected")
+        child = counters.get((event, outcome))
+        if child is None:
+            child = counters[(event, outcome)] = metrics.deliveries.labels(
+                event if event in _KNOWN_EVENTS else "other", outcome
+            )
+        child.inc()
+
+    def answer(
+        status: int, document: Mapping[str, Any], event: str, outcome: str
+    ) -> tuple[int, bytes, dict[str, str]]:
+        count(event or "unknown", outcome)
+        extra = {"retry-after": "5"} if status == 503 else {}
+        return status, json.dumps(document, separators=(",", ":")).encode(), extra
+
+    async def receive(
+        source: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, bytes, dict[str, str]]:
+        """One delivery: headers (lower-case names) and raw body -> status, JSON, headers."""
         event_name = headers.get(events.EVENT_HEADER, "push" if source == "git" else "")
-        try:
-            body = await _read_body(request, limit)
-        except _BodyTooLarge:
-            metrics.deliveries.labels(event_name or "unknown", "too_large").inc()
-            return _json(413, {"error": f"body larger than {limit} bytes"})
         if not secret:
-            metrics.deliveries.labels(event_name or "unknown", "unconfigured").inc()
-            return _json(503, {"error": "webhook secret not configured"})
+            return answer(
+                503, {"error": "webhook secret not configured"}, event_name, "unconfigured"
+            )
         if not events.signature_valid(secret, body, headers.get(events.SIGNATURE_HEADER)):
-            metrics.deliveries.labels(event_name or "unknown", "bad_signature").inc()
-            return _json(401, {"error": "missing or wrong X-Hub-Signature-256"})
+            return answer(
+                401, {"error": "missing or wrong X-Hub-Signature-256"}, event_name, "bad_signature"
+            )
         if not event_name:
-            metrics.deliveries.labels("unknown", "rejected").inc()
-            return _json(400, {"error": "missing X-GitHub-Event header"})
+            return answer(400, {"error": "missing X-GitHub-Event header"}, "", "rejected")
         event = events.parse(event_name, body)
         if isinstance(event, events.Rejection):
-            metrics.deliveries.labels(event_name, "rejected").inc()
-            return _json(event.status, {"error": event.reason})
+            return answer(event.status, {"error": event.reason}, event_name, "rejected")
         action = events.route(event, **route_options)
         if isinstance(action, events.Pong):
-            metrics.deliveries.labels(event_name, "pong").inc()
-            return _json(200, {"pong": True})
+            return answer(200, {"pong": True}, event_name, "pong")
         if isinstance(action, events.Ignore):
-            metrics.deliveries.labels(event_name, "ignored").inc()
-            return _json(202, {"ignored": action.reason})
+            return answer(202, {"ignored": action.reason}, event_name, "ignored")
         call = events.task_call(action, promote_task=PROMOTE_TASK, gate_task=GATE_TASK)
         if call is None:
-            metrics.deliveries.labels(event_name, "ignored").inc()
-            return _json(202, {"ignored": events.event_name(action)})
-        dedupe = events.delivery_key({k: headers.get(k, "") for k in _DEDUPE_HEADERS})
+            return answer(202, {"ignored": events.event_name(action)}, event_name, "ignored")
+        dedupe = events.delivery_key(headers)
         if isinstance(dedupe, events.Rejection):
-            metrics.deliveries.labels(event_name, "rejected").inc()
-            return _json(dedupe.status, {"error": dedupe.reason})
+            return answer(dedupe.status, {"error": dedupe.reason}, event_name, "rejected")
         message = queue.TaskMessage(
             task=call.task,
             queue=call.queue,
@@ -199,30 +257,21 @@ def create_app(
         try:
             fresh = await real_enqueuer.enqueue_once(f"{source}:{dedupe}", ttl, message)
         except TemporaryError as exc:
-            metrics.deliveries.labels(event_name, "unavailable").inc()
             log.warning("delivery %s not queued: %s", dedupe, exc)
-            return _json(503, {"error": "queue unavailable; redeliver later"}, {"Retry-After": "5"})
+            return answer(
+                503, {"error": "queue unavailable; redeliver later"}, event_name, "unavailable"
+            )
         metrics.enqueue_seconds.observe(time.perf_counter() - enqueue_started)
         if not fresh:
             metrics.duplicates.inc()
-            metrics.deliveries.labels(event_name, "duplicate").inc()
-            return _json(202, {"duplicate": True})
-        metrics.deliveries.labels(event_name, "queued").inc()
-        log.debug(
-            "queued %s %s in %.1f ms",
-            call.task,
-            message.task_id,
-            (time.perf_counter() - started) * 1000,
+            return answer(202, {"duplicate": True}, event_name, "duplicate")
+        count(event_name, "queued")
+        # task names and ids are plain ASCII (uuid4, dotted names): no escaping needed
+        return (
+            202,
+            b'{"queued":"%s","task_id":"%s"}' % (call.task.encode(), message.task_id.encode()),
+            {},
         )
-        return _json(202, {"queued": call.task, "task_id": message.task_id})
-
-    @app.post("/webhook/github")
-    async def webhook_github(request: Request) -> Response:
-        return await receive(request, "github")
-
-    @app.post("/webhook/git")
-    async def webhook_git(request: Request) -> Response:
-        return await receive(request, "git")
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -263,10 +312,17 @@ def create_app(
             return no_store if store is None else _json(404, {"error": f"no log for {build_id!r}"})
         return Response(text, media_type="text/plain; charset=utf-8")
 
-    return app
+    return WebhookFront(
+        app,
+        receive,
+        limit=limit,
+        too_large=lambda: answer(
+            413, {"error": f"body larger than {limit} bytes"}, "", "too_large"
+        ),
+    )
 
 
-_DEDUPE_HEADERS = (events.DELIVERY_HEADER, events.HOOK_ID_HEADER, events.INSTALLATION_HEADER)
+_KNOWN_EVENTS = frozenset({"push", "pull_request", "issue_comment", "ping", "unknown"})
 
 
 def _no_kwargs() -> dict[str, Any]:
@@ -305,7 +361,7 @@ class StoreView:
         return "".join(line if line.endswith("\n") else line + "\n" for line in lines)
 
 
-def service_app(settings: Settings) -> FastAPI:
+def service_app(settings: Settings) -> WebhookFront:
     """The receiver wired to the real adapters (what `layering serve` runs)."""
     import redis
 
@@ -323,7 +379,7 @@ def service_app(settings: Settings) -> FastAPI:
     )
 
 
-def app_from_environment() -> FastAPI:
+def app_from_environment() -> WebhookFront:
     """For `uvicorn --factory pipeline.web:app_from_environment`."""
     from pipeline.settings import load_settings
 

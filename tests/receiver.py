@@ -12,14 +12,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 
 from pipeline import events
 from tests import services
 
 
 class ThreadedServer:
-    def __init__(self, app: FastAPI, port: int | None = None) -> None:
+    def __init__(self, app: ASGIApp, port: int | None = None) -> None:
         self.port = port or services.free_port()
         config = uvicorn.Config(
             app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False
@@ -46,7 +46,7 @@ class ThreadedServer:
 
 
 @contextmanager
-def serving(app: FastAPI) -> Iterator[ThreadedServer]:
+def serving(app: ASGIApp) -> Iterator[ThreadedServer]:
     server = ThreadedServer(app).start()
     try:
         yield server
