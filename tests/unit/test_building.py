@@ -1,0 +1,284 @@
+"""run_build against fakes of its Protocols, and the buildah argument lists (no buildah run)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from pipeline import building, builds
+from pipeline.errors import BuildFailed, TemporaryError
+from pipeline.settings import load_settings
+from workers import buildah
+
+BASE = "registry.example.com/os/base@sha256:" + "a" * 64
+DIGEST = "sha256:" + "d" * 64
+
+
+class FakeBuilder:
+    def __init__(self, fail: Exception | None = None) -> None:
+        self.calls: list[str] = []
+        self.fail = fail
+
+    def build(self, spec: builds.BuildSpec, *, on_line: Callable[[str], None]) -> str:
+        self.calls.append(f"build {spec.target}")
+        on_line("STEP 1/2: FROM " + spec.base)
+        if self.fail is not None:
+            raise self.fail
+        return "sha256:" + "1" * 64
+
+    def push(self, spec: builds.BuildSpec, *, on_line: Callable[[str], None]) -> str:
+        self.calls.append(f"push {spec.target}")
+        return DIGEST
+
+
+class FakeRegistry:
+    def __init__(self, answers: list[str | Exception | None]) -> None:
+        self.answers = answers
+
+    def digest_of(self, reference: str) -> str | None:
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+class BusyLocks:
+    """Another holder has the key: on_wait is called, then the lock is granted."""
+
+    def __init__(self) -> None:
+        self.waited = False
+
+    @contextmanager
+    def hold(self, build_key: str, *, on_wait: Callable[[], None]) -> Iterator[None]:
+        on_wait()
+        self.waited = True
+        yield
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    (tmp_path / "images" / "hello").mkdir(parents=True)
+    (tmp_path / "images" / "hello" / "Containerfile").write_text(
+        "FROM registry.example.com/os/base\nRUN echo hi\nRUN false\n"
+    )
+    (tmp_path / "clusters" / "dev").mkdir(parents=True)
+    (tmp_path / "clusters" / "dev" / "cluster.yaml").write_text(
+        json.dumps(
+            {
+                "environment": "nonprod",
+                "baseImage": BASE,
+                "registry": "registry.example.com/layering",
+                "pools": {"worker": "hello"},
+            }
+        )
+    )
+    return tmp_path
+
+
+def run(
+    checkout: Path,
+    *,
+    builder: FakeBuilder,
+    registry: FakeRegistry,
+    locks: building.KeyLocks | None = None,
+    final_attempt: bool = True,
+    records: building.MemoryRecords | None = None,
+    **settings: object,
+) -> tuple[builds.BuildRecord, building.MemoryRecords]:
+    records = records or building.MemoryRecords()
+    result = building.run_build(
+        load_settings(**settings),
+        building.BuildRequest(source=checkout, image="hello", cluster="dev"),
+        build_id="b1",
+        records=records,
+        builder=builder,
+        registry=registry,
+        locks=locks or building.LocalLocks(),
+        final_attempt=final_attempt,
+        clock=lambda: 100.0,
+    )
+    return result, records
+
+
+def test_builds_and_pushes_when_the_tag_is_missing(checkout: Path) -> None:
+    builder = FakeBuilder()
+    record, records = run(checkout, builder=builder, registry=FakeRegistry([None]))
+    assert record.state is builds.BuildState.SUCCEEDED
+    assert record.digest == DIGEST
+    assert record.reference == f"registry.example.com/layering/hello@{DIGEST}"
+    assert [call.split()[0] for call in builder.calls] == ["build", "push"]
+    assert records.logs["b1"][-1].startswith("pushed registry.example.com/layering/hello:")
+
+
+def test_existing_tag_skips_without_building(checkout: Path) -> None:
+    builder = FakeBuilder()
+    record, _ = run(checkout, builder=builder, registry=FakeRegistry([DIGEST]))
+    assert (record.state, record.digest, builder.calls) == (builds.BuildState.SKIPPED, DIGEST, [])
+
+
+def test_a_waiter_reuses_the_digest_the_holder_pushed(checkout: Path) -> None:
+    builder, locks = FakeBuilder(), BusyLocks()
+    record, records = run(
+        checkout, builder=builder, registry=FakeRegistry([None, DIGEST]), locks=locks
+    )
+    assert (record.state, record.digest, builder.calls) == (builds.BuildState.SKIPPED, DIGEST, [])
+    assert any("waiting for it" in line for line in records.logs["b1"])
+
+
+def test_finished_records_are_returned_unchanged(checkout: Path) -> None:
+    records = building.MemoryRecords()
+    done = builds.BuildRecord(id="b1", image="hello", cluster="dev", state=builds.BuildState.FAILED)
+    records.save(done)
+    builder = FakeBuilder()
+    record, _ = run(checkout, builder=builder, registry=FakeRegistry([None]), records=records)
+    assert record == done
+    assert builder.calls == []
+
+
+def test_failed_step_is_named_with_its_line(checkout: Path) -> None:
+    failure = BuildFailed(
+        "STEP 3/3: RUN false failed (exit 1)", step="STEP 3/3: RUN false", log_tail="boom"
+    )
+    record, _ = run(checkout, builder=FakeBuilder(failure), registry=FakeRegistry([None]))
+    assert record.state is builds.BuildState.FAILED
+    assert (record.failing_step, record.failing_line) == ("STEP 3/3: RUN false", 3)
+    assert record.error.startswith("images/hello/Containerfile:3: STEP 3/3: RUN false failed")
+    assert record.error.endswith("--- output tail ---\nboom")
+
+
+def test_temporary_errors_requeue_until_the_last_attempt(checkout: Path) -> None:
+    down = TemporaryError("registry registry.example.com unavailable: connection refused")
+    records = building.MemoryRecords()
+    with pytest.raises(TemporaryError):
+        run(
+            checkout,
+            builder=FakeBuilder(),
+            registry=FakeRegistry([down]),
+            final_attempt=False,
+            records=records,
+        )
+    assert records.records["b1"].state is builds.BuildState.QUEUED
+    record, _ = run(checkout, builder=FakeBuilder(), registry=FakeRegistry([down]), records=records)
+    assert record.state is builds.BuildState.FAILED
+    assert record.attempts == 2
+    assert record.error == f"gave up after 2 attempt(s): {down}"
+
+
+def test_entitlement_without_its_directory_fails_clearly(checkout: Path, tmp_path: Path) -> None:
+    (checkout / "images" / "hello" / "image.yaml").write_text("entitlement: true\n")
+    record, _ = run(
+        checkout,
+        builder=FakeBuilder(),
+        registry=FakeRegistry([None]),
+        entitlement_dir=tmp_path / "missing",
+    )
+    assert record.state is builds.BuildState.FAILED
+    assert "entitlement: true" in record.error
+    assert "LAYERING_ENTITLEMENT_DIR" in record.error
+
+
+def test_secrets_are_scrubbed_from_logs_and_errors(checkout: Path) -> None:
+    failure = BuildFailed("x", step="", log_tail="token ghp_secret_value_1 leaked")
+    record, _records = run(
+        checkout,
+        builder=FakeBuilder(failure),
+        registry=FakeRegistry([None]),
+        github_token="ghp_secret_value_1",
+    )
+    assert "ghp_secret_value_1" not in record.error
+    assert "***" in record.error
+
+
+def _spec(**changes: object) -> builds.BuildSpec:
+    values: dict[str, object] = {
+        "image": "hello",
+        "cluster": "dev",
+        "build_key": "k" * 64,
+        "target": "registry.example.com/layering/hello:0123456789abcdef0123",
+        "base": BASE,
+        "containerfile": "FROM x\n",
+        "context": Path("/ctx/images/hello"),
+        "build_args": {"MSG": "$(touch /pwned); `id` && echo 'x'", "BASE_IMAGE": BASE},
+        "labels": {"layering.image": "hello"},
+    }
+    values.update(changes)
+    return builds.BuildSpec(**values)  # type: ignore[arg-type]
+
+
+def test_build_argv_passes_values_as_single_arguments() -> None:
+    config = buildah.BuildahConfig(root=Path("/r"), runroot=Path("/rr"), authfile=Path("/a.json"))
+    argv = buildah.build_argv(config, _spec(), containerfile=Path("/t/C"), iidfile=Path("/t/i"))
+    assert argv[:6] == ["--storage-driver", "vfs", "--root", "/r", "--runroot", "/rr"]
+    assert "--build-arg" in argv
+    assert "MSG=$(touch /pwned); `id` && echo 'x'" in argv
+    assert f"BASE_IMAGE={BASE}" in argv
+    assert argv[argv.index("--isolation") + 1] == "chroot"
+    assert argv[argv.index("--authfile") + 1] == "/a.json"
+    assert argv[argv.index("--label") + 1] == "layering.image=hello"
+    assert argv[-1] == "/ctx/images/hello"
+    assert "--volume" not in argv
+
+
+def test_entitled_builds_mount_the_entitlement_read_only() -> None:
+    config = buildah.BuildahConfig(entitlement_dir=Path("/etc/pki/entitlement"))
+    argv = buildah.build_argv(
+        config, _spec(entitlement=True), containerfile=Path("/C"), iidfile=Path("/i")
+    )
+    assert argv[argv.index("--volume") + 1] == "/etc/pki/entitlement:/etc/pki/entitlement:ro"
+
+
+def test_push_argv_uses_the_digestfile_and_authfile() -> None:
+    config = buildah.BuildahConfig(authfile=Path("/a.json"))
+    argv = buildah.push_argv(config, _spec(), digestfile=Path("/t/d"))
+    target = "registry.example.com/layering/hello:0123456789abcdef0123"
+    assert argv == [
+        "--storage-driver",
+        "vfs",
+        "push",
+        "--digestfile",
+        "/t/d",
+        "--authfile",
+        "/a.json",
+        target,
+        f"docker://{target}",
+    ]
+
+
+@pytest.mark.parametrize("target", ["-x/y:z", "reg.example.com/a b:c", "reg.example.com/$(id):t"])
+def test_odd_targets_are_refused(target: str) -> None:
+    with pytest.raises(Exception, match="refusing to build"):
+        buildah.push_argv(buildah.BuildahConfig(), _spec(target=target), digestfile=Path("/d"))
+
+
+@pytest.mark.parametrize(
+    ("output", "kind", "message"),
+    [
+        (
+            'STEP 2/2: RUN false\nError: building at STEP "RUN false": exit status 1',
+            BuildFailed,
+            "STEP 2/2: RUN false failed (exit 1)",
+        ),
+        (
+            "Error: creating build container: pinging container registry registry.example.com: "
+            "dial tcp: connection refused",
+            TemporaryError,
+            "registry registry.example.com unavailable while pulling",
+        ),
+    ],
+)
+def test_build_errors_are_classified(output: str, kind: type[Exception], message: str) -> None:
+    from pipeline import buildoutput
+
+    error = buildah.build_error(_spec(), output, buildoutput.last_step(output.splitlines()), 1)
+    assert isinstance(error, kind)
+    assert message in str(error)
+
+
+def test_push_errors_name_the_registry() -> None:
+    error = buildah.push_error(_spec(), "Error: ... 503 Service Unavailable")
+    assert isinstance(error, TemporaryError)
+    assert "registry registry.example.com unavailable while pushing" in str(error)
