@@ -23,6 +23,8 @@ COMMAND_MODULES = [
     "promote",
     "status",
     "base_image",
+    "build",
+    "worker",
 ]
 
 EXIT_OK = 0

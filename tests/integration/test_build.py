@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 import tarfile
 import threading
 import uuid
@@ -23,6 +24,7 @@ from tests.plugins.builds import (
     FAKE_TOKEN,
     BaseImage,
     Worker,
+    WorkerEnv,
     git_commit_all,
     write_repository,
 )
@@ -82,8 +84,9 @@ def checkout(
         },
         "broken": {"Containerfile": BROKEN, "nonce": nonce},
         "slow": {"Containerfile": SLOW, "nonce": nonce},
+        "local": {"Containerfile": SLOW.replace("slow", "local"), "nonce": nonce},
     }
-    pools = {"worker": "hello", "infra": "broken", "slow": "slow"}
+    pools = {"worker": "hello", "infra": "broken", "slow": "slow", "local": "local"}
     write_repository(
         root,
         base=base_image,
@@ -264,3 +267,23 @@ def test_image_name_with_shell_metacharacters_is_rejected(
     assert "must be a DNS label" in str(record["error"])
     assert celery_worker.env.buildah_calls() == calls_before
     assert not Path("/tmp/pwned-by-name").exists()
+
+
+def test_cli_build_runs_the_same_code_path_and_prints_the_digest(
+    worker_env: WorkerEnv, checkout: Checkout
+) -> None:
+    env = {**os.environ, **worker_env.variables}
+    argv = [sys.executable, "-m", "pipeline.cli", "build", "local", "--cluster", "dev"]
+    argv += ["--repo", str(checkout.root), "--push"]
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    digest = result.stdout.strip().splitlines()[-1]
+    assert "STEP 2/" in result.stderr
+    target = f"{checkout.registry}/local@{digest}"
+    manifest = skopeo("inspect", "--raw", f"docker://{target}")
+    assert digest == "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+    again = subprocess.run([*argv, "--format", "json"], env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    record = json.loads(again.stdout)
+    assert (record["state"], record["digest"]) == ("skipped", digest)

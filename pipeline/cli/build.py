@@ -1,0 +1,115 @@
+"""`layering build IMAGE --cluster C [--repo PATH] [--commit SHA] [--push] [--format text|json]`:
+the build the worker runs (`building.run_build`), on this machine, with a live progress display;
+prints the digest. Without --push it builds only (no registry check, nothing pushed) and prints
+the local image id. Does I/O (buildah, skopeo, Git)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.status import Status
+
+from pipeline import building, buildoutput, builds
+from pipeline.adapters import registry
+from pipeline.cli import EXIT_FINDINGS, EXIT_OK
+from pipeline.errors import TemporaryError
+from pipeline.settings import Settings, load_settings
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "build", help="build (and with --push, push) one image for one cluster on this machine"
+    )
+    parser.add_argument("image", metavar="IMAGE", help="a directory name under images/")
+    parser.add_argument("--cluster", required=True, help="the cluster whose base digest to use")
+    parser.add_argument("--repo", type=Path, default=Path("."), help="checkout (default: .)")
+    parser.add_argument("--commit", help="build the image as of this commit of --repo")
+    parser.add_argument("--push", action="store_true", help="push to the cluster's registry")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    request = building.BuildRequest(
+        source=args.repo,
+        image=args.image,
+        cluster=args.cluster,
+        commit_sha=args.commit,
+        push=args.push,
+    )
+    console = Console(stderr=True, highlight=False)
+    if args.format == "json" or not console.is_terminal:
+        record = _build(settings, request, on_line=lambda line: console.print(line, markup=False))
+    else:
+        with console.status("preparing", spinner="dots") as status:
+            record = _build(settings, request, on_line=_progress(console, status))
+    if args.format == "json":
+        print(json.dumps(record.to_dict(), indent=2, sort_keys=True))
+    else:
+        _summary(record)
+    return (
+        EXIT_OK
+        if record.state in (builds.BuildState.SUCCEEDED, builds.BuildState.SKIPPED)
+        else EXIT_FINDINGS
+    )
+
+
+def _progress(console: Console, status: Status) -> building.LineSink:
+    def on_line(line: str) -> None:
+        step = buildoutput.parse_step(line)
+        if step is not None:
+            status.update(f"[bold]{escape(str(step))}[/]")
+            console.print(f"[bold cyan]{escape(line)}[/]")
+        else:
+            console.print(f"[dim]{escape(line)}[/]")
+
+    return on_line
+
+
+def _build(
+    settings: Settings, request: building.BuildRequest, *, on_line: building.LineSink
+) -> builds.BuildRecord:
+    from workers import buildah  # the worker's wrapper; imported late so `--help` stays fast
+
+    records = building.MemoryRecords()
+    build_id = "local-" + time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    attempt = 0
+    while True:
+        try:
+            return building.run_build(
+                settings,
+                request,
+                build_id=build_id,
+                records=records,
+                builder=buildah.Buildah.from_settings(settings),
+                registry=registry.Registry.from_settings(settings),
+                locks=building.LocalLocks(),
+                on_line=on_line,
+                final_attempt=attempt >= settings.registry_retries,
+            )
+        except TemporaryError:
+            delay = builds.retry_delay(
+                attempt,
+                base=settings.retry_backoff_seconds,
+                jitter=random.random(),  # noqa: S311 - spreading retries, not cryptography
+            )
+            on_line(f"retrying in {delay:.1f}s")
+            time.sleep(delay)
+            attempt += 1
+
+
+def _summary(record: builds.BuildRecord) -> None:
+    out = Console(highlight=False)
+    if record.state is builds.BuildState.FAILED:
+        Console(stderr=True, highlight=False).print(f"[bold red]failed[/] {escape(record.error)}")
+        return
+    if record.reference:
+        out.print(f"{escape(record.state.value)}: {escape(record.reference)}")
+    out.print(record.digest, markup=False)
