@@ -51,9 +51,10 @@ class Pipeline:
         *,
         delivery_id: str | None = None,
         signature: str | None = None,
+        event: str = "push",
     ) -> httpx.Response:
         body, headers = receiver.delivery(
-            SECRET.encode(), "push", payload, delivery_id=delivery_id, signature=signature
+            SECRET.encode(), event, payload, delivery_id=delivery_id, signature=signature
         )
         return httpx.post(
             f"{self.receiver_url}/webhook/github", content=body, headers=headers, timeout=30
@@ -291,3 +292,54 @@ def test_redis_down_then_redelivery_builds(pipeline: Pipeline, base_image: BaseI
     assert again.status_code == 202, again.text
     found = pipeline.wait_statuses(after, {"layering/build/firewalld@nonprod"})
     assert found["layering/build/firewalld@nonprod"][-1] == "success"
+
+
+def test_fork_pull_request_is_linted_then_built_after_ok_to_test(
+    pipeline: Pipeline, base_image: BaseImage
+) -> None:
+    gitops = pipeline.gitops
+    gitops.checkout("fork-feature", create=True)
+    gitops.write(
+        "images/chrony/Containerfile",
+        f"FROM {base_image.repository}\nRUN echo fork > /etc/chrony && \\\n"
+        "    ostree container commit\n",
+    )
+    head = gitops.commit("fork change")
+    gitops.repo.remote("origin").push("refs/heads/fork-feature:refs/pull/7/head").raise_if_error()
+    gitops.checkout("main")
+    pipeline.github.add_pull(7, head_sha=head, head_ref="fork-feature", head_repo="mallory/layers")
+    pipeline.github.permissions.update({"maint": "write", "visitor": "read"})
+    repository = {"full_name": FULL_NAME, "clone_url": gitops.origin.as_uri()}
+    opened = {
+        "action": "opened",
+        "number": 7,
+        "pull_request": {
+            "number": 7,
+            "head": {"ref": "fork-feature", "sha": head, "repo": {"full_name": "mallory/layers"}},
+            "base": {"ref": "main", "sha": gitops.head, "repo": repository},
+        },
+        "repository": repository,
+        "sender": {"login": "mallory"},
+    }
+    response = pipeline.deliver(opened, event="pull_request")
+    assert response.status_code == 202, response.text
+    assert pipeline.wait_task(response.json()["task_id"])["builds"] == []
+    found = pipeline.wait_statuses(head, {"layering/lint"})
+    assert set(found) == {"layering/lint"}
+    assert "/ok-to-test" in pipeline.github.latest(head)["layering/lint"]["description"]
+
+    def comment(user: str) -> dict[str, Any]:
+        return {
+            "action": "created",
+            "issue": {"number": 7, "pull_request": {"url": "https://api.github.com/x"}},
+            "comment": {"body": "/ok-to-test", "user": {"login": user}},
+            "repository": repository,
+        }
+
+    refused = pipeline.deliver(comment("visitor"), event="issue_comment")
+    assert "ignored" in pipeline.wait_task(refused.json()["task_id"])
+    assert set(pipeline.github.contexts(head)) == {"layering/lint"}
+    accepted = pipeline.deliver(comment("maint"), event="issue_comment")
+    assert accepted.status_code == 202
+    found = pipeline.wait_statuses(head, {"layering/build/chrony@nonprod"})
+    assert found["layering/build/chrony@nonprod"] == ["pending", "success"]
