@@ -44,6 +44,9 @@ class ImageBuilder(Protocol):
     def push(self, spec: builds.BuildSpec, *, on_line: LineSink) -> str:
         """Push `spec.target`; returns the manifest digest the registry stored."""
 
+    def discard(self, spec: builds.BuildSpec, *, on_line: LineSink) -> None:
+        """Drop the local copy of a pushed image (after its record is saved)."""
+
 
 class RegistryReader(Protocol):
     def digest_of(self, reference: str) -> str | None:
@@ -162,11 +165,15 @@ def run_build(
                 emit(f"{spec.target} exists with {digest}: skipped, buildah not run")
                 return save(builds.skip(record, digest=digest, now=clock()))
 
+            waited: list[bool] = []
+
             def waiting() -> None:
+                waited.append(True)
                 emit(f"another build of key {spec.build_key} is running; waiting for it")
 
             with locks.hold(spec.build_key, on_wait=waiting):
-                if request.push and (digest := registry.digest_of(spec.target)):
+                # the holder we waited for has probably pushed the tag: share its result
+                if waited and request.push and (digest := registry.digest_of(spec.target)):
                     emit(f"{spec.target} exists with {digest}: skipped, buildah not run")
                     return save(builds.skip(record, digest=digest, now=clock()))
                 current = records.get(build_id)
@@ -177,7 +184,10 @@ def run_build(
                 image_id = builder.build(spec, on_line=emit)
                 digest = builder.push(spec, on_line=emit) if request.push else image_id
                 emit(f"{'pushed ' + spec.target if request.push else 'built'}: {digest}")
-                return save(builds.succeed(record, digest=digest, now=clock()))
+                record = save(builds.succeed(record, digest=digest, now=clock()))
+                if request.push:
+                    builder.discard(spec, on_line=emit)
+                return record
     except BuildFailed as exc:
         step = buildoutput.parse_step(exc.step)
         line = buildoutput.step_line(spec.containerfile, step) if spec and step else None

@@ -194,11 +194,9 @@ class Buildah:
                 ) from None
             except sh.ErrorReturnCode:
                 raise push_error(spec, output.text) from None
-            digest = digestfile.read_text().strip()
-        self.remove(spec, on_line=on_line)
-        return digest
+            return digestfile.read_text().strip()
 
-    def remove(self, spec: builds.BuildSpec, *, on_line: LineSink) -> None:
+    def discard(self, spec: builds.BuildSpec, *, on_line: LineSink) -> None:
         """Drop the local copy after a push (vfs storage copies every layer in full)."""
         try:
             sh.Command(self.config.command)(

@@ -132,6 +132,28 @@ def make_rootfs(directory: Path) -> Path:
     return directory
 
 
+def push_base_image(
+    work: Path, *, registry: services.Registry, storage: BuildahStorage, env: Mapping[str, str]
+) -> BaseImage:
+    """Build the stand-in OS image from scratch in `storage` and push it to `registry`."""
+    rootfs = make_rootfs(work / "rootfs")
+    full_env = {**os.environ, **env}
+    buildah = storage.argv()
+    container = _run([*buildah, "from", "--quiet", "scratch"], env=full_env).strip()
+    _run([*buildah, "copy", "--quiet", container, f"{rootfs}/", "/"], env=full_env)
+    _run(
+        [*buildah, "config", "--label", "org.opencontainers.image.title=fcos-stand-in", container],
+        env=full_env,
+    )
+    local = "localhost/fcos-stand-in:latest"
+    _run([*buildah, "commit", "--quiet", "--rm", container, local], env=full_env)
+    repository = f"{registry.host}/{BASE_REPOSITORY}"
+    digestfile = work / "digest"
+    destination = f"docker://{repository}:latest"
+    _run([*buildah, "push", "--digestfile", str(digestfile), local, destination], env=full_env)
+    return BaseImage(repository, digestfile.read_text().strip())
+
+
 @pytest.fixture(scope="session")
 def base_image(
     tmp_path_factory: pytest.TempPathFactory,
@@ -140,25 +162,12 @@ def base_image(
     containers_env: dict[str, str],
 ) -> BaseImage:
     _require("buildah", "busybox")
-    work = tmp_path_factory.mktemp("base-image")
-    rootfs = make_rootfs(work / "rootfs")
-    env = {**os.environ, **containers_env}
-    buildah = buildah_storage.argv()
-    container = _run([*buildah, "from", "--quiet", "scratch"], env=env).strip()
-    _run([*buildah, "copy", "--quiet", container, f"{rootfs}/", "/"], env=env)
-    _run(
-        [*buildah, "config", "--label", "org.opencontainers.image.title=fcos-stand-in", container],
-        env=env,
+    return push_base_image(
+        tmp_path_factory.mktemp("base-image"),
+        registry=registry,
+        storage=buildah_storage,
+        env=containers_env,
     )
-    local = "localhost/fcos-stand-in:latest"
-    _run([*buildah, "commit", "--quiet", "--rm", container, local], env=env)
-    repository = f"{registry.host}/{BASE_REPOSITORY}"
-    digestfile = work / "digest"
-    _run(
-        [*buildah, "push", "--digestfile", str(digestfile), local, f"docker://{repository}:latest"],
-        env=env,
-    )
-    return BaseImage(repository, digestfile.read_text().strip())
 
 
 @dataclass
@@ -188,16 +197,14 @@ class WorkerEnv:
         return store.BuildStore.from_settings(self.settings())
 
 
-@pytest.fixture(scope="session")
-def worker_env(
-    tmp_path_factory: pytest.TempPathFactory,
-    redis_server: services.RedisServer,
+def make_worker_env(
+    directory: Path,
+    *,
+    redis_url: str,
     registry: services.Registry,
-    buildah_storage: BuildahStorage,
-    containers_env: dict[str, str],
+    storage: BuildahStorage,
 ) -> WorkerEnv:
-    _require("buildah", "skopeo")
-    directory = tmp_path_factory.mktemp("worker")
+    directory.mkdir(parents=True, exist_ok=True)
     buildah_log = directory / "buildah-calls.log"
     wrapper = directory / "buildah-wrapper"
     real = shutil.which("buildah") or "buildah"
@@ -208,11 +215,11 @@ def worker_env(
     secret_auth = _b64(f"robot:{FAKE_REGISTRY_PASSWORD}")
     authfile.write_text(json.dumps({"auths": {"registry.example.com": {"auth": secret_auth}}}))
     variables = {
-        **containers_env,
-        "LAYERING_REDIS_URL": redis_server.url,
+        "CONTAINERS_REGISTRIES_CONF": str(registry.registries_conf),
+        "LAYERING_REDIS_URL": redis_url,
         "LAYERING_WORKDIR": str(directory / "work"),
-        "LAYERING_BUILDAH_ROOT": str(buildah_storage.root),
-        "LAYERING_BUILDAH_RUNROOT": str(buildah_storage.runroot),
+        "LAYERING_BUILDAH_ROOT": str(storage.root),
+        "LAYERING_BUILDAH_RUNROOT": str(storage.runroot),
         "LAYERING_BUILDAH_STORAGE_DRIVER": "vfs",
         "LAYERING_BUILDAH_ISOLATION": "chroot",
         "LAYERING_BUILDAH_COMMAND": str(wrapper),
@@ -224,6 +231,23 @@ def worker_env(
         "LAYERING_ENTITLEMENT_DIR": str(directory / "no-entitlement"),
     }
     return WorkerEnv(variables, buildah_log, directory)
+
+
+@pytest.fixture(scope="session")
+def worker_env(
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_server: services.RedisServer,
+    registry: services.Registry,
+    buildah_storage: BuildahStorage,
+    containers_env: dict[str, str],
+) -> WorkerEnv:
+    _require("buildah", "skopeo")
+    return make_worker_env(
+        tmp_path_factory.mktemp("worker"),
+        redis_url=redis_server.url,
+        registry=registry,
+        storage=buildah_storage,
+    )
 
 
 def _b64(text: str) -> str:
@@ -248,7 +272,12 @@ class Worker:
             self.stopped = True
 
     def wait_for_build(
-        self, build_id: str, *, timeout: float = 90, states: frozenset[str] | None = None
+        self,
+        build_id: str,
+        *,
+        timeout: float = 90,
+        states: frozenset[str] | None = None,
+        poll: float = 0.05,
     ) -> dict[str, object]:
         """Poll the store until the build reaches a terminal state (or one of `states`)."""
         wanted = states or frozenset({"succeeded", "failed", "skipped", "cancelled"})
@@ -260,8 +289,54 @@ class Worker:
                 return record.to_dict()
             if self.process.poll() is not None:
                 raise RuntimeError(f"worker exited: {self.log.read_text()[-3000:]}")
-            time.sleep(0.05)
+            time.sleep(poll)
         raise TimeoutError(f"build {build_id} unfinished after {timeout}s: {records.get(build_id)}")
+
+
+def launch_worker(
+    worker_env: WorkerEnv,
+    name: str,
+    *,
+    pool: str = "prefork",
+    concurrency: int = 2,
+    queues: str = "events,builds,promotions",
+    extra_env: Mapping[str, str] | None = None,
+) -> Worker:
+    """Start `celery worker` for workers.app; returns once it answers a ping."""
+    variables = {**worker_env.variables, **(extra_env or {})}
+    env = {**os.environ, **variables, "PYTHONPATH": str(REPO_ROOT)}
+    log = worker_env.directory / f"worker-{name}.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers.app",
+        "worker",
+        f"--pool={pool}",
+        f"--concurrency={concurrency}",
+        "--without-heartbeat",
+        "--without-gossip",
+        "--without-mingle",
+        "--loglevel=INFO",
+        "-n",
+        f"{name}@%h",
+        "-Q",
+        queues,
+    ]
+    process = services.start(argv, log=log, env=env, cwd=REPO_ROOT)
+    settings = WorkerEnv(variables, worker_env.buildah_log, worker_env.directory).settings()
+    app = celery_app_module.create_app(settings)
+    worker = Worker(name, process, app, settings, log, worker_env)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"worker {name} exited: {log.read_text()[-3000:]}")
+        replies = app.control.ping(timeout=0.5)
+        if any(f"{name}@" in host for reply in replies for host in reply):
+            return worker
+    worker.stop()
+    raise TimeoutError(f"worker {name} did not answer ping: {log.read_text()[-3000:]}")
 
 
 StartWorker = Callable[..., Worker]
@@ -269,51 +344,14 @@ StartWorker = Callable[..., Worker]
 
 @pytest.fixture(scope="session")
 def start_worker(worker_env: WorkerEnv) -> Iterator[StartWorker]:
+    """`start_worker(name, pool=..., concurrency=..., queues=..., extra_env=...)`; every
+    worker started is stopped by PID at the end of the session."""
     started: list[Worker] = []
 
-    def start(
-        name: str,
-        *,
-        pool: str = "prefork",
-        concurrency: int = 2,
-        queues: str = "events,builds,promotions",
-        extra_env: Mapping[str, str] | None = None,
-    ) -> Worker:
-        variables = {**worker_env.variables, **(extra_env or {})}
-        env = {**os.environ, **variables, "PYTHONPATH": str(REPO_ROOT)}
-        log = worker_env.directory / f"worker-{name}.log"
-        argv = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "workers.app",
-            "worker",
-            f"--pool={pool}",
-            f"--concurrency={concurrency}",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-            "--loglevel=INFO",
-            "-n",
-            f"{name}@%h",
-            "-Q",
-            queues,
-        ]
-        process = services.start(argv, log=log, env=env, cwd=REPO_ROOT)
-        settings = WorkerEnv(variables, worker_env.buildah_log, worker_env.directory).settings()
-        app = celery_app_module.create_app(settings)
-        worker = Worker(name, process, app, settings, log, worker_env)
+    def start(name: str, **options: object) -> Worker:
+        worker = launch_worker(worker_env, name, **options)  # type: ignore[arg-type]
         started.append(worker)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"worker {name} exited: {log.read_text()[-3000:]}")
-            replies = app.control.ping(timeout=0.5)
-            if any(f"{name}@" in host for reply in replies for host in reply):
-                return worker
-        worker.stop()
-        raise TimeoutError(f"worker {name} did not answer ping: {log.read_text()[-3000:]}")
+        return worker
 
     yield start
     for worker in started:

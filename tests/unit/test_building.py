@@ -34,6 +34,9 @@ class FakeBuilder:
         self.calls.append(f"push {spec.target}")
         return DIGEST
 
+    def discard(self, spec: builds.BuildSpec, *, on_line: Callable[[str], None]) -> None:
+        self.calls.append(f"discard {spec.target}")
+
 
 class FakeRegistry:
     def __init__(self, answers: list[str | Exception | None]) -> None:
@@ -110,7 +113,7 @@ def test_builds_and_pushes_when_the_tag_is_missing(checkout: Path) -> None:
     assert record.state is builds.BuildState.SUCCEEDED
     assert record.digest == DIGEST
     assert record.reference == f"registry.example.com/layering/hello@{DIGEST}"
-    assert [call.split()[0] for call in builder.calls] == ["build", "push"]
+    assert [call.split()[0] for call in builder.calls] == ["build", "push", "discard"]
     assert records.logs["b1"][-1].startswith("pushed registry.example.com/layering/hello:")
 
 
