@@ -44,7 +44,7 @@ HEAD_PREFIX = "layering:head:"
 STATUS_SEQ_PREFIX = "layering:status-seq:"
 HEAD_TTL_SECONDS = 14 * 24 * 3600
 STATUS_SEQ_TTL_SECONDS = 3 * 24 * 3600
-STATUS_MAX_RETRIES = 12
+STATUS_MAX_RETRIES = 30  # ~4 hours of back-off before a status is given up
 
 
 def _redis(settings: Settings) -> redis.Redis[bytes]:
@@ -113,10 +113,9 @@ def report_status(
             sha, context=context, state=state, description=description, target_url=target_url
         )
     except TemporaryError as exc:
+        # at least the server's Retry-After / rate-limit reset, at most an hour
         backoff = min(600.0, 2.0 ** int(self.request.retries or 0))
-        raise self.retry(
-            exc=exc, countdown=max(exc.retry_after if exc.retry_after < 3600 else 3600, backoff)
-        ) from None
+        raise self.retry(exc=exc, countdown=max(min(exc.retry_after, 3600.0), backoff)) from None
     finally:
         client.close()
     return "posted"
@@ -163,7 +162,9 @@ def _claim_head(
 
 def _record_head_builds(
     client: redis.Redis[bytes], scope: str, sha: str, head_builds: Sequence[reporting.HeadBuild]
-) -> None:
+) -> dict[str, Any] | None:
+    """Add builds to the head document of `scope`; when a newer head took the scope while
+    these were being queued, return its document instead (the caller cancels them)."""
     key = _head_key(scope)
     with client.pipeline() as pipe:
         while True:
@@ -173,7 +174,7 @@ def _record_head_builds(
                 document = json.loads(raw) if raw else None
                 if document is None or document.get("sha") != sha:
                     pipe.unwatch()
-                    return
+                    return document
                 document["builds"] = [
                     *document.get("builds", []),
                     *(b.to_json() for b in head_builds),
@@ -181,7 +182,7 @@ def _record_head_builds(
                 pipe.multi()
                 pipe.set(key, json.dumps(document), ex=HEAD_TTL_SECONDS)
                 pipe.execute()
-                return
+                return None
             except redis.WatchError:
                 continue
 
@@ -358,7 +359,11 @@ def handle_head(
         head_builds.append(
             reporting.HeadBuild(record.id, task_id, target.build_key, target.image, target.cluster)
         )
-    _record_head_builds(client, scope, head_sha, head_builds)
+    newer = _record_head_builds(client, scope, head_sha, head_builds)
+    if newer is not None and newer.get("sha"):
+        mine = {"sha": head_sha, "builds": [b.to_json() for b in head_builds]}
+        newer_keys = [str(b["build_key"]) for b in newer.get("builds", [])]
+        _supersede(celery_app, settings, mine, new_sha=str(newer["sha"]), new_keys=newer_keys)
     return {"head": head_sha, "builds": [b.to_json() for b in head_builds]}
 
 

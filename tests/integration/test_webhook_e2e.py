@@ -17,13 +17,14 @@ import pytest
 import redis
 from celery.result import AsyncResult
 
-from pipeline import web
+from pipeline import reporting, web
 from pipeline.cli import install_hook
 from pipeline.settings import Settings
 from tests import receiver, services
 from tests.plugins.builds import BaseImage, StartWorker, Worker
-from tests.plugins.github import GitHubStandIn, load_operations
+from tests.plugins.github import Fault, GitHubStandIn, load_operations
 from tests.plugins.gitrepos import GitopsRepo
+from workers import events as event_tasks
 
 pytestmark = pytest.mark.integration
 
@@ -286,7 +287,6 @@ def test_redis_down_then_redelivery_builds(pipeline: Pipeline, base_image: BaseI
         assert down.status_code == 503
     finally:
         pipeline.redis.start()
-    pipeline.worker.app.pool.force_close_all()
     assert httpx.get(f"{pipeline.receiver_url}/readyz").status_code == 200
     again = pipeline.deliver(payload, delivery_id="while-down")
     assert again.status_code == 202, again.text
@@ -343,3 +343,44 @@ def test_fork_pull_request_is_linted_then_built_after_ok_to_test(
     assert accepted.status_code == 202
     found = pipeline.wait_statuses(head, {"layering/build/chrony@nonprod"})
     assert found["layering/build/chrony@nonprod"] == ["pending", "success"]
+
+
+def test_status_is_retried_until_github_takes_it(pipeline: Pipeline) -> None:
+
+    sha = "d" * 40
+    pipeline.github.inject(
+        "repos/create-commit-status",
+        Fault(502, {"Retry-After": "1"}),
+        Fault(403, {"Retry-After": "1"}, "You have exceeded a secondary rate limit"),
+    )
+
+    event_tasks.queue_status(
+        pipeline.worker.app,
+        pipeline.settings,
+        sha,
+        reporting.Status("layering/lint", "success", "no findings"),
+    )
+    deadline = time.monotonic() + 60
+    while not pipeline.github.contexts(sha) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert pipeline.github.contexts(sha) == {"layering/lint": ["success"]}
+    attempts = [
+        r
+        for r in pipeline.github.requests
+        if r.operation_id == "repos/create-commit-status" and r.path.endswith(sha)
+    ]
+    assert len(attempts) == 3
+
+
+def test_older_status_never_overwrites_a_newer_one(pipeline: Pipeline) -> None:
+
+    sha = "e" * 40
+    client = redis.Redis.from_url(pipeline.redis.url)
+    client.set(f"{event_tasks.STATUS_SEQ_PREFIX}{sha}:layering/lint", 5)
+    stale = pipeline.worker.app.send_task(
+        event_tasks.REPORT_STATUS_TASK,
+        args=[sha, "layering/lint", "pending", "old", None, 4],
+        queue="events",
+    )
+    assert stale.get(timeout=30) == "superseded"
+    assert pipeline.github.contexts(sha) == {}
