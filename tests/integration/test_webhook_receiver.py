@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -164,3 +166,30 @@ def test_redis_down_is_503_and_redelivery_succeeds(private_redis: services.Redis
             'layering_webhook_deliveries_total{event="push",outcome="unavailable"} 1.0' in metrics
         )
         assert 'layering_webhook_deliveries_total{event="push",outcome="queued"} 1.0' in metrics
+
+
+def test_layering_serve(private_redis: services.RedisServer, tmp_path: Path) -> None:
+    port = services.free_port()
+    env = {
+        **os.environ,
+        "LAYERING_WEBHOOK_SECRET": SECRET.decode(),
+        "LAYERING_REDIS_URL": private_redis.url,
+        "LAYERING_GITHUB_REPOSITORY": REPO,
+        "LAYERING_WORKDIR": str(tmp_path / "work"),
+    }
+    layering = str(Path(sys.executable).with_name("layering"))
+    process = services.start(
+        [layering, "serve", "--port", str(port)], log=tmp_path / "serve.log", env=env
+    )
+    try:
+        services.wait_for_port(port, process=process)
+        url = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+        assert httpx.get(f"{url}/readyz").status_code == 200
+        body, headers = receiver.delivery(SECRET, "ping", {"zen": "hi"})
+        assert httpx.post(f"{url}/webhook/github", content=body, headers=headers).status_code == 200
+        assert httpx.get(f"{url}/api/builds").json() == {"builds": []}
+        assert httpx.get(f"{url}/api/builds/nope").status_code == 404
+        assert "layering_webhook_deliveries_total" in httpx.get(f"{url}/metrics").text
+    finally:
+        services.stop_process(process)
