@@ -26,7 +26,7 @@ from prometheus_client import (
 from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
-from pipeline import events
+from pipeline import dashboard, events
 from pipeline.adapters import queue
 from pipeline.errors import TemporaryError
 from pipeline.settings import Settings
@@ -312,6 +312,7 @@ def create_app(
             return no_store if store is None else _json(404, {"error": f"no log for {build_id!r}"})
         return Response(text, media_type="text/plain; charset=utf-8")
 
+    app.include_router(dashboard.router(settings, store))
     return WebhookFront(
         app,
         receive,

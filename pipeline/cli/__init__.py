@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "base_image",
     "build",
     "worker",
+    "up",
 ]
 
 EXIT_OK = 0

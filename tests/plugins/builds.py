@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
+from pipeline import standin
 from pipeline.adapters import store
 from pipeline.settings import Settings, load_settings
 from tests import services
@@ -40,13 +41,6 @@ BASE_REPOSITORY = "os/fcos-stand-in"
 # secrets configured on the worker: tests assert they never reach records or logs
 FAKE_TOKEN = "ghp_faketoken0123456789abcdef"
 FAKE_REGISTRY_PASSWORD = "s3cret-registry-password"
-
-_SHIM = """#!/bin/sh
-# stand-in for {name}: logs its arguments and succeeds
-echo "{name} $*" >> /var/log/layering-shims.log
-echo "{name} (layering test shim) $*"
-exit 0
-"""
 
 
 def _require(*tools: str) -> None:
@@ -72,14 +66,7 @@ class BuildahStorage:
         ]
 
 
-@dataclass(frozen=True)
-class BaseImage:
-    repository: str  # 127.0.0.1:PORT/os/fcos-stand-in
-    digest: str  # sha256:…
-
-    @property
-    def ref(self) -> str:
-        return f"{self.repository}@{self.digest}"
+BaseImage = standin.BaseImage
 
 
 @pytest.fixture(scope="session")
@@ -109,49 +96,16 @@ def _run(argv: list[str], **kwargs: object) -> str:
     return str(result.stdout)
 
 
-def make_rootfs(directory: Path) -> Path:
-    """A tiny OS root: static busybox with every applet linked, plus ostree/rpm-ostree shims."""
-    busybox = shutil.which("busybox") or "/bin/busybox"
-    for sub in ("bin", "sbin", "usr/bin", "etc", "var/log", "tmp", "root"):
-        (directory / sub).mkdir(parents=True, exist_ok=True)
-    shutil.copy2(busybox, directory / "bin" / "busybox")
-    applets = _run([busybox, "--list"]).split()
-    for applet in applets:
-        link = directory / "bin" / applet
-        if applet != "busybox" and not link.exists():
-            link.symlink_to("busybox")
-    for name in ("ostree", "rpm-ostree", "bootc"):
-        shim = directory / "usr" / "bin" / name
-        shim.write_text(_SHIM.format(name=name))
-        shim.chmod(0o755)
-    (directory / "etc" / "os-release").write_text(
-        'NAME="Fedora CoreOS stand-in"\nID=fedora\nVARIANT_ID=coreos\n'
-    )
-    (directory / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    (directory / "tmp").chmod(0o1777)
-    return directory
-
-
 def push_base_image(
     work: Path, *, registry: services.Registry, storage: BuildahStorage, env: Mapping[str, str]
 ) -> BaseImage:
-    """Build the stand-in OS image from scratch in `storage` and push it to `registry`."""
-    rootfs = make_rootfs(work / "rootfs")
-    full_env = {**os.environ, **env}
-    buildah = storage.argv()
-    container = _run([*buildah, "from", "--quiet", "scratch"], env=full_env).strip()
-    _run([*buildah, "copy", "--quiet", container, f"{rootfs}/", "/"], env=full_env)
-    _run(
-        [*buildah, "config", "--label", "org.opencontainers.image.title=fcos-stand-in", container],
-        env=full_env,
+    """Build the stand-in OS image (pipeline/standin.py) in `storage`, push it to `registry`."""
+    return standin.build(
+        buildah=storage.argv(),
+        repository=f"{registry.host}/{BASE_REPOSITORY}",
+        workdir=work,
+        env={**os.environ, **env},
     )
-    local = "localhost/fcos-stand-in:latest"
-    _run([*buildah, "commit", "--quiet", "--rm", container, local], env=full_env)
-    repository = f"{registry.host}/{BASE_REPOSITORY}"
-    digestfile = work / "digest"
-    destination = f"docker://{repository}:latest"
-    _run([*buildah, "push", "--digestfile", str(digestfile), local, destination], env=full_env)
-    return BaseImage(repository, digestfile.read_text().strip())
 
 
 @pytest.fixture(scope="session")

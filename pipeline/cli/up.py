@@ -1,0 +1,113 @@
+"""`layering up`: everything on this machine (Redis, registry, receiver, worker, beat), with a
+local sandbox repository unless LAYERING_REPO_URL names one. Ctrl-C stops it all; the data
+stays in the workdir for the next `layering up`. The work is in pipeline/local.py."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
+
+from pipeline import local
+from pipeline.settings import load_settings
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "up",
+        help="run the whole pipeline on this machine (Ctrl-C stops it)",
+        description="Start a private Redis, a docker-registry, the receiver, a worker and beat "
+        "on 127.0.0.1. Without LAYERING_REPO_URL, also create a local GitOps repository "
+        "(seeded from this project's images/ and clusters/) with the post-receive hook, "
+        "and a stand-in base image, so that `git push` builds here.",
+    )
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where data and logs live (default: LAYERING_WORKDIR, else .layering)",
+    )
+    parser.add_argument("--receiver-port", type=int, default=None, help="default 8080")
+    parser.add_argument("--registry-port", type=int, default=None, help="default 5000")
+    parser.add_argument("--redis-port", type=int, default=None, help="default 6380")
+    parser.add_argument("--concurrency", type=int, default=2, help="worker processes")
+    parser.add_argument(
+        "--seed",
+        type=Path,
+        default=PROJECT_ROOT,
+        help="tree whose images/ and clusters/ seed the sandbox (default: this project)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    console = Console(highlight=False, soft_wrap=True)
+    options = local.Options(
+        workdir=args.workdir or settings.workdir,
+        ports={
+            "receiver": args.receiver_port,
+            "registry": args.registry_port,
+            "redis": args.redis_port,
+        },
+        repo_url=settings.repo_url,
+        webhook_secret=(
+            settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        ),
+        seed=args.seed,
+        concurrency=args.concurrency,
+        buildah_storage=settings.buildah_root is None,
+    )
+    mode = settings.repo_url or "a local sandbox repository"
+
+    def say(text: str) -> None:
+        console.print(f"[green]•[/] {escape(text)}")
+
+    def ready(started: local.Started) -> None:
+        console.rule("layering up: ready")
+        console.print(next_steps(started, settings.default_branch))
+
+    console.print(f"[bold]layering up[/]: serving {escape(mode)} from {options.workdir}")
+    # children inherit this environment, plus what local.service_environment sets
+    return local.run(options, base_env=dict(os.environ), say=say, ready=ready)
+
+
+def next_steps(started: local.Started, default_branch: str) -> Text:
+    """What to do now, as plain text (no markup: paths and URLs are printed as they are)."""
+    github_url = started.webhook_url.removesuffix("/git") + "/github"
+    text = Text()
+    for label, value in (
+        ("Dashboard", started.dashboard_url),
+        ("Webhook", f"{started.webhook_url} (GitHub: {github_url})"),
+        ("Registry", f"http://{started.registry_host}"),
+        ("Redis", started.redis_url),
+        ("Logs", str(started.workdir / "logs")),
+        *((("Clone URL", started.clone_url),) if started.clone_url else ()),
+    ):
+        text.append(f"{label:<11} ", style="bold")
+        text.append(f"{value}\n")
+    text.append("\nNext steps\n", style="bold")
+    if started.clone_url is not None:
+        steps = [
+            f"git clone {started.clone_url} gitops && cd gitops",
+            "$EDITOR images/htop/Containerfile   # e.g. RUN echo hello > /etc/motd",
+            f"git commit -am 'htop: motd' && git push origin {default_branch}",
+            "# watch the build on the dashboard, then promote it to nonprod:",
+            f"git checkout env/nonprod && git merge --no-edit {default_branch} && git push",
+            "git pull   # the MachineConfig is in clusters/nonprod/machineconfigs/",
+        ]
+    else:
+        steps = [
+            f"point the repository's webhook at {github_url}",
+            f"with the secret in LAYERING_WEBHOOK_SECRET (or {started.secret_file})",
+        ]
+    for step in steps:
+        text.append(f"  {step}\n")
+    text.append("\nCtrl-C stops everything; the data stays in the workdir.")
+    return text
