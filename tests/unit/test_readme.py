@@ -45,7 +45,7 @@ COVERAGE: dict[str, str] = {
     "layering install-hook --repo /srv/git/gitops.git "
     "--url http://layering.example.com:8080/webhook/git "
     "--secret-file /etc/layering/webhook-secret": f"{RUN_HERE}::test_install_hook_command_runs",
-    "celery -A workers.app worker -Q builds --concurrency 4 -n builds@%h": (
+    "layering worker --queues builds --concurrency 4 --hostname builds@%h": (
         f"{RUN_HERE}::test_scaling_worker_command_starts_a_builds_worker"
     ),
 }
@@ -141,11 +141,13 @@ def test_scaling_worker_command_starts_a_builds_worker(
     from pipeline.settings import load_settings
     from workers import app as celery_app
 
-    command = next(c for c in readme_commands() if c.startswith("celery "))
-    celery = Path(sys.executable).with_name("celery")
+    command = next(c for c in readme_commands() if c.startswith("layering worker"))
     env = {**os.environ, "LAYERING_REDIS_URL": redis_server.url, "LAYERING_WORKDIR": str(tmp_path)}
     process = services.start(
-        [str(celery), *command.split()[1:]], log=tmp_path / "worker.log", env=env, cwd=REPO_ROOT
+        [sys.executable, "-m", "pipeline.cli", *command.split()[1:]],
+        log=tmp_path / "worker.log",
+        env=env,
+        cwd=REPO_ROOT,
     )
     try:
         app = celery_app.create_app(load_settings(redis_url=redis_server.url))
