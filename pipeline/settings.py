@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     registry_retries: int = Field(default=4, ge=0, le=20)
     retry_backoff_seconds: float = Field(default=2.0, ge=0)
+    # promotion stage: one rollout-watch task run lasts at most rollout_watch_seconds, then it
+    # re-enqueues itself until the pool is done or rollout_timeout_seconds have passed
+    rollout_watch_seconds: float = Field(default=600, gt=0)
+    rollout_timeout_seconds: float = Field(default=6 * 3600, gt=0)
+    base_drift_interval_seconds: float = Field(default=900, ge=10)
 
     @field_validator("default_branch")
     @classmethod

@@ -367,7 +367,7 @@ def service_app(settings: Settings) -> WebhookFront:
     import redis
 
     from pipeline import promotion
-    from pipeline.adapters import metrics, store
+    from pipeline.adapters import metrics, promotion_metrics, promotions, store
 
     client = redis.Redis.from_url(
         settings.redis_url.get_secret_value(), socket_timeout=5, socket_connect_timeout=2
@@ -375,7 +375,10 @@ def service_app(settings: Settings) -> WebhookFront:
     return create_app(
         settings,
         store=StoreView(store.BuildStore.from_settings(settings)),
-        collectors=(metrics.RedisHistograms(client),),
+        collectors=(
+            metrics.RedisHistograms(client),
+            promotion_metrics.PromotionCollector(promotions.PromotionStore(client)),
+        ),
         is_promotion_commit=promotion.is_promotion_commit,
     )
 

@@ -29,9 +29,10 @@ from celery import Task
 from pipeline import promoting, promotion, rollout
 from pipeline.adapters import git as gitadapter
 from pipeline.adapters import github, gitwrite, kube, registry
-from pipeline.adapters.promotions import PromotionStore, WatchedGate
-from pipeline.errors import PermanentError, TemporaryError
+from pipeline.adapters.promotions import Drift, PromotionStore, WatchedGate
+from pipeline.errors import PermanentError, PipelineError, TemporaryError
 from pipeline.settings import Settings
+from workers import events
 from workers.app import PROMOTIONS_QUEUE, app, settings_of
 
 PROMOTE_TASK = "layering.promote"
@@ -39,16 +40,13 @@ GATE_TASK = "layering.gate"
 WATCH_ROLLOUT_TASK = "layering.watch_rollout"
 BASE_DRIFT_TASK = "layering.base_drift"
 
-ROLLOUT_WATCH_SECONDS = 600  # one task run; then it re-enqueues itself
-ROLLOUT_TIMEOUT_SECONDS = 6 * 3600
-BASE_DRIFT_INTERVAL_SECONDS = 900
 MAX_RETRIES = 8
 
 app.conf.beat_schedule = {
     **(app.conf.beat_schedule or {}),
     "layering-base-drift": {
         "task": BASE_DRIFT_TASK,
-        "schedule": float(BASE_DRIFT_INTERVAL_SECONDS),
+        "schedule": settings_of(app).base_drift_interval_seconds,
         "options": {"queue": PROMOTIONS_QUEUE},
     },
 }
@@ -87,7 +85,8 @@ def _repo_url(settings: Settings) -> str:
 
 
 def _mirror(settings: Settings) -> gitadapter.GitRepo:
-    return gitadapter.GitRepo.ensure_mirror(settings.workdir / "mirror.git", _repo_url(settings))
+    url = _repo_url(settings)
+    return gitadapter.GitRepo.ensure_mirror(events.mirror_path(settings, url), url)
 
 
 def _retry(task: Task, exc: TemporaryError) -> Any:
@@ -99,7 +98,7 @@ def writer_for(settings: Settings, client: redis.Redis[bytes]) -> gitwrite.Branc
     return gitwrite.BranchWriter(
         url=_repo_url(settings),
         workdir=settings.workdir / "promotions",
-        mirror=settings.workdir / "mirror.git",
+        mirror=events.mirror_path(settings, _repo_url(settings)),
         lock=gitwrite.RedisBranchLock(client),
     )
 
@@ -209,12 +208,12 @@ def watch_rollout(
                 store=store,
                 reporter=reporter,
                 now=time.time,
-                timeout=ROLLOUT_WATCH_SECONDS,
+                timeout=settings.rollout_watch_seconds,
             )
     except TemporaryError as exc:
         raise _retry(self, exc) from None
     if any(state.phase is rollout.Phase.UPDATING for state in states.values()):
-        if time.time() - started_at < ROLLOUT_TIMEOUT_SECONDS:
+        if time.time() - started_at < settings.rollout_timeout_seconds:
             app.send_task(
                 WATCH_ROLLOUT_TASK,
                 args=[commit_sha, environment, cluster],
@@ -226,7 +225,8 @@ def watch_rollout(
                 commit_sha,
                 context=promotion.rollout_context(cluster),
                 state="failure",
-                description=f"rollout not finished after {ROLLOUT_TIMEOUT_SECONDS // 3600}h",
+                description="rollout not finished after "
+                + promotion.format_duration(settings.rollout_timeout_seconds),
                 target_url=None,
             )
     else:
@@ -243,14 +243,27 @@ def base_drift(self: Task) -> dict[str, bool]:
         with _mirror(settings) as mirror:
             mirror.fetch(settings.default_branch)
             model = mirror.load(f"refs/heads/{settings.default_branch}")
-        for name, cluster in sorted(model.clusters.items()):
-            if cluster.kube_context is None:
-                continue
+    except TemporaryError as exc:
+        raise _retry(self, exc) from None
+    for name, cluster in sorted(model.clusters.items()):
+        if cluster.kube_context is None:
+            continue
+        # one unreachable or misconfigured cluster must not hide the others' drift; the next
+        # beat run checks it again
+        try:
             with kube.KubeCluster.connect(
                 kubeconfig=settings.kubeconfig, context=cluster.kube_context
             ) as reader:
                 drift = promoting.check_base_drift(cluster, reader, store=store, now=time.time())
-            drifted[name] = drift.drifted
-    except TemporaryError as exc:
-        raise _retry(self, exc) from None
+        except PipelineError as exc:
+            drift = Drift(
+                cluster=name,
+                expected=str(cluster.base_image),
+                actual="",
+                release_version="",
+                checked_at=time.time(),
+                error=str(exc),
+            )
+            store.record_drift(drift)
+        drifted[name] = drift.drifted
     return drifted

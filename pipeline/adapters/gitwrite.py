@@ -173,20 +173,29 @@ class BranchWriter:
         try:
             output = scratch.git.execute(["git", *args], **kwargs)  # type: ignore[call-overload]
         except git.GitCommandError as exc:
-            tail = gitadapter.strip_credentials(str(exc.stderr or "").strip())[-600:]
+            # one line: the message ends up in statuses, logs and CLI errors
+            tail = " ".join(gitadapter.strip_credentials(str(exc.stderr or "")).split())[-600:]
             raise TemporaryError(f"{action} in {self._safe_url} failed: {tail}") from exc
         return str(output).strip()
 
     def _fetch(self, scratch: git.Repo, branch: str) -> str:
         ref = f"refs/remotes/{_REMOTE}/{branch}"
-        self._git(
-            scratch,
-            f"git fetch {branch}",
-            "fetch",
-            "--no-tags",
-            _REMOTE,
-            f"+refs/heads/{branch}:{ref}",
-        )
+        try:
+            self._git(
+                scratch,
+                f"git fetch {branch}",
+                "fetch",
+                "--no-tags",
+                _REMOTE,
+                f"+refs/heads/{branch}:{ref}",
+            )
+        except TemporaryError as exc:
+            if "couldn't find remote ref" not in str(exc):
+                raise
+            raise PermanentError(
+                f"{self._safe_url} has no branch {branch}; create it from the default branch "
+                "or check the environment name"
+            ) from exc
         return self._git(scratch, "git rev-parse", "rev-parse", "--verify", f"{ref}^{{commit}}")
 
     def _commit(self, scratch: git.Repo, head: str, change: Change) -> str | None:

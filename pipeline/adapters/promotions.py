@@ -132,6 +132,14 @@ class PromotionStore:
         self._call("hdel", f"{PROMOTED}{cluster}", pool)
         self._call("hdel", f"{ROLLOUTS}{cluster}", pool)
 
+    def promoted_clusters(self) -> list[str]:
+        """Clusters with at least one promoted pool."""
+        try:
+            keys = list(self._client.scan_iter(match=f"{PROMOTED}*", count=500))
+        except redis.RedisError as exc:
+            raise TemporaryError(f"promotion store (Redis) unavailable: {exc}") from exc
+        return sorted(key.decode().removeprefix(PROMOTED) for key in keys)
+
     def promoted(self, cluster: str) -> dict[str, Promoted]:
         return {
             pool: Promoted(**value)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -42,25 +43,62 @@ def diff(plan: promotion.PromotionPlan, before: repo.Repository) -> str:
     return "".join(chunks)
 
 
+_REMOTE = re.compile(r"^[a-z][a-z0-9+.-]*://|^[\w.-]+@[\w.-]+:")
+
+
+def repository_url(value: str) -> str:
+    """A Git URL as given; a local path checked and turned into a file:// URL."""
+    if _REMOTE.match(value):
+        return value
+    path = Path(value)
+    if not path.is_dir():
+        raise InputError(f"--repo {value}: no such directory; pass a Git URL or repository path")
+    if not ((path / ".git").exists() or (path / "HEAD").is_file()):
+        raise InputError(f"--repo {value}: not a Git repository")
+    return path.resolve().as_uri()
+
+
+class EnvironmentWriter:
+    """Refuses an environment that has no cluster on its branch before anything is planned."""
+
+    def __init__(self, writer: gitwrite.BranchWriter, environment: str) -> None:
+        self._writer = writer
+        self._environment = environment
+
+    def write(self, branch: str, change_for: gitwrite.ChangeFor) -> gitwrite.WriteResult:
+        def checked(head: str, model: repo.Repository) -> gitwrite.Change | None:
+            if not model.clusters_in(self._environment):
+                known = sorted({c.environment for c in model.clusters.values()})
+                raise InputError(
+                    f"no cluster of environment {self._environment!r} on {branch} "
+                    f"(environments there: {', '.join(known) or 'none'})"
+                )
+            return change_for(head, model)
+
+        return self._writer.write(branch, checked)
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    url = args.repo or settings.repo_url
-    if not url:
+    given: str | None = args.repo or settings.repo_url
+    if not given:
         raise InputError("no repository: pass --repo or set LAYERING_REPO_URL")
-    if Path(url).exists():
-        url = Path(url).resolve().as_uri()
+    url = repository_url(given)
     store = PromotionStore(redis.Redis.from_url(settings.redis_url.get_secret_value()))
     source = registry.Registry.from_settings(settings)
     with tempfile.TemporaryDirectory(prefix="layering-promote-") as scratch:
-        writer = gitwrite.BranchWriter(
-            url=url,
-            workdir=Path(scratch),
-            lock=gitwrite.RedisBranchLock(store.client) if not args.dry_run else None,
+        writer = EnvironmentWriter(
+            gitwrite.BranchWriter(
+                url=url,
+                workdir=Path(scratch),
+                lock=gitwrite.RedisBranchLock(store.client) if not args.dry_run else None,
+            ),
+            args.env,
         )
         if args.dry_run:
             seen: list[tuple[promotion.PromotionPlan, repo.Repository]] = []
 
-            def change_for(head: str, model: repo.Repository) -> None:
+            def change_for(head: str, model: repo.Repository) -> gitwrite.Change | None:
                 seen.append(
                     (
                         promoting.decide(
@@ -74,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
                         model,
                     )
                 )
+                return None
 
             writer.write(f"env/{args.env}", change_for)
             plan, model = seen[-1]

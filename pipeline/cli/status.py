@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -44,5 +45,7 @@ def run(args: argparse.Namespace) -> int:
     table = Table(*COLUMNS)
     for row in rows:
         table.add_row(*(row[column] for column in COLUMNS))
-    Console(highlight=False, soft_wrap=True).print(table)
+    # piped output keeps whole cells (no terminal width to fit; grep must find cluster names)
+    width = None if sys.stdout.isatty() else 1000
+    Console(highlight=False, soft_wrap=True, width=width).print(table)
     return EXIT_OK

@@ -9,7 +9,8 @@ import json
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,3 +241,48 @@ class EnvRepo:
 
     def origin_history(self, branch: str) -> list[git.Commit]:
         return list(git.Repo(self.origin).iter_commits(f"refs/heads/{branch}"))
+
+
+def chained_repo(
+    root: Path,
+    registry_host: str,
+    *,
+    kube_context: str,
+    soak: str,
+    extra: Callable[[EnvRepo, str], None] = lambda gitops, prefix: None,
+) -> tuple[EnvRepo, dict[str, str]]:
+    """A repository whose env branches start before the seed (so merges make merge commits):
+    nonprod (worker: firewalld, with kube), nonprod-b (infra: htop, no kube), prod (worker:
+    firewalld, promotesFrom nonprod); `extra` may add more before the seed commit. Every target
+    is pushed to the registry: returns the repository and tag reference -> digest."""
+    gitops = EnvRepo(root)
+    gitops.commit("root")
+    for branch in ("env/nonprod", "env/prod"):
+        gitops.repo.git.branch(branch)
+        gitops.push(branch)
+    prefix = f"{registry_host}/t{uuid.uuid4().hex[:12]}"  # the registry is shared
+    gitops.registry_prefix = prefix
+    gitops.add_image("firewalld", "firewalld")
+    gitops.add_image("htop", "htop")
+    gitops.add_cluster(
+        "nonprod",
+        environment="nonprod",
+        registry=prefix,
+        pools={"worker": "firewalld"},
+        kube=kube_context,
+    )
+    gitops.add_cluster("nonprod-b", environment="nonprod", registry=prefix, pools={"infra": "htop"})
+    gitops.add_cluster(
+        "prod",
+        environment="prod",
+        registry=prefix,
+        pools={"worker": "firewalld"},
+        promotes_from="nonprod",
+        soak=soak,
+    )
+    extra(gitops, prefix)
+    gitops.commit("seed")
+    gitops.push("main")
+    model = gitops.origin_model("refs/heads/main")
+    targets = promotion.targets(model, "nonprod") + promotion.targets(model, "prod")
+    return gitops, push_targets(registry_host, targets)
