@@ -35,10 +35,12 @@ with credentials stripped from every URL and only a tail of stderr kept.
 
 from __future__ import annotations
 
+import fcntl
 import re
 import shutil
 import tempfile
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -74,6 +76,16 @@ _ANCESTRY_WALK = 64
 _CACHE_SIZE = 4096
 _STDERR_TAIL = 600
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "LC_ALL": "C"}
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def strip_credentials(text: str) -> str:
@@ -156,31 +168,29 @@ class GitRepo:
         `url` must come from settings: the service never fetches a URL taken from a payload.
         """
         path = Path(path)
-        if (path / "HEAD").is_file() and (path / "objects").is_dir():
-            mirror = cls.open(path)
-            origin = mirror._repo.remotes.origin if mirror._repo.remotes else None
-            if origin is None:
-                mirror._repo.create_remote("origin", url, mirror=True)
-            elif origin.url != url:
-                origin.set_url(url)
-            return mirror
         path.parent.mkdir(parents=True, exist_ok=True)
-        # clone beside the target and rename, so an interrupted clone leaves nothing half-made
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            git.Repo.clone_from(
-                url,
-                staging,
-                mirror=True,
-                env=_GIT_ENV,
-            )
-            if path.exists():
-                path.rmdir()  # an empty directory only; anything else is not ours to remove
-            staging.rename(path)
-        except git.GitCommandError as exc:
-            raise _translate(f"git clone --mirror {url}", exc) from None
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        # workers in several processes may make the first clone at once: one clones, the
+        # others wait on the lock and then open what it made
+        with _file_lock(path.parent / f".{path.name}.lock"):
+            if (path / "HEAD").is_file() and (path / "objects").is_dir():
+                mirror = cls.open(path)
+                origin = mirror._repo.remotes.origin if mirror._repo.remotes else None
+                if origin is None:
+                    mirror._repo.create_remote("origin", url, mirror=True)
+                elif origin.url != url:
+                    origin.set_url(url)
+                return mirror
+            # clone beside the target and rename, so an interrupted clone leaves nothing
+            staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+            try:
+                git.Repo.clone_from(url, staging, mirror=True, env=_GIT_ENV)
+                if path.exists():
+                    path.rmdir()  # an empty directory only; anything else is not ours
+                staging.rename(path)
+            except git.GitCommandError as exc:
+                raise _translate(f"git clone --mirror {url}", exc) from None
+            finally:
+                shutil.rmtree(staging, ignore_errors=True)
         return cls.open(path)
 
     # -- life cycle -------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -130,6 +131,23 @@ def test_ancestry_walks_past_the_in_process_limit(gitops_repo: GitopsRepo) -> No
         assert git_repo.merge_base(unrelated, last) is None
 
 
+def test_first_clones_racing_share_one_mirror(example_repo: GitopsRepo, tmp_path: Path) -> None:
+    url = example_repo.origin.as_uri()
+    mirror_path = tmp_path / "state" / "mirror.git"
+
+    def clone_and_resolve(_: int) -> str:
+        with gitadapter.GitRepo.ensure_mirror(mirror_path, url) as mirror:
+            return mirror.resolve("main")
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        heads = list(pool.map(clone_and_resolve, range(6)))
+    assert heads == [example_repo.head] * 6
+    assert sorted(p.name for p in mirror_path.parent.iterdir()) == [
+        ".mirror.git.lock",
+        "mirror.git",
+    ]
+
+
 def test_mirror_clone_and_fetch(example_repo: GitopsRepo, tmp_path: Path) -> None:
     url = example_repo.origin.as_uri()
     mirror_path = tmp_path / "state" / "mirror.git"
@@ -153,7 +171,10 @@ def test_mirror_clone_and_fetch(example_repo: GitopsRepo, tmp_path: Path) -> Non
         assert mirror.resolve("refs/heads/feature") == feature
         with pytest.raises(PermanentError, match="couldn't find remote ref"):
             mirror.fetch("no-such-branch")
-    assert sorted(p.name for p in mirror_path.parent.iterdir()) == ["mirror.git"]
+    assert sorted(p.name for p in mirror_path.parent.iterdir()) == [
+        ".mirror.git.lock",
+        "mirror.git",
+    ]
 
 
 def test_network_fault_is_temporary_and_hides_credentials(tmp_path: Path) -> None:
