@@ -13,6 +13,7 @@ from pathlib import Path
 from pipeline.errors import InputError
 
 HOOK_NAME = "post-receive"
+HOOK_SOURCE = "post_receive.py"  # a .py file so that ruff and mypy check it
 MARKER = "coreos-layering-pipeline post-receive hook"
 
 
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def hook_source() -> bytes:
-    return resources.files("pipeline").joinpath("hooks", HOOK_NAME).read_bytes()
+    return resources.files("pipeline").joinpath("hooks", HOOK_SOURCE).read_bytes()
 
 
 def install(

@@ -7,11 +7,18 @@ Installed by `layering install-hook`; reads its settings from this repository's 
   layering.secretFile  file holding the webhook secret (LAYERING_WEBHOOK_SECRET)
   layering.repoUrl     the URL the pipeline clones (LAYERING_REPO_URL): identifies the repository
   layering.fullName    optional owner/name (LAYERING_GITHUB_REPOSITORY)
+  layering.attempts    optional number of tries per delivery before it is spooled (4)
 
-Standard library only. Ref names and shas are passed to git as argument lists and sent as JSON
-data, never through a shell. A delivery refused with 5xx or unreachable is retried a few
-times; the push itself has already succeeded either way.
+Standard library only (it runs with the Git server's Python, not the pipeline's). Ref names
+and shas are passed to git as argument lists and sent as JSON data, never through a shell.
+
+No event is lost: a delivery refused with 5xx or unreachable is retried a few times, then kept
+in `<git dir>/layering-spool/` and sent again, with the same delivery id (so the receiver's
+dedupe holds), before the next push's deliveries. Run the hook with empty input to flush the
+spool by hand: `hooks/post-receive </dev/null`. The push itself has succeeded either way.
 """
+
+from __future__ import annotations
 
 import hashlib
 import hmac
@@ -31,31 +38,32 @@ ATTEMPTS = 4
 TIMEOUT = 10
 
 
-def git(*args):
-    result = subprocess.run(
-        ["git", *args], capture_output=True, text=True, check=False, timeout=60
-    )
+SPOOL = "layering-spool"
+
+
+def git(*args: str) -> tuple[int, str]:
+    result = subprocess.run(["git", *args], capture_output=True, text=True, check=False, timeout=60)
     return result.returncode, result.stdout.strip()
 
 
-def config(name, default=""):
+def config(name: str, default: str = "") -> str:
     code, value = git("config", "--get", name)
     return value if code == 0 and value else default
 
 
-def head_message(sha):
+def head_message(sha: str) -> str:
     code, message = git("log", "-1", "--format=%B", sha, "--")
     return message if code == 0 else ""
 
 
-def forced(old, new):
+def forced(old: str, new: str) -> bool:
     if old == ZERO or new == ZERO:
         return False
     code, _ = git("merge-base", "--is-ancestor", old, new)
     return code == 1
 
 
-def payload(old, new, ref, repo_url, full_name):
+def payload(old: str, new: str, ref: str, repo_url: str, full_name: str) -> dict[str, object]:
     return {
         "ref": ref,
         "before": old,
@@ -70,9 +78,9 @@ def payload(old, new, ref, repo_url, full_name):
     }
 
 
-def send(url, secret, body, delivery):
+def send(url: str, secret: bytes, body: bytes, delivery: str) -> int | None:
     signature = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
-    request = urllib.request.Request(
+    request = urllib.request.Request(  # noqa: S310 - main() accepts only http(s) URLs
         url,
         data=body,
         method="POST",
@@ -84,27 +92,76 @@ def send(url, secret, body, delivery):
             "X-Hub-Signature-256": signature,
         },
     )
-    for attempt in range(1, ATTEMPTS + 1):
+    error = ""
+    attempts = int(config("layering.attempts", str(ATTEMPTS)) or ATTEMPTS)
+    for attempt in range(1, max(1, attempts) + 1):
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310
-                return response.status
+                return int(response.status)
         except urllib.error.HTTPError as exc:
             if exc.code < 500:
                 return exc.code
             error = f"HTTP {exc.code}"
         except (urllib.error.URLError, OSError) as exc:
             error = type(exc).__name__
-        if attempt < ATTEMPTS:
+        if attempt < attempts:
             time.sleep(2 ** (attempt - 1))
-    print(f"layering: delivery {delivery} not accepted ({error}); redeliver later", file=sys.stderr)
+    print(
+        f"layering: delivery {delivery} not accepted ({error}); kept for redelivery",
+        file=sys.stderr,
+    )
     return None
 
 
-def main():
+def spool_dir() -> str:
+    code, git_dir = git("rev-parse", "--absolute-git-dir")
+    return os.path.join(git_dir if code == 0 else os.getcwd(), SPOOL)
+
+
+def keep(delivery: str, body: bytes) -> None:
+    """Write an undelivered event where the next run of the hook finds it."""
+    directory = spool_dir()
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    staging = os.path.join(directory, f".{delivery}.tmp")
+    with open(staging, "wb") as handle:
+        handle.write(body)
+    os.replace(staging, os.path.join(directory, f"{time.time():020.6f}-{delivery}.json"))
+
+
+def deliver(url: str, secret: bytes, body: bytes, delivery: str, label: str) -> bool:
+    status = send(url, secret, body, delivery)
+    if status is None:
+        return False
+    print(f"layering: {label} -> HTTP {status}", file=sys.stderr)
+    return True
+
+
+def flush_spool(url: str, secret: bytes) -> bool:
+    """Resend kept deliveries oldest first; stop at the first that still fails."""
+    directory = spool_dir()
+    try:
+        names = sorted(n for n in os.listdir(directory) if n.endswith(".json"))
+    except FileNotFoundError:
+        return True
+    for name in names:
+        path = os.path.join(directory, name)
+        delivery = name.removesuffix(".json").split("-", 1)[1]
+        with open(path, "rb") as handle:
+            body = handle.read()
+        if not deliver(url, secret, body, delivery, f"redelivered {delivery}"):
+            return False
+        os.unlink(path)
+    return True
+
+
+def main() -> int:
     url = config("layering.url")
     secret_file = config("layering.secretFile")
     if not url or not secret_file:
         print("layering: layering.url or layering.secretFile not configured", file=sys.stderr)
+        return 0
+    if not url.startswith(("http://", "https://")):
+        print(f"layering: layering.url must be an http(s) URL, not {url!r}", file=sys.stderr)
         return 0
     try:
         with open(secret_file, "rb") as handle:
@@ -114,6 +171,8 @@ def main():
         return 0
     repo_url = config("layering.repoUrl") or "file://" + os.path.abspath(os.getcwd())
     full_name = config("layering.fullName") or os.path.basename(os.path.abspath(os.getcwd()))
+    # older events first, so the receiver sees pushes in order
+    reachable = flush_spool(url, secret)
     for line in sys.stdin:
         parts = line.split()
         if len(parts) != 3 or not SHA.match(parts[0]) or not SHA.match(parts[1]):
@@ -122,9 +181,10 @@ def main():
         if not ref.startswith("refs/heads/"):
             continue
         body = json.dumps(payload(old, new, ref, repo_url, full_name)).encode()
-        status = send(url, secret, body, str(uuid.uuid4()))
-        if status is not None:
-            print(f"layering: {ref} {new[:12]} -> HTTP {status}", file=sys.stderr)
+        delivery = str(uuid.uuid4())
+        if not reachable or not deliver(url, secret, body, delivery, f"{ref} {new[:12]}"):
+            reachable = False
+            keep(delivery, body)
     return 0
 
 
