@@ -3,6 +3,7 @@ configuration problem found, each naming file and field. No I/O: adapters gather
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -336,15 +337,25 @@ def _parse_cluster(
     if path not in files:
         problems.append(Problem(path, "missing: every cluster directory needs a cluster.yaml"))
         return None
-    document = _load_mapping(path, files[path], problems)
+    cluster, found = _parse_cluster_file(name, files[path])
+    problems.extend(found)
+    return cluster
+
+
+@functools.lru_cache(maxsize=256)
+def _parse_cluster_file(name: str, raw: bytes) -> tuple[Cluster | None, tuple[Problem, ...]]:
+    """A pure function of the file's bytes, memoised: a worker plans every push, and
+    cluster.yaml files rarely change between pushes."""
+    path = f"{CLUSTERS_DIR}/{name}/{CLUSTER_FILE}"
+    problems: list[Problem] = []
+    document = _load_mapping(path, raw, problems)
     if document is None:
-        return None
+        return None, tuple(problems)
     try:
         settings = ClusterSettings.model_validate(document)
     except ValidationError as exc:
-        problems.extend(_validation_problems(path, files[path], exc))
-        return None
-    return Cluster(
+        return None, tuple(_validation_problems(path, raw, exc))
+    cluster = Cluster(
         name=name,
         environment=settings.environment,
         base_image=names.parse_image_ref(settings.base_image),
@@ -354,6 +365,7 @@ def _parse_cluster(
         soak_seconds=duration_seconds(settings.soak),
         kube_context=settings.kube.context if settings.kube else None,
     )
+    return cluster, ()
 
 
 def _cross_check(
