@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Protocol
 
 from pipeline import buildoutput, builds, redaction
+from pipeline.adapters import git as gitadapter
 from pipeline.adapters import registry as registry_adapter
 from pipeline.adapters import source
 from pipeline.errors import BuildFailed, PermanentError, TemporaryError
@@ -74,6 +75,9 @@ class BuildRequest:
     commit_sha: str | None = None
     build_key: str | None = None
     push: bool = True
+    # when `source` is a worker's mirror of this URL: clone/fetch it first if the commit is
+    # missing (the event task that fetched it may have run on another machine)
+    remote: str | None = None
 
 
 class MemoryRecords:
@@ -144,6 +148,8 @@ def run_build(
     )
     spec: builds.BuildSpec | None = None
     try:
+        if request.remote is not None and request.commit_sha is not None:
+            gitadapter.ensure_commit(request.source, request.remote, request.commit_sha)
         with source.checkout(
             request.source, image=request.image, commit_sha=request.commit_sha
         ) as checkout:

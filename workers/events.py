@@ -16,7 +16,6 @@ Task names and arguments (the receiver enqueues them by name, see pipeline/event
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -55,8 +54,7 @@ def _redis(settings: Settings) -> redis.Redis[bytes]:
 
 def mirror_path(settings: Settings, url: str) -> Path:
     """One bare mirror per repository URL under the workdir."""
-    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    return settings.workdir.resolve() / "mirrors" / f"{digest}.git"
+    return gitadapter.mirror_path(settings.workdir, url)
 
 
 def _open_mirror(settings: Settings, *refs: str) -> gitadapter.GitRepo:

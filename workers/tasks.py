@@ -40,6 +40,7 @@ from typing import Any
 from celery import Celery, Task
 
 from pipeline import building, builds
+from pipeline.adapters import git as gitadapter
 from pipeline.adapters import registry, store
 from pipeline.errors import TemporaryError
 from pipeline.settings import Settings
@@ -111,6 +112,15 @@ def submit_build(
     return record.id
 
 
+def _mirrored_remote(settings: Settings, source: str) -> str | None:
+    """The repository URL when `source` is this worker's mirror of it (see BuildRequest)."""
+    if settings.repo_url and Path(source).resolve() == gitadapter.mirror_path(
+        settings.workdir, settings.repo_url
+    ):
+        return settings.repo_url
+    return None
+
+
 @app.task(name=BUILD_TASK, bind=True, queue=BUILDS_QUEUE, max_retries=None)  # type: ignore[untyped-decorator]
 def build(
     self: Task,
@@ -133,6 +143,7 @@ def build(
                 cluster=cluster,
                 commit_sha=commit_sha,
                 build_key=build_key,
+                remote=_mirrored_remote(settings, source),
             ),
             build_id=build_id or f"task-{self.request.id}",
             records=build_store,

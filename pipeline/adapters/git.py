@@ -36,6 +36,7 @@ with credentials stripped from every URL and only a tail of stderr kept.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import re
 import shutil
 import tempfile
@@ -86,6 +87,23 @@ def _file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def mirror_path(workdir: Path, url: str) -> Path:
+    """Where a worker keeps its bare mirror of `url`: one per repository URL under the workdir,
+    the same path on every machine, so a task can name it and any worker can (re)create it."""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return workdir.resolve() / "mirrors" / f"{digest}.git"
+
+
+def ensure_commit(path: Path, url: str, commit_sha: str) -> None:
+    """Make the mirror at `path` hold `commit_sha`, cloning and fetching as needed (a build or
+    promotion may run on another machine than the event task that fetched it)."""
+    with GitRepo.ensure_mirror(path, url) as mirror:
+        if not mirror.exists(commit_sha):
+            mirror.fetch()
+        if not mirror.exists(commit_sha):
+            raise PermanentError(f"commit {commit_sha} is not in {strip_credentials(url)}")
 
 
 def strip_credentials(text: str) -> str:

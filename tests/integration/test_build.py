@@ -18,11 +18,13 @@ from pathlib import Path
 import pytest
 
 from pipeline import buildkey
+from pipeline.adapters import git as gitadapter
 from tests import services
 from tests.plugins.builds import (
     FAKE_REGISTRY_PASSWORD,
     FAKE_TOKEN,
     BaseImage,
+    StartWorker,
     Worker,
     WorkerEnv,
     git_commit_all,
@@ -85,8 +87,15 @@ def checkout(
         "broken": {"Containerfile": BROKEN, "nonce": nonce},
         "slow": {"Containerfile": SLOW, "nonce": nonce},
         "local": {"Containerfile": SLOW.replace("slow", "local"), "nonce": nonce},
+        "remote": {"Containerfile": SLOW.replace("slow", "remote"), "nonce": nonce},
     }
-    pools = {"worker": "hello", "infra": "broken", "slow": "slow", "local": "local"}
+    pools = {
+        "worker": "hello",
+        "infra": "broken",
+        "slow": "slow",
+        "local": "local",
+        "remote": "remote",
+    }
     write_repository(
         root,
         base=base_image,
@@ -287,3 +296,37 @@ def test_cli_build_runs_the_same_code_path_and_prints_the_digest(
     assert again.returncode == 0, again.stderr
     record = json.loads(again.stdout)
     assert (record["state"], record["digest"]) == ("skipped", digest)
+
+
+def test_worker_on_another_machine_clones_the_mirror_it_is_told_to_use(
+    start_worker: StartWorker, checkout: Checkout, tmp_path: Path
+) -> None:
+    """The event task names `<workdir>/mirrors/<hash>.git`; a worker that never fetched it (on
+    another machine) clones LAYERING_REPO_URL there and fetches the commit before building."""
+    repo_url = checkout.root.as_uri()
+    elsewhere = start_worker(
+        "elsewhere",
+        pool="solo",
+        queues="remote-builds",
+        extra_env={"LAYERING_WORKDIR": str(tmp_path / "work"), "LAYERING_REPO_URL": repo_url},
+    )
+    mirror = gitadapter.mirror_path(elsewhere.settings.workdir, repo_url)
+    assert not mirror.exists()
+    record = tasks.create_build_record(
+        elsewhere.settings, image="remote", cluster="dev", commit_sha=checkout.commit_sha
+    )
+    elsewhere.app.send_task(
+        tasks.BUILD_TASK,
+        kwargs={
+            "source": str(mirror),
+            "commit_sha": checkout.commit_sha,
+            "image": "remote",
+            "cluster": "dev",
+            "build_id": record.id,
+        },
+        queue="remote-builds",
+    )
+    result = elsewhere.wait_for_build(record.id)
+    assert result["state"] == "succeeded", result["error"]
+    assert (mirror / "HEAD").is_file()
+    elsewhere.stop()
