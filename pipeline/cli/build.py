@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         commit_sha=args.commit,
         push=args.push,
     )
-    console = Console(stderr=True, highlight=False)
+    console = Console(stderr=True, highlight=False, soft_wrap=True)
     if args.format == "json" or not console.is_terminal:
         record = _build(settings, request, on_line=lambda line: console.print(line, markup=False))
     else:
@@ -106,9 +106,11 @@ def _build(
 
 
 def _summary(record: builds.BuildRecord) -> None:
-    out = Console(highlight=False)
+    out = Console(highlight=False, soft_wrap=True)
     if record.state is builds.BuildState.FAILED:
-        Console(stderr=True, highlight=False).print(f"[bold red]failed[/] {escape(record.error)}")
+        Console(stderr=True, highlight=False, soft_wrap=True).print(
+            f"[bold red]failed[/] {escape(record.error)}"
+        )
         return
     if record.reference:
         out.print(f"{escape(record.state.value)}: {escape(record.reference)}")
