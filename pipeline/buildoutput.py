@@ -103,7 +103,7 @@ _AUTH = re.compile(
 _TEMPORARY = re.compile(
     r"connection refused|connection reset|broken pipe|i/o timeout|timeout|timed out|"
     r"no route to host|network is unreachable|unexpected EOF|\bEOF\b|TLS handshake|"
-    r"temporary failure in name resolution|server misbehaving|too many requests|"
+    r"temporary failure in name resolution|no such host|server misbehaving|too many requests|"
     r"(?:status|HTTP status|status code)[: ]+(?:429|5\d\d)\b|\b5\d\d (?:Internal Server Error|"
     r"Bad Gateway|Service Unavailable|Gateway Timeout)|toomanyrequests",
     re.IGNORECASE,

@@ -185,6 +185,10 @@ def test_failed_instruction_reads_buildahs_error() -> None:
         ("read tcp 1.2.3.4:5->6.7.8.9:443: read: connection reset by peer", "temporary"),
         ("net/http: TLS handshake timeout", "temporary"),
         ("toomanyrequests: rate limit", "temporary"),
+        (
+            'Get "https://quay.io/v2/": dial tcp: lookup quay.io on 10.0.0.1:53: no such host',
+            "temporary",
+        ),
         ("unauthorized: authentication required", "auth"),
         ("requested access to the resource is denied", "auth"),
         ("invalid reference format", "other"),
