@@ -3,7 +3,7 @@ tasks and `layering promote`. Depends on Protocols; the workers hand in the real
 may hand in fakes. Does I/O only through what it is given.
 
 - `promote`: plan at the env branch's head, commit/push once (or nothing), statuses, records.
-- `gate`: the `layering/gate/<environment>` decision for a pull request head.
+- `gate`: the `layering/gate/<environment>` decision for a pull request, from its merge result.
 - `watch_rollout`: follow a cluster's pools after a promotion commit, record verifications.
 - `check_base_drift`: compare a cluster's MCO ConfigMap with cluster.yaml.
 """
@@ -11,7 +11,7 @@ may hand in fakes. Does I/O only through what it is given.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -343,8 +343,53 @@ def watch_rollout(
     return states
 
 
-def gate(
+def rollout_timed_out(
     repository: repo.Repository,
+    *,
+    commit_sha: str,
+    cluster: str,
+    states: Mapping[str, rollout.RolloutState],
+    waited: float,
+    store: PromotionStore,
+    reporter: StatusReporter,
+    now: float,
+    target_url: str | None = None,
+) -> None:
+    """The pools of `cluster` at the promotion commit (`repository`) still Updating after the
+    rollout timeout: their digests count as failed there (a gate must not wait on them for
+    ever), and `layering/rollout/<cluster>` says which pool stalled where."""
+    stalled = {pool: state for pool, state in states.items() if not state.done}
+    if not stalled:
+        return
+    pool, state = sorted(stalled.items())[0]
+    message = f"rollout timed out after {promotion.format_duration(waited)}: {pool} at " + (
+        f"{state.updated}/{state.total} machines updated"
+        + (f" ({state.message})" if state.message else "")
+    )
+    images = expected_images(repository, cluster)
+    for name in sorted(stalled.keys() & images.keys()):
+        store.record_verification(
+            promotion.Verification(
+                cluster=cluster,
+                digest=images[name].rpartition("@")[2],
+                verified_at=now,
+                method=promotion.VerificationMethod.ROLLOUT,
+                healthy=False,
+                message=message,
+                commit_sha=commit_sha,
+            )
+        )
+    reporter.set_status(
+        commit_sha,
+        context=promotion.rollout_context(cluster),
+        state="failure",
+        description=message,
+        target_url=target_url,
+    )
+
+
+def gate(
+    merged: repo.Repository | None,
     *,
     head_sha: str,
     environment: str,
@@ -352,15 +397,21 @@ def gate(
     store: PromotionStore,
     reporter: StatusReporter,
     now: float,
+    conflicts: Sequence[str] = (),
     target_url: str | None = None,
 ) -> promotion.GateDecision:
-    decision = promotion.gate(
-        repository,
-        environment=environment,
-        lookups=lookup_digests(promotion.targets(repository, environment), registry),
-        verifications=store.verifications(_upstreams(repository, environment)),
-        now=now,
-    )
+    """Decide and post the gate of a pull request head from the repository its merge into
+    env/<environment> gives (`merged`), or from the paths that keep it from merging."""
+    if merged is None:
+        decision = promotion.conflicted_gate(environment, conflicts)
+    else:
+        decision = promotion.gate(
+            merged,
+            environment=environment,
+            lookups=lookup_digests(promotion.targets(merged, environment), registry),
+            verifications=store.verifications(_upstreams(merged, environment)),
+            now=now,
+        )
     reporter.set_status(
         head_sha,
         context=promotion.gate_context(environment),

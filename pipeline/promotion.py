@@ -490,6 +490,18 @@ def gate(
     return GateDecision(GateState.FAILURE, _first_of(blocking), refusals=decided.refusals)
 
 
+def conflicted_gate(environment: str, paths: Sequence[str]) -> GateDecision:
+    """`layering/gate/<environment>` for a pull request that cannot merge cleanly: nothing
+    can be said about what it would promote until it is rebased."""
+    named = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+    return GateDecision(
+        GateState.FAILURE,
+        f"merge conflicts with env/{environment}"
+        + (f" in {named}" if named else "")
+        + "; rebase the pull request",
+    )
+
+
 def _first_of(refusals: Sequence[Refusal]) -> str:
     """The first refusal, with the count in front so a cut description still says it."""
     if len(refusals) == 1:

@@ -6,7 +6,9 @@ Task names and arguments are a stable contract (the webhook receiver enqueues th
   is commit_sha. Writes/deletes MachineConfigs for every cluster of the environment, commits
   once, pushes, posts `layering/promote/<cluster>`, then starts rollout watches.
 - "layering.gate"(head_sha: str, base_environment: str, pr_number: int): a pull request into
-  env/<base_environment> with head commit head_sha; posts `layering/gate/<base_environment>`.
+  env/<base_environment> with head commit head_sha; judges what merging it into the branch's
+  current head gives (the server's refs/pull/<pr_number>/merge when it is that merge, else
+  computed; a conflicting merge fails) and posts `layering/gate/<base_environment>`.
 - "layering.watch_rollout"(commit_sha: str, environment: str, cluster: str): follows one
   cluster's pools after its promotion commit (enqueued by "layering.promote").
 - "layering.base_drift"(): periodic (Celery beat); compares each kube cluster's
@@ -141,9 +143,8 @@ def gate(self: Task, head_sha: str, base_environment: str, pr_number: int) -> di
     store = PromotionStore(_redis(settings))
     try:
         with _mirror(settings) as mirror:
-            if not mirror.exists(head_sha):
-                mirror.fetch()
-            model = mirror.load(head_sha)
+            merge = _pull_request_merge(mirror, head_sha, base_environment, pr_number)
+            model = mirror.load(merge.commit_sha) if merge.commit_sha else None
         decision = promoting.gate(
             model,
             head_sha=head_sha,
@@ -152,6 +153,7 @@ def gate(self: Task, head_sha: str, base_environment: str, pr_number: int) -> di
             store=store,
             reporter=_reporter(settings),
             now=time.time(),
+            conflicts=merge.conflicts,
         )
     except TemporaryError as exc:
         raise _retry(self, exc) from None
@@ -167,7 +169,25 @@ def gate(self: Task, head_sha: str, base_environment: str, pr_number: int) -> di
             queue=PROMOTIONS_QUEUE,
             countdown=decision.remaining_seconds + 1,
         )
-    return {"state": decision.state.value, "description": decision.description}
+    return {
+        "state": decision.state.value,
+        "description": decision.description,
+        "merge_sha": merge.commit_sha,
+        "merge_source": merge.source,
+    }
+
+
+def _pull_request_merge(
+    mirror: gitadapter.GitRepo, head_sha: str, environment: str, pr_number: int
+) -> gitadapter.Merge:
+    """The merge of the pull request's head into the current env/<environment> head (SPEC
+    section 3: the gate judges what the merge would promote, not the head alone)."""
+    branch = f"env/{environment}"
+    # refs/pull/<n>/* (GitHub's head and merge refs) as a pattern: no error where there are none
+    mirror.fetch(branch, f"refs/pull/{pr_number}/*")
+    if not mirror.exists(head_sha):
+        mirror.fetch()
+    return mirror.merge(f"refs/heads/{branch}", head_sha, offered=f"refs/pull/{pr_number}/merge")
 
 
 def _reevaluate_gates(store: PromotionStore) -> None:
@@ -199,6 +219,8 @@ def watch_rollout(
         context = model.clusters[cluster].kube_context
         if context is None:
             return {}
+        # one run watches for rollout_watch_seconds at most, and never past the timeout
+        left = started_at + settings.rollout_timeout_seconds - time.time()
         with kube.KubeCluster.connect(kubeconfig=settings.kubeconfig, context=context) as reader:
             states = promoting.watch_rollout(
                 model,
@@ -208,29 +230,31 @@ def watch_rollout(
                 store=store,
                 reporter=reporter,
                 now=time.time,
-                timeout=settings.rollout_watch_seconds,
+                timeout=max(1.0, min(settings.rollout_watch_seconds, left)),
             )
-    except TemporaryError as exc:
-        raise _retry(self, exc) from None
-    if any(state.phase is rollout.Phase.UPDATING for state in states.values()):
-        if time.time() - started_at < settings.rollout_timeout_seconds:
+        updating = any(state.phase is rollout.Phase.UPDATING for state in states.values())
+        if updating and time.time() - started_at < settings.rollout_timeout_seconds:
             app.send_task(
                 WATCH_ROLLOUT_TASK,
                 args=[commit_sha, environment, cluster],
                 kwargs={"started_at": started_at},
                 queue=PROMOTIONS_QUEUE,
             )
-        else:
-            reporter.set_status(
-                commit_sha,
-                context=promotion.rollout_context(cluster),
-                state="failure",
-                description="rollout not finished after "
-                + promotion.format_duration(settings.rollout_timeout_seconds),
-                target_url=None,
+            return {pool: state.phase.value for pool, state in states.items()}
+        if updating:
+            promoting.rollout_timed_out(
+                model,
+                commit_sha=commit_sha,
+                cluster=cluster,
+                states=states,
+                waited=time.time() - started_at,
+                store=store,
+                reporter=reporter,
+                now=time.time(),
             )
-    else:
-        _reevaluate_gates(store)
+    except TemporaryError as exc:
+        raise _retry(self, exc) from None
+    _reevaluate_gates(store)
     return {pool: state.phase.value for pool, state in states.items()}
 
 

@@ -15,6 +15,9 @@ Public API:
     repo.exists(rev) -> bool
     repo.merge_base(a, b) -> str | None         # None when the histories are unrelated
     repo.is_ancestor(a, b) -> bool              # a == b counts as ancestor
+    repo.merge(base, head, offered=None) -> Merge   # what merging head into base gives: a
+                                                # merge commit (the server's `offered` one when
+                                                # it is exactly that merge), or the conflicts
     repo.changed_paths(a, b, prefixes=None) -> list[str]   # like `git diff --name-only a b`
     repo.image_trees(rev) -> dict[str, str]     # images/<name> -> Git tree id
     repo.read_file(rev, path) -> bytes | None
@@ -26,6 +29,7 @@ Public API:
     head_commit(path) -> str                    # HEAD's commit sha of the repository at path
     strip_credentials(text) -> str              # https://user:token@host -> https://***@host
     ZERO_SHA                                    # the all-zeros "no commit" of push events
+    Merge(commit_sha, conflicts, source)        # commit_sha None when the merge conflicts
 
 Errors: unknown or malformed revisions and paths raise `InputError` (exit 2 in the CLI);
 `fetch`/`ensure_mirror` translate `git.GitCommandError` into `TemporaryError` (network, server
@@ -42,6 +46,7 @@ import shutil
 import tempfile
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -153,6 +158,27 @@ def _tree_entries(data: bytes) -> dict[str, tuple[int, str]]:
     return entries
 
 
+@dataclass(frozen=True)
+class Merge:
+    """What merging a head into a base gives: a merge commit, or the paths that conflict."""
+
+    commit_sha: str | None  # None when the merge conflicts
+    conflicts: tuple[str, ...] = ()
+    source: str = ""  # the ref the merge commit was read from, or "computed"
+
+
+# the merge commits `merge` makes are previews on no ref: fixed identity and dates, so the same
+# base and head always give the same commit
+_MERGE_IDENTITY = {
+    "GIT_AUTHOR_NAME": "coreos-layering-pipeline",
+    "GIT_AUTHOR_EMAIL": "layering-pipeline@users.noreply.localhost",
+    "GIT_AUTHOR_DATE": "1970-01-01T00:00:00+0000",
+    "GIT_COMMITTER_NAME": "coreos-layering-pipeline",
+    "GIT_COMMITTER_EMAIL": "layering-pipeline@users.noreply.localhost",
+    "GIT_COMMITTER_DATE": "1970-01-01T00:00:00+0000",
+}
+
+
 def _text(value: str | bytes) -> str:
     # GitPython's cat-file helpers are annotated as str but hand back bytes
     return value.decode() if isinstance(value, bytes) else value
@@ -248,8 +274,11 @@ class GitRepo:
         refspecs = [self._refspec(_check_rev(ref)) for ref in refs]
         args = ["--prune", "origin"] if not refspecs else ["origin", *refspecs]
         url = self._repo.remotes.origin.url
+        # tasks in several processes fetch into one mirror; two fetches moving the same ref
+        # at once make one fail ("cannot lock ref ... but expected ..."): one at a time
         try:
-            self._repo.git.fetch(*args, kill_after_timeout=timeout)
+            with _file_lock(Path(self._repo.git_dir) / "layering-fetch.lock"):
+                self._repo.git.fetch(*args, kill_after_timeout=timeout)
         except git.GitCommandError as exc:
             raise _translate(f"git fetch {url} {' '.join(refs)}".strip(), exc) from None
 
@@ -391,6 +420,52 @@ class GitRepo:
                 f"git merge-base --is-ancestor failed: {_stderr_tail(exc)}"
             ) from None
         return True
+
+    def parents(self, rev: str) -> list[str]:
+        return list(self._commit_header(self.resolve(rev))[1])
+
+    def merge(self, base: str, head: str, *, offered: str | None = None) -> Merge:
+        """What merging `head` into `base` gives (what a pull request's merge would commit).
+
+        `offered` names a merge the server computed (GitHub's `refs/pull/<n>/merge`); it is
+        used when it is the merge of exactly this base and head. GitHub recomputes that ref
+        lazily, so it may be the merge of an older head or base: then, or when there is no
+        such ref (plain Git servers; GitHub drops it while the merge conflicts), the merge is
+        computed here with `git merge-tree --write-tree` (Git >= 2.38, no work tree) and
+        written as a commit on no ref."""
+        base, head = self.resolve(base), self.resolve(head)
+        if offered is not None and self.exists(offered):
+            commit = self.resolve(offered)
+            if self.parents(commit) == [base, head]:
+                return Merge(commit, source=offered)
+        status, out, err = self._repo.git.merge_tree(
+            "--write-tree",
+            "--name-only",
+            "--no-messages",
+            base,
+            head,
+            with_extended_output=True,
+            with_exceptions=False,
+        )
+        lines = [line for line in str(out).splitlines() if line]
+        if status == 1 and lines:
+            return Merge(None, tuple(sorted(set(lines[1:]))), source="computed")
+        if status != 0 or not lines or not _SHA.match(lines[0]):
+            raise PermanentError(
+                f"git merge-tree {base[:12]} {head[:12]} in {self.path} failed "
+                f"(exit {status}): {strip_credentials(str(err).strip())[-_STDERR_TAIL:]}"
+            )
+        commit = self._repo.git.commit_tree(
+            lines[0],
+            "-p",
+            base,
+            "-p",
+            head,
+            "-m",
+            f"Merge {head} into {base}",
+            env=_MERGE_IDENTITY,
+        )
+        return Merge(str(commit).strip(), source="computed")
 
     def changed_paths(
         self, a: str, b: str, *, prefixes: Collection[str] | None = None

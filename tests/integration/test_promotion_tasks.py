@@ -22,7 +22,7 @@ from pipeline import machineconfig, promotion, yamlfile
 from pipeline.adapters.promotions import PromotionStore
 from tests import services
 from tests.conftest import require_tools
-from tests.integration.promotion_support import BASE, EnvRepo, chained_repo
+from tests.integration.promotion_support import BASE, EnvRepo, chained_repo, push_targets
 from tests.plugins.builds import REPO_ROOT, StartWorker, Worker
 from tests.plugins.github import GitHubStandIn, load_operations
 from tests.plugins.kube import KubeServer, MachineConfigOperator
@@ -44,19 +44,29 @@ class Stage:
     digests: dict[str, str]  # tag reference -> digest
     service_env: dict[str, str]
 
-    def metrics(self) -> str:
-        """GET /metrics of a `layering serve` process with the worker's settings."""
+    registry_host: str
+    start_worker: StartWorker
+
+    def serve(self, *paths: str) -> list[str]:
+        """GET each path of one `layering serve` process with the worker's settings."""
         port = services.free_port()
         argv = [sys.executable, "-m", "pipeline.cli", "serve", "--port", str(port)]
         log = self.worker.log.with_name("serve.log")
         process = services.start(argv, log=log, env=self.service_env, cwd=REPO_ROOT)
         try:
             services.wait_for_port(port, process=process)
-            answer = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+            answers = [httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10) for path in paths]
         finally:
             services.stop_process(process)
-        assert answer.status_code == 200, log.read_text()[-2000:]
-        return answer.text
+        for answer in answers:
+            assert answer.status_code == 200, log.read_text()[-2000:]
+        return [answer.text for answer in answers]
+
+    def metrics(self) -> str:
+        return self.serve("/metrics")[0]
+
+    def digest(self, image: str) -> str:
+        return next(d for ref, d in self.digests.items() if f"/{image}:" in ref)
 
     def run(self, task: str, *args: object, timeout: float = 60) -> Any:
         sent = self.worker.app.send_task(task, args=list(args), queue=QUEUE)
@@ -98,6 +108,15 @@ def stage(
         gitops.add_cluster(
             "staging", environment="staging", registry=prefix, pools={}, kube="gone-admin"
         )
+        # takes what nonprod-b (no kube: time-based verification) ran for two seconds
+        gitops.add_cluster(
+            "canary",
+            environment="canary",
+            registry=prefix,
+            pools={"infra": "htop"},
+            promotes_from="nonprod-b",
+            soak="2s",
+        )
 
     gitops, digests = chained_repo(
         directory / "repo", registry.host, kube_context=CONTEXT, soak="0s", extra=staging
@@ -114,7 +133,17 @@ def stage(
     service_env = {**os.environ, **worker.env.variables, **extra_env, "PYTHONPATH": str(REPO_ROOT)}
     client: redis.Redis[bytes] = redis.Redis.from_url(private_redis.url)
     try:
-        yield Stage(gitops, github, worker, PromotionStore(client), kube, digests, service_env)
+        yield Stage(
+            gitops,
+            github,
+            worker,
+            PromotionStore(client),
+            kube,
+            digests,
+            service_env,
+            registry.host,
+            start_worker,
+        )
     finally:
         worker.stop()
         client.close()
@@ -195,21 +224,34 @@ def test_promote_rollout_and_gate_through_the_worker(stage: Stage) -> None:
 def test_base_drift_task_records_what_kmock_serves(stage: Stage) -> None:
     mco = MachineConfigOperator(stage.kube.kubeconfig([CONTEXT]), CONTEXT)
     newer = BASE + "e" * 64
-    mco.seed_base(newer, release="4.16.9")
+    hostile = "4.16.9<script>alert(1)</script>"  # the ConfigMap is cluster data, not ours
+    mco.seed_base(newer, release=hostile)
     mco.close()
     assert stage.run("layering.base_drift") == {"nonprod": True, "staging": False}
     drift = stage.store.drift()["nonprod"]
     assert (drift.expected, drift.actual, drift.release_version) == (
         BASE + "a" * 64,
         newer,
-        "4.16.9",
+        hostile,
     )
     assert drift.drifted
     unreadable = stage.store.drift()["staging"]
     assert "'gone-admin'" in unreadable.error
     assert not unreadable.drifted
 
-    exposed = stage.metrics()
+    dashboard, exposed = stage.serve("/", "/metrics")
+    drift_section = dashboard.split('<div id="drift">', 1)[1].split("</div>", 1)[0]
+    row = next(tr for tr in drift_section.split("<tr>") if tr.startswith("<td>nonprod</td>"))
+    assert 'class="state state-drift">drift<' in row
+    assert f"<code>{newer}</code>" in row
+    assert f"<code>{BASE}{'a' * 64}</code>" in row
+    assert "4.16.9&lt;script&gt;alert(1)&lt;/script&gt;" in row
+    assert "<script>alert" not in dashboard
+    staging = next(tr for tr in drift_section.split("<tr>") if tr.startswith("<td>staging</td>"))
+    assert "unknown: " in staging
+    assert "gone-admin" in staging
+    # the pools of the nonprod environment say it too
+    assert f"DRIFT: cluster runs {newer}" in dashboard.split('data-environment="nonprod"', 1)[1]
     assert 'layering_base_drift{cluster="nonprod"} 1.0' in exposed
     assert 'layering_base_drift{cluster="staging"} 0.0' in exposed
     assert 'layering_base_drift_check_failed{cluster="staging"} 1.0' in exposed
@@ -225,3 +267,145 @@ def test_metrics_show_the_promoted_pools(stage: Stage) -> None:
     ) in exposed
     assert 'layering_promoted_pools{cluster="nonprod-b"} 1.0' in exposed
     assert 'layering_promoted_timestamp_seconds{cluster="nonprod",pool="worker"}' in exposed
+
+
+def test_gate_judges_the_merge_result_not_the_head(stage: Stage) -> None:
+    gitops = stage.gitops
+    git = gitops.repo.git
+    # env/prod carries main (prod's worker pool runs firewalld, verified on nonprod by now)
+    gitops.merge_into("main", "env/prod")
+    git.checkout("-q", "-b", "feature", "main")
+    gitops.write("README.md", "prod takes firewalld\n")
+    head = gitops.commit("docs")
+    gitops.push("feature")
+    git.checkout("-q", "main")
+    assert stage.run("layering.gate", head, "prod", 8)["state"] == "success"
+
+    # a hotfix straight on env/prod gives prod an infra pool with htop, never verified on
+    # nonprod: the same head alone would still pass, its merge would promote htop unverified
+    git.checkout("-q", "env/prod")
+    pools = {"worker": "firewalld", "infra": "htop"}
+    gitops.add_cluster(
+        "prod",
+        environment="prod",
+        registry=gitops.registry_prefix,
+        pools=pools,
+        promotes_from="nonprod",
+    )
+    gitops.commit("hotfix: prod infra pool")
+    gitops.push("env/prod")
+    base = gitops.repo.head.commit.hexsha
+    git.checkout("-q", "main")
+    computed = stage.run("layering.gate", head, "prod", 8)
+    assert (computed["state"], computed["merge_source"]) == ("failure", "computed")
+    description = stage.github.latest(head)["layering/gate/prod"]["description"]
+    assert f"htop@sha256:{stage.digest('htop')[7:19]} is not verified on nonprod" in description
+
+    # GitHub's refs/pull/<n>/merge, when it is the merge of this base and head, is used as is
+    git.checkout("-q", "-b", "pull-8-merge", "env/prod")
+    git.merge("--no-ff", "--no-edit", "-m", "Merge feature into env/prod", "feature")
+    offered = gitops.repo.head.commit.hexsha
+    assert [p.hexsha for p in gitops.repo.head.commit.parents] == [base, head]
+    gitops.repo.remote("origin").push(f"{offered}:refs/pull/8/merge").raise_if_error()
+    git.checkout("-q", "main")
+    served = stage.run("layering.gate", head, "prod", 8)
+    assert served["merge_sha"] == offered
+    assert (served["state"], served["merge_source"]) == ("failure", "refs/pull/8/merge")
+    assert served["merge_sha"] != computed["merge_sha"]
+    # ... and not when it is the merge of an older head (GitHub recomputes it lazily)
+    git.checkout("-q", "feature")
+    gitops.write("README.md", "prod takes firewalld, really\n")
+    newer = gitops.commit("docs again")
+    gitops.push("feature")
+    git.checkout("-q", "main")
+    stale = stage.run("layering.gate", newer, "prod", 8)
+    assert (stale["state"], stale["merge_source"]) == ("failure", "computed")
+
+    # a pull request that cannot merge cleanly fails, naming the file
+    git.checkout("-q", "-b", "conflict", "main")
+    gitops.add_cluster(
+        "prod",
+        environment="prod",
+        registry=gitops.registry_prefix,
+        pools={"worker": "firewalld", "infra": "fish"},
+        promotes_from="nonprod",
+    )
+    conflicting = gitops.commit("prod infra runs fish")
+    gitops.push("conflict")
+    git.checkout("-q", "main")
+    conflicted = stage.run("layering.gate", conflicting, "prod", 9)
+    assert (conflicted["state"], conflicted["merge_sha"]) == ("failure", None)
+    assert stage.github.latest(conflicting)["layering/gate/prod"]["description"] == (
+        "merge conflicts with env/prod in clusters/prod/cluster.yaml; rebase the pull request"
+    )
+    for pr_number in (8, 9):
+        stage.store.unwatch_gate("prod", pr_number)
+
+
+def test_gate_pends_while_the_upstream_soaks_then_passes(stage: Stage) -> None:
+    gitops = stage.gitops
+    gitops.repo.git.push("origin", "main:refs/heads/env/canary")
+    # a new htop: a new build key, a digest nobody has verified yet
+    gitops.add_image("htop", "htop strace")
+    head = gitops.commit("htop: add strace")
+    gitops.push("main")
+    model = gitops.origin_model(head)
+    htop = [t for t in promotion.targets(model, "nonprod") if t.image == "htop"]
+    push_targets(stage.registry_host, htop)
+    # nonprod-b has no kube: its promotion verifies the digest by time, soak counts from now
+    promoted = stage.run("layering.promote", gitops.merge_into("main", "env/nonprod"), "nonprod")
+    assert promoted["commit_sha"]
+    assert promoted["refusals"] == []
+
+    started = time.monotonic()
+    pending = stage.run("layering.gate", head, "canary", 10)
+    assert pending["state"] == "pending", pending
+    assert pending["description"].startswith("soaking: 2s left; canary/infra (htop): ")
+    assert "soaking on nonprod-b: 2s of 2s left" in pending["description"]
+    # the task enqueued itself again for when the soak is over
+    states = stage.wait_status(head, "layering/gate/canary", "success", timeout=20)
+    assert states == ["pending", "success"]
+    assert time.monotonic() - started >= 1.5
+    assert stage.store.watched_gates() == []
+
+
+def test_rollout_watch_times_out_and_fails_the_digest(stage: Stage) -> None:
+    # a second worker on its own Redis database (broker and store) with short rollout limits
+    redis_url = stage.service_env["LAYERING_REDIS_URL"].rsplit("/", 1)[0] + "/1"
+    worker = stage.start_worker(
+        "rollout-timeout",
+        concurrency=1,
+        queues=QUEUE,
+        extra_env={
+            **{k: v for k, v in stage.service_env.items() if k.startswith("LAYERING_")},
+            "KUBECONFIG": stage.service_env["KUBECONFIG"],
+            "LAYERING_REDIS_URL": redis_url,
+            "LAYERING_ROLLOUT_WATCH_SECONDS": "1",
+            "LAYERING_ROLLOUT_TIMEOUT_SECONDS": "3",
+        },
+    )
+    commit = stage.gitops.origin_head("env/nonprod")
+    # the MCO is busy with another config: the promoted image is never rendered
+    mco = MachineConfigOperator(stage.kube.kubeconfig([CONTEXT]), CONTEXT)
+    mco.start_update("worker", BASE + "f" * 64)
+    mco.close()
+    try:
+        worker.app.send_task(
+            "layering.watch_rollout", args=[commit, "nonprod", "nonprod"], queue=QUEUE
+        )
+        states = stage.wait_status(commit, "layering/rollout/nonprod", "failure", timeout=30)
+        assert "pending" in states
+        description = stage.github.latest(commit)["layering/rollout/nonprod"]["description"]
+        assert description.startswith("rollout timed out after ")
+        assert "worker at 0/2 machines updated (waiting for the MCO to render the config)" in (
+            description
+        )
+        client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
+        verification = PromotionStore(client).verifications(["nonprod"])[
+            ("nonprod", stage.digest("firewalld"))
+        ]
+        client.close()
+        assert not verification.healthy
+        assert verification.message == description
+    finally:
+        worker.stop()

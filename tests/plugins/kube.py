@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,7 +164,8 @@ class MachineConfigOperator:
 
     def _render(self, pool: str, os_image_url: str) -> str:
         self.generation += 1
-        name = f"rendered-{pool}-{self.generation:04d}"
+        # unique across instances: several may play the MCO of one emulator in turn
+        name = f"rendered-{pool}-{self.generation:04d}-{uuid.uuid4().hex[:6]}"
         self.custom.create_cluster_custom_object(
             GROUP,
             VERSION,

@@ -378,3 +378,22 @@ def test_targets_name_the_content_addressed_tag() -> None:
     )
     assert worker.tag_reference == f"{REGISTRY}/firewalld:{key('firewalld')[:20]}"
     assert infra.build_key == key("usbguard")
+
+
+@pytest.mark.parametrize(
+    ("paths", "text"),
+    [
+        ([], "merge conflicts with env/prod; rebase the pull request"),
+        (
+            ["clusters/prod/cluster.yaml"],
+            "merge conflicts with env/prod in clusters/prod/cluster.yaml; rebase the pull request",
+        ),
+        (
+            ["a", "b", "c", "d", "e"],
+            "merge conflicts with env/prod in a, b, c and 2 more; rebase the pull request",
+        ),
+    ],
+)
+def test_a_conflicting_merge_fails_the_gate(paths: list[str], text: str) -> None:
+    decision = promotion.conflicted_gate("prod", paths)
+    assert (decision.state, decision.description) == (promotion.GateState.FAILURE, text)
