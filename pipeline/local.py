@@ -356,6 +356,9 @@ def push_seed(tree: Path) -> None:
 
 def port_free(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # as the servers bind: connections of the last run left in TIME_WAIT do not count
+        # (without this a restart right after Ctrl-C finds its own ports "in use")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
@@ -448,23 +451,40 @@ class Started:
     secret_file: Path
 
 
-def _ports(layout: Layout, options: Options, saved: Mapping[str, Any]) -> dict[str, int]:
+def _ports(layout: Layout, options: Options, saved: Mapping[str, Any], say: Say) -> dict[str, int]:
+    """The ports asked for, else those of the last run, else the defaults. A port asked for
+    and taken stops `up`; a remembered or default one that is taken is replaced by a free one,
+    except the sandbox's registry port (its cluster.yaml files and images name it)."""
     ports: dict[str, int] = {}
     for name, default in DEFAULT_PORTS.items():
         wanted = options.ports.get(name)
         previous = saved.get(name)
-        moved = name == "registry" and wanted and previous and wanted != previous
-        if moved and layout.repository.exists():
+        pinned = name == "registry" and previous and layout.repository.exists()
+        if pinned and wanted and wanted != previous:
             raise InputError(
                 f"{layout.root} was set up with the registry on port {previous} (its "
                 f"cluster.yaml files name it); pass --registry-port {previous} or use "
                 "another --workdir"
             )
-        ports[name] = int(wanted or previous or default)
-    for name, port in ports.items():
+        port = int(wanted or previous or default)
         if not port_free(port):
-            raise InputError(f"127.0.0.1:{port} is in use; pass another --{name}-port")
+            if wanted:
+                raise InputError(f"127.0.0.1:{port} is in use; pass another --{name}-port")
+            if pinned:
+                raise InputError(
+                    f"127.0.0.1:{port} is in use, and the sandbox repository in {layout.root} "
+                    "names the registry there; stop what listens on it or use another --workdir"
+                )
+            taken, port = port, free_port()
+            say(f"127.0.0.1:{taken} is in use: {name} listens on {port} instead")
+        ports[name] = port
     return ports
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def _check_not_running(layout: Layout) -> None:
@@ -553,7 +573,7 @@ def start_all(
     local = options.repo_url is None
     _require("redis-server", "docker-registry", "git", *(("buildah", "busybox") if local else ()))
     state = _read_json(layout.state_file)
-    ports = _ports(layout, options, state.get("ports", {}))
+    ports = _ports(layout, options, state.get("ports", {}), say)
     state["ports"] = ports
     _write_json(layout.state_file, state)
     secret = options.webhook_secret or webhook_secret(layout.secret_file)

@@ -1,9 +1,10 @@
-"""`layering base-image --cluster C [--repo PATH]`: the MCO's base OS image of a cluster (ConfigMap
-machine-config-osimageurl) compared with cluster.yaml; exit 1 on drift."""
+"""`layering base-image --cluster C [--repo PATH] [--format text|json]`: the MCO's base OS image
+of a cluster (ConfigMap machine-config-osimageurl) compared with cluster.yaml; exit 1 on drift."""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from pipeline.adapters import fs, kube
@@ -16,6 +17,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser("base-image", help="compare a cluster's base image")
     parser.add_argument("--cluster", required=True)
     parser.add_argument("--repo", type=Path, default=Path("."), help="checkout of the repository")
+    parser.add_argument("--format", choices=("text", "json"), default="text")
     parser.set_defaults(handler=run)
 
 
@@ -37,11 +39,28 @@ def run(args: argparse.Namespace) -> int:
             f"cluster {cluster.name}: ConfigMap {kube.MCO_NAMESPACE}/"
             f"{kube.OSIMAGEURL_CONFIGMAP} not found"
         )
+    drifted = found.base_os_container_image != str(cluster.base_image)
+    if args.format == "json":
+        document = {
+            "cluster": cluster.name,
+            "context": cluster.kube_context,
+            "expected": str(cluster.base_image),
+            "actual": found.base_os_container_image,
+            "release_version": found.release_version,
+            "drifted": drifted,
+        }
+        print(json.dumps(document, indent=2))
+        return EXIT_FINDINGS if drifted else EXIT_OK
+    print(f"Base image of cluster {cluster.name} (kube context {cluster.kube_context})")
     print(f"cluster.yaml baseImage:        {cluster.base_image}")
     print(f"cluster baseOSContainerImage:  {found.base_os_container_image}")
-    print(f"releaseVersion:                {found.release_version}")
-    if found.base_os_container_image != str(cluster.base_image):
-        print("DRIFT: the cluster runs another base; rebuild its images on the new base")
+    print(f"releaseVersion:                {found.release_version or '(not set)'}")
+    if drifted:
+        print(
+            "DRIFT: the cluster runs another base than cluster.yaml says (an upgrade?); set "
+            f"baseImage in {cluster.path} to the image above, so every image of the cluster "
+            "is rebuilt on it before it is promoted again"
+        )
         return EXIT_FINDINGS
     print("matches")
     return EXIT_OK

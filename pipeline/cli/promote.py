@@ -1,10 +1,12 @@
-"""`layering promote --env E [--repo URL|PATH] [--dry-run]`: run a promotion of env/<E> from
-this machine (same code as the worker); with --dry-run, show the diff it would commit."""
+"""`layering promote --env E [--repo URL|PATH] [--dry-run] [--format text|json]`: run a
+promotion of env/<E> from this machine (same code as the worker); with --dry-run, show the plan
+and the diff it would commit. Exit 1 when a pool is refused (nothing is committed then)."""
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import json
 import re
 import tempfile
 import time
@@ -27,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--repo", metavar="URL|PATH", help="upstream repository (default: LAYERING_REPO_URL)"
     )
     parser.add_argument("--dry-run", action="store_true", help="show the diff, commit nothing")
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="json: the plan (steps, refusals, diff, commit) as one document",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -78,6 +86,83 @@ class EnvironmentWriter:
         return self._writer.write(branch, checked)
 
 
+def report(
+    plan: promotion.PromotionPlan | None,
+    *,
+    before: repo.Repository | None,
+    head: str,
+    commit_sha: str | None,
+    dry_run: bool,
+) -> str:
+    """What `layering promote` prints: a heading, the plan, the refusals, the diff, the end."""
+    branch = f"env/{plan.environment}" if plan else "the branch"
+    mode = " (dry run: nothing is committed)" if dry_run else ""
+    lines = [f"Promotion of {branch} at {head[:12]}{mode}", ""]
+    if plan is None:
+        return "\n".join([*lines, "nothing committed"]) + "\n"
+    summary = [line for line in promotion.diff_summary(plan) if not line.startswith("REFUSED ")]
+    lines += ["Plan", *(f"  {line}" for line in summary or ["(nothing to write or delete)"])]
+    if plan.refusals:
+        lines += ["", "Refused (one refusal stops the whole promotion)"]
+        lines += [f"  {refusal}" for refusal in plan.refusals]
+    text = diff(plan, before) if before is not None else ""
+    if text:
+        lines += ["", "Diff", text.rstrip("\n")]
+    lines.append("")
+    if commit_sha:
+        lines.append(f"committed {commit_sha} to {branch}")
+    elif plan.refused:
+        lines.append(
+            "refused: nothing committed" if not dry_run else "refused: would commit nothing"
+        )
+    elif dry_run:
+        count = len(plan.changes)
+        lines.append(f"would commit {count} file change(s)" if count else "nothing to commit")
+    else:
+        lines.append("nothing committed")
+    return "\n".join(lines) + "\n"
+
+
+def document(
+    plan: promotion.PromotionPlan | None,
+    *,
+    before: repo.Repository | None,
+    head: str,
+    commit_sha: str | None,
+    dry_run: bool,
+) -> dict[str, object]:
+    """The same as `report`, for scripts (`--format json`)."""
+    steps: list[dict[str, str]] = []
+    for step in plan.steps if plan else ():
+        entry = {"cluster": step.cluster, "pool": step.pool, "path": step.path}
+        if isinstance(step, promotion.WriteFile):
+            steps.append({"action": "write", **entry, "os_image_url": step.os_image.url})
+        elif isinstance(step, promotion.DeleteFile):
+            steps.append({"action": "delete", **entry})
+        else:
+            steps.append({"action": "keep", **entry, "reason": step.reason})
+    return {
+        "environment": plan.environment if plan else None,
+        "head": head,
+        "dry_run": dry_run,
+        "refused": bool(plan and plan.refused),
+        "steps": steps,
+        "refusals": [
+            {
+                "cluster": r.cluster,
+                "pool": r.pool,
+                "image": r.image,
+                "kind": r.kind.value,
+                "digest": r.digest,
+                "reason": r.reason,
+            }
+            for r in (plan.refusals if plan else ())
+        ],
+        "diff": diff(plan, before) if plan and before is not None else "",
+        "commit_sha": commit_sha,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     given: str | None = args.repo or settings.repo_url
@@ -86,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
     url = repository_url(given)
     store = PromotionStore(redis.Redis.from_url(settings.redis_url.get_secret_value()))
     source = registry.Registry.from_settings(settings)
+    plan: promotion.PromotionPlan | None
+    before: repo.Repository | None
     with tempfile.TemporaryDirectory(prefix="layering-promote-") as scratch:
         writer = EnvironmentWriter(
             gitwrite.BranchWriter(
@@ -114,21 +201,23 @@ def run(args: argparse.Namespace) -> int:
                 )
                 return None
 
-            writer.write(f"env/{args.env}", change_for)
-            plan, model = seen[-1]
-            print("\n".join(promotion.diff_summary(plan)))
-            print(diff(plan, model), end="")
-            return EXIT_FINDINGS if plan.refused else EXIT_OK
-        outcome = promoting.promote(
-            "0" * 40,
-            args.env,
-            writer=writer,
-            registry=source,
-            store=store,
-            reporter=promoting.LogReporter(),
-            now=time.time,
-        )
-    if outcome.plan is not None:
-        print("\n".join(promotion.diff_summary(outcome.plan)))
-    print(f"committed {outcome.commit_sha}" if outcome.commit_sha else "nothing committed")
-    return EXIT_FINDINGS if outcome.plan is None or outcome.plan.refused else EXIT_OK
+            head = writer.write(f"env/{args.env}", change_for).head_sha
+            plan, before = seen[-1]
+            commit_sha = None
+        else:
+            outcome = promoting.promote(
+                "0" * 40,
+                args.env,
+                writer=writer,
+                registry=source,
+                store=store,
+                reporter=promoting.LogReporter(),
+                now=time.time,
+            )
+            plan, before = outcome.plan, outcome.repository
+            head, commit_sha = outcome.head_sha, outcome.commit_sha
+    shown = (document if args.format == "json" else report)(
+        plan, before=before, head=head, commit_sha=commit_sha, dry_run=args.dry_run
+    )
+    print(json.dumps(shown, indent=2) if isinstance(shown, dict) else shown.rstrip("\n"))
+    return EXIT_FINDINGS if plan is None or plan.refused else EXIT_OK

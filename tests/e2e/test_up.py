@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -106,17 +107,12 @@ def _environment() -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    from tests.conftest import require_tools
-
-    require_tools("redis-server", "docker-registry", "buildah", "busybox", "git")
-    directory = tmp_path_factory.mktemp("up")
-    workdir = directory / "workdir"
-    output = directory / "up.out"
-    ports = {name: services.free_port() for name in ("receiver", "registry", "redis")}
+def launch(directory: Path, workdir: Path, ports: dict[str, int] | None = None) -> Up:
+    """`layering up` in the background on `workdir`; returns once it says it is ready. Without
+    `ports` it runs on what the workdir remembers."""
+    output = directory / f"up-{len(list(directory.glob('up-*.out')))}.out"
     argv = [sys.executable, "-m", "pipeline.cli", "up", "--workdir", str(workdir)]
-    for name, port in ports.items():
+    for name, port in (ports or {}).items():
         argv += [f"--{name}-port", str(port)]
     with output.open("wb") as handle:
         process = subprocess.Popen(
@@ -135,33 +131,63 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         assert time.monotonic() < deadline, output.read_text()
         time.sleep(0.1)
     print(f"layering up ready in {time.monotonic() - started:.1f}s")
-    clone = directory / "clone"
-    clone_url = (workdir / "gitops.git").as_uri()
-    assert f"Clone URL   {clone_url}" in output.read_text()
-    subprocess.run(["git", "clone", "-q", clone_url, str(clone)], check=True)
-    handle_up = Up(
+    used = json.loads((workdir / "up.json").read_text())["ports"]
+    return Up(
         process,
         output,
         workdir,
-        clone,
-        f"http://127.0.0.1:{ports['receiver']}",
-        f"127.0.0.1:{ports['registry']}",
+        directory / "clone",
+        f"http://127.0.0.1:{used['receiver']}",
+        f"127.0.0.1:{used['registry']}",
     )
-    yield handle_up
-    # a safety net: the last test stops `up` with SIGINT and asserts; this only cleans up
-    if process.poll() is None:
-        os.kill(process.pid, signal.SIGINT)
+
+
+def stop(up: Up) -> dict[str, int]:
+    """SIGINT, as Ctrl-C; the pids `up` had recorded, all gone."""
+    pids = json.loads((up.workdir / "pids.json").read_text())
+    started = time.monotonic()
+    os.kill(up.process.pid, signal.SIGINT)
+    assert up.process.wait(timeout=60) == 0, up.text()[-3000:]
+    print(f"stopped in {time.monotonic() - started:.1f}s")
+    for name, pid in pids.items():
+        assert not local.pid_alive(pid), f"{name} (pid {pid}) still runs"
+        if name != "up":
+            with pytest.raises(ProcessLookupError):
+                os.killpg(pid, 0)  # nothing left in its process group either (worker forks)
+    assert not (up.workdir / "pids.json").exists()
+    return {name: int(pid) for name, pid in pids.items()}
+
+
+def _clean_up(up: Up) -> None:
+    """A safety net for a test that failed before stopping `up`."""
+    if up.process.poll() is None:
+        os.kill(up.process.pid, signal.SIGINT)
         try:
-            process.wait(timeout=60)
+            up.process.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            process.kill()
-    for pid in (
-        json.loads((workdir / "pids.json").read_text()).values()
-        if (workdir / "pids.json").exists()
-        else []
-    ):
-        if pid != process.pid and local.pid_alive(pid):
+            up.process.kill()
+    pids_file = up.workdir / "pids.json"
+    for pid in json.loads(pids_file.read_text()).values() if pids_file.exists() else []:
+        if pid != up.process.pid and local.pid_alive(pid):
             os.killpg(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    from tests.conftest import require_tools
+
+    require_tools("redis-server", "docker-registry", "buildah", "busybox", "git")
+    directory = tmp_path_factory.mktemp("up")
+    workdir = directory / "workdir"
+    ports = {name: services.free_port() for name in ("receiver", "registry", "redis")}
+    handle_up = launch(directory, workdir, ports)
+    assert handle_up.receiver == f"http://127.0.0.1:{ports['receiver']}"
+    clone_url = (workdir / "gitops.git").as_uri()
+    assert f"Clone URL   {clone_url}" in handle_up.text()
+    subprocess.run(["git", "clone", "-q", clone_url, str(handle_up.clone)], check=True)
+    yield handle_up
+    # a safety net: the SIGINT tests stop `up` and assert; this only cleans up
+    _clean_up(handle_up)
 
 
 def _manifest_digest(registry: str, repository: str, tag: str) -> str:
@@ -269,19 +295,9 @@ def test_dashboard_shows_a_build_and_tails_its_log_in_chromium(up: Up, tmp_path:
 
 
 def test_sigint_stops_every_process_and_keeps_the_data(up: Up) -> None:
-    pids = json.loads((up.workdir / "pids.json").read_text())
+    pids = stop(up)
     assert set(pids) == {"up", "redis", "registry", "receiver", "worker", "beat"}
     assert pids["up"] == up.process.pid
-    started = time.monotonic()
-    os.kill(up.process.pid, signal.SIGINT)
-    assert up.process.wait(timeout=60) == 0, up.text()[-3000:]
-    print(f"stopped in {time.monotonic() - started:.1f}s")
-    for name, pid in pids.items():
-        assert not local.pid_alive(pid), f"{name} (pid {pid}) still runs"
-        if name != "up":
-            with pytest.raises(ProcessLookupError):
-                os.killpg(pid, 0)  # nothing left in its process group either (worker forks)
-    assert not (up.workdir / "pids.json").exists()
     assert "stopped redis" in up.text()
     # data stays for the next `layering up`
     assert (up.workdir / "redis" / "appendonlydir").is_dir() or any(
@@ -290,3 +306,37 @@ def test_sigint_stops_every_process_and_keeps_the_data(up: Up) -> None:
     assert (up.workdir / "gitops.git" / "hooks" / "post-receive").is_file()
     assert (up.workdir / "webhook-secret").stat().st_mode & 0o777 == 0o600
     assert (up.workdir / "registry" / "data" / "docker").is_dir()
+
+
+def test_restart_on_the_same_workdir_keeps_everything(up: Up) -> None:
+    assert up.process.poll() is not None  # stopped by the test before
+    before = json.loads((up.workdir / "up.json").read_text())["ports"]
+    main = up.git("rev-parse", "origin/main").strip()
+    # something else took the remembered Redis port meanwhile: `up` moves Redis elsewhere
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # past TIME_WAIT
+        squatter.bind(("127.0.0.1", before["redis"]))
+        squatter.listen()
+        again = launch(up.clone.parent, up.workdir)
+    try:
+        text = again.text()
+        after = json.loads((up.workdir / "up.json").read_text())["ports"]
+        assert (after["receiver"], after["registry"]) == (before["receiver"], before["registry"])
+        assert after["redis"] != before["redis"]
+        assert f"127.0.0.1:{before['redis']} is in use: redis listens on {after['redis']}" in text
+        assert "(reused)" in text  # the stand-in base image was not rebuilt
+        assert "built and pushed" not in text
+        assert "created the sandbox repository" not in text
+        assert "pushed main" not in text
+        # the repository as it was; the build history still in (persistent) Redis
+        assert again.git("ls-remote", "origin", "refs/heads/main").split()[0] == main
+        assert {b["commit_sha"] for b in again.builds()} >= {main}
+        # a push still builds
+        again.git("checkout", "-q", "main")
+        again.git("pull", "-q", "--ff-only", "origin", "main")
+        sha = again.change_htop("RUN echo 'after restart' > /etc/issue", "htop: issue")
+        built = again.wait_builds(sha, count=2)
+        assert sorted(b["state"] for b in built) == ["skipped", "succeeded"], built
+        stop(again)
+    finally:
+        _clean_up(again)

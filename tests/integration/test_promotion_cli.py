@@ -105,9 +105,23 @@ def test_promote_dry_run_then_for_real_then_status(setup: Setup) -> None:
 
     dry = setup.layering("promote", "--env", "nonprod", "--repo", origin, "--dry-run")
     assert dry.returncode == 0, dry.stderr
+    lines = dry.stdout.splitlines()
+    assert lines[0] == f"Promotion of env/nonprod at {merge[:12]} (dry run: nothing is committed)"
+    assert lines[-1] == "would commit 2 file change(s)"
+    assert {"Plan", "Diff"} <= set(lines)
     assert f"+++ b/{worker_path}" in dry.stdout
     assert f"@{setup.digest('firewalld')}" in dry.stdout
     assert f"@{setup.digest('htop')}" in dry.stdout
+    as_json = setup.layering(
+        "promote", "--env", "nonprod", "--repo", origin, "--dry-run", "--format", "json"
+    )
+    plan = json.loads(as_json.stdout)
+    assert (plan["head"], plan["refused"], plan["commit_sha"]) == (merge, False, None)
+    assert {(s["action"], s["cluster"], s["pool"]) for s in plan["steps"]} == {
+        ("write", "nonprod", "worker"),
+        ("write", "nonprod-b", "infra"),
+    }
+    assert f"+++ b/{worker_path}" in plan["diff"]
     assert gitops.origin_head("env/nonprod") == merge  # nothing committed
 
     real = setup.layering("promote", "--env", "nonprod", "--repo", origin)
@@ -126,8 +140,16 @@ def test_promote_dry_run_then_for_real_then_status(setup: Setup) -> None:
     prod_merge = gitops.merge_into("main", "env/prod")
     prod = setup.layering("promote", "--env", "prod", "--repo", origin)
     assert prod.returncode == 1
+    assert "Refused (one refusal stops the whole promotion)" in prod.stdout.splitlines()
     assert setup.digest("firewalld")[:19] in prod.stdout
+    assert prod.stdout.splitlines()[-1] == "refused: nothing committed"
     assert gitops.origin_head("env/prod") == prod_merge
+    refused = json.loads(
+        setup.layering("promote", "--env", "prod", "--repo", origin, "--format", "json").stdout
+    )
+    assert refused["refused"] is True
+    assert refused["refusals"][0]["kind"] == "unverified"
+    assert refused["refusals"][0]["digest"] == setup.digest("firewalld")
 
     # the kube cluster: a rollout the worker would have watched
     url = f"@{setup.digest('firewalld')}"
@@ -151,6 +173,17 @@ def test_promote_dry_run_then_for_real_then_status(setup: Setup) -> None:
     table = " ".join(status.stdout.split())
     for fragment in ("nonprod-b", "infra", "time-based", "not verified", "Updating 1/3"):
         assert fragment in table
+    # piped: a section per environment, plain columns, whole values (nothing cut or boxed)
+    lines = status.stdout.splitlines()
+    assert "Environment nonprod (env/nonprod)" in lines
+    assert "Environment prod (env/prod)" in lines
+    assert not set("│┃━─…") & set(status.stdout)
+    header = lines[lines.index("Environment nonprod (env/nonprod)") + 1]
+    columns = ["CLUSTER", "POOL", "IMAGE", "DIGEST", "VERIFICATION", "ROLLOUT", "BASE"]
+    assert header.split() == columns
+    row = next(line for line in lines if line.startswith("nonprod-b "))
+    assert setup.digest("htop") in row
+    assert "time-based (no kube access): promoted " in row
     as_json = setup.layering(
         "status", "--repo", origin, "--rev", "refs/heads/env/nonprod", "--format", "json"
     )
@@ -193,6 +226,7 @@ def test_promote_refuses_bad_input_in_one_line(setup: Setup, tmp_path: Path) -> 
 def test_base_image_over_a_kubeconfig(setup: Setup, tmp_path: Path) -> None:
     matches = setup.layering("base-image", "--cluster", "nonprod")
     assert matches.returncode == 0, matches.stderr
+    assert matches.stdout.startswith("Base image of cluster nonprod (kube context nonprod-admin)\n")
     assert "releaseVersion:                4.16.3" in matches.stdout
     assert matches.stdout.strip().endswith("matches")
     mco = MachineConfigOperator(setup.kubeconfig, CONTEXT)
@@ -206,6 +240,17 @@ def test_base_image_over_a_kubeconfig(setup: Setup, tmp_path: Path) -> None:
     assert drift.returncode == 1, drift.stderr
     assert f"cluster baseOSContainerImage:  {BASE}{'e' * 64}" in drift.stdout
     assert "DRIFT" in drift.stdout
+    assert "set baseImage in clusters/nonprod/cluster.yaml" in drift.stdout
+    as_json = setup.layering("base-image", "--cluster", "nonprod", "--format", "json")
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout) == {
+        "cluster": "nonprod",
+        "context": CONTEXT,
+        "expected": BASE + "a" * 64,
+        "actual": BASE + "e" * 64,
+        "release_version": "4.16.9",
+        "drifted": True,
+    }
 
     no_kube = setup.layering("base-image", "--cluster", "nonprod-b")
     assert no_kube.returncode == 2

@@ -3,10 +3,14 @@ and parse like the project's own), the webhook secret file, the registry configu
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
+
+import pytest
 
 from pipeline import local, repo
 from pipeline.adapters import fs
+from pipeline.errors import InputError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE = "127.0.0.1:5000/os/fcos-stand-in@sha256:" + "a" * 64
@@ -67,3 +71,31 @@ def test_registry_configuration_listens_on_loopback_only(tmp_path: Path) -> None
     assert local.registries_conf("127.0.0.1:5000") == (
         '[[registry]]\nlocation = "127.0.0.1:5000"\ninsecure = true\n'
     )
+
+
+def test_taken_ports_move_unless_asked_for_or_named_by_the_sandbox(tmp_path: Path) -> None:
+    layout = local.Layout(tmp_path)
+    said: list[str] = []
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        taken = held.getsockname()[1]
+        free = local.free_port()
+
+        def options(**ports: int) -> local.Options:
+            return local.Options(tmp_path, ports, None, None, tmp_path)
+
+        saved = {"receiver": free, "registry": taken, "redis": taken}
+        # no sandbox yet: the remembered ports that are taken move, the others stay
+        ports = local._ports(layout, options(), saved, said.append)
+        assert ports["receiver"] == free
+        assert taken not in (ports["registry"], ports["redis"])
+        assert said == [
+            f"127.0.0.1:{taken} is in use: registry listens on {ports['registry']} instead",
+            f"127.0.0.1:{taken} is in use: redis listens on {ports['redis']} instead",
+        ]
+        with pytest.raises(InputError, match=f"{taken} is in use; pass another --redis-port"):
+            local._ports(layout, options(redis=taken), saved, said.append)
+        layout.repository.mkdir()
+        with pytest.raises(InputError, match="names the registry there"):
+            local._ports(layout, options(), saved, said.append)
