@@ -12,7 +12,8 @@ handed in (Protocols below), so the task, the CLI and tests wire different ones.
   logged and the key computed here wins.
 - Returns the final record: succeeded, skipped (tag already in the registry, digest reused;
   buildah not run), failed (PermanentError / BuildFailed: error, failing step and line) or
-  cancelled. A record already finished is returned unchanged (safe to run twice).
+  cancelled (before buildah started, or the builder raised Cancelled: it killed buildah).
+  A record already finished is returned unchanged (safe to run twice).
 - TemporaryError (registry 5xx, refused, reset, timeouts) is re-raised with the record back in
   `queued` unless `final_attempt`, in which case the record fails naming the registry and the
   last error. The caller owns retries and back-off (`builds.retry_delay`).
@@ -32,7 +33,7 @@ from pipeline import buildoutput, builds, redaction
 from pipeline.adapters import git as gitadapter
 from pipeline.adapters import registry as registry_adapter
 from pipeline.adapters import source
-from pipeline.errors import BuildFailed, PermanentError, TemporaryError
+from pipeline.errors import BuildFailed, Cancelled, PermanentError, TemporaryError
 from pipeline.settings import Settings
 
 LineSink = Callable[[str], None]
@@ -194,6 +195,13 @@ def run_build(
                 if request.push:
                     builder.discard(spec, on_line=emit)
                 return record
+    except Cancelled as exc:
+        # the builder killed buildah (build or push) because the build was cancelled
+        emit(f"cancelled: {exc}; nothing pushed")
+        current = records.get(build_id)
+        if current is not None and current.state is builds.BuildState.CANCELLED:
+            return current
+        return save(builds.cancel(record, now=clock(), reason=str(exc)))
     except BuildFailed as exc:
         step = buildoutput.parse_step(exc.step)
         line = buildoutput.step_line(spec.containerfile, step) if spec and step else None

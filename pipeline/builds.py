@@ -64,7 +64,7 @@ class InvalidTransition(ValueError):
 
 
 def is_build_id(value: str) -> bool:
-    return bool(_BUILD_ID.match(value))
+    return bool(_BUILD_ID.fullmatch(value))
 
 
 @dataclass(frozen=True)

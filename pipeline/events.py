@@ -26,6 +26,11 @@ INSTALLATION_HEADER = "x-github-hook-installation-target-id"
 BUILD_ACTIONS = frozenset({"opened", "synchronize", "reopened"})
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 _DELIVERY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_HOOK_ID = re.compile(r"^[0-9]{1,20}$")
+# GitHub's largest ids are far below this; a number beyond it is not a pull request
+MAX_NUMBER = 2**53
+# how much of a sender-chosen name (ref, event name) an answer echoes back
+ECHO_LIMIT = 100
 
 
 # Raw payloads (only the fields we read; GitHub sends many more).
@@ -133,6 +138,7 @@ class PullRequest:
     head_repository: str | None
     base_ref: str
     sender: str
+    merged: bool = False
 
     @property
     def from_fork(self) -> bool:
@@ -210,6 +216,14 @@ class BuildPullRequest:
 
 
 @dataclass(frozen=True)
+class ClosePullRequest:
+    """A pull request into the default branch closed without merging: cancel its builds."""
+
+    number: int
+    head_sha: str
+
+
+@dataclass(frozen=True)
 class OkToTest:
     """A maintainer asked to build a (fork) pull request; the worker checks the permission."""
 
@@ -231,7 +245,7 @@ class Gate:
     number: int
 
 
-Action = Pong | Ignore | BuildPush | BuildPullRequest | OkToTest | Promote | Gate
+Action = Pong | Ignore | BuildPush | BuildPullRequest | ClosePullRequest | OkToTest | Promote | Gate
 
 
 def signature(secret: bytes, body: bytes) -> str:
@@ -256,7 +270,7 @@ def delivery_key(headers: Mapping[str, str]) -> str | Rejection:
     if not _DELIVERY.match(delivery):
         return Rejection(400, "malformed X-GitHub-Delivery header")
     hook = headers.get(HOOK_ID_HEADER, "").strip() or headers.get(INSTALLATION_HEADER, "").strip()
-    if hook and not hook.isdigit():
+    if hook and not _HOOK_ID.match(hook):
         return Rejection(400, "malformed X-GitHub-Hook-ID header")
     return f"{hook or '-'}:{delivery}"
 
@@ -271,6 +285,13 @@ def _get(payload: Mapping[str, Any], *path: str) -> Any:
         if not isinstance(value, Mapping) or step not in value:
             raise _Malformed(f"missing field {'.'.join(path)}")
         value = value[step]
+    return value
+
+
+def _object(payload: Mapping[str, Any], *path: str) -> Mapping[str, Any]:
+    value = _get(payload, *path)
+    if not isinstance(value, Mapping):
+        raise _Malformed(f"field {'.'.join(path)} must be an object")
     return value
 
 
@@ -290,8 +311,8 @@ def _sha(payload: Mapping[str, Any], *path: str) -> str:
 
 def _int(payload: Mapping[str, Any], *path: str) -> int:
     value = _get(payload, *path)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _Malformed(f"field {'.'.join(path)} must be an integer")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 < value < MAX_NUMBER:
+        raise _Malformed(f"field {'.'.join(path)} must be a positive integer")
     return value
 
 
@@ -301,8 +322,10 @@ def _bool(payload: Mapping[str, Any], key: str) -> bool:
 
 def _repository(raw: Any) -> Repository:
     if not isinstance(raw, Mapping):
-        raise _Malformed("missing field repository")
-    name = _str(raw, "full_name")
+        raise _Malformed("field repository must be an object")
+    name = raw.get("full_name")
+    if not isinstance(name, str) or not name:
+        raise _Malformed("field repository.full_name must be a non-empty string")
     urls = tuple(
         raw[key]
         for key in ("clone_url", "ssh_url", "html_url", "url")
@@ -329,7 +352,7 @@ def _push(payload: Mapping[str, Any]) -> Push:
 
 
 def _pull_request(payload: Mapping[str, Any]) -> PullRequest:
-    head_repo = _get(payload, "pull_request", "head").get("repo")
+    head_repo = _object(payload, "pull_request", "head").get("repo")
     sender = payload.get("sender")
     return PullRequest(
         repository=_repository(payload.get("repository")),
@@ -340,6 +363,7 @@ def _pull_request(payload: Mapping[str, Any]) -> PullRequest:
         head_repository=_str(head_repo, "full_name") if isinstance(head_repo, Mapping) else None,
         base_ref=_str(payload, "pull_request", "base", "ref"),
         sender=str(sender.get("login", "")) if isinstance(sender, Mapping) else "",
+        merged=_object(payload, "pull_request").get("merged") is True,
     )
 
 
@@ -355,12 +379,52 @@ def _issue_comment(payload: Mapping[str, Any]) -> IssueComment:
     )
 
 
+class _NotJson(ValueError):
+    pass
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        # parsers disagree on which duplicate wins: refuse rather than guess
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _NotJson(f"body has a duplicate key {echo(key)!r}")
+            seen.add(key)
+    return document
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotJson(f"{name} is not a JSON number")
+
+
+def load_json(body: bytes) -> Any:
+    """Strict JSON: UTF-8 (or UTF-16/32 with GitHub's detection), no NaN/Infinity, no duplicate
+    keys, bounded nesting; raises ValueError with a one-line reason."""
+    try:
+        return json.loads(body, object_pairs_hook=_unique_keys, parse_constant=_no_constant)
+    except _NotJson:
+        raise
+    except UnicodeDecodeError:
+        raise ValueError("body is not UTF-8 JSON") from None
+    except RecursionError:
+        raise ValueError("body is nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"body is not JSON: {str(exc).splitlines()[0][:ECHO_LIMIT]}") from None
+
+
+def echo(text: str) -> str:
+    """A sender-chosen string cut short enough to quote back in an answer or a log line."""
+    return text if len(text) <= ECHO_LIMIT else text[:ECHO_LIMIT] + "…"
+
+
 def parse(event_name: str, body: bytes) -> Event | Rejection:
     """A verified body -> typed event. Call only after `signature_valid`."""
     try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, ValueError):
-        return Rejection(400, "body is not JSON")
+        payload = load_json(body)
+    except ValueError as exc:
+        return Rejection(400, str(exc))
     if not isinstance(payload, dict):
         return Rejection(400, "body must be a JSON object")
     try:
@@ -410,9 +474,9 @@ def _route_push(
 ) -> Action:
     branch = push.branch
     if branch is None:
-        return Ignore(f"push to {push.ref}: only branches are built")
+        return Ignore(f"push to {echo(push.ref)!r}: only branches are built")
     if push.deleted or push.after == ZERO_SHA:
-        return Ignore(f"branch {branch} deleted")
+        return Ignore(f"branch {echo(branch)!r} deleted")
     if branch == default_branch:
         return BuildPush(branch=branch, before=push.before, after=push.after, forced=push.forced)
     environment = environment_of(branch)
@@ -420,12 +484,17 @@ def _route_push(
         if push.head_message is not None and is_promotion_commit(push.head_message, environment):
             return Ignore(f"push to {branch}: the pipeline's own promotion commit")
         return Promote(commit_sha=push.after, environment=environment, branch=branch)
-    return Ignore(f"push to {branch}: neither {default_branch} nor env/<environment>")
+    return Ignore(f"push to {echo(branch)!r}: neither {default_branch} nor env/<environment>")
 
 
 def _route_pull_request(pull: PullRequest, default_branch: str) -> Action:
+    if pull.action == "closed" and pull.base_ref == default_branch:
+        if pull.merged:
+            # the push to the default branch builds the merge (reusing these builds by key)
+            return Ignore(f"pull request #{pull.number} merged")
+        return ClosePullRequest(number=pull.number, head_sha=pull.head_sha)
     if pull.action not in BUILD_ACTIONS:
-        return Ignore(f"pull request #{pull.number} {pull.action}")
+        return Ignore(f"pull request #{pull.number} {echo(pull.action)!r}")
     if pull.base_ref == default_branch:
         return BuildPullRequest(
             number=pull.number,
@@ -437,7 +506,7 @@ def _route_pull_request(pull: PullRequest, default_branch: str) -> Action:
     environment = environment_of(pull.base_ref)
     if environment is not None:
         return Gate(head_sha=pull.head_sha, environment=environment, number=pull.number)
-    return Ignore(f"pull request #{pull.number} into {pull.base_ref}")
+    return Ignore(f"pull request #{pull.number} into {echo(pull.base_ref)!r}")
 
 
 def _route_comment(comment: IssueComment) -> Action:
@@ -461,7 +530,7 @@ def route(
     if isinstance(event, Ping):
         return Pong()
     if isinstance(event, Unhandled):
-        return Ignore(f"event {event.name!r} is not handled")
+        return Ignore(f"event {echo(event.name)!r} is not handled")
     if not is_our_repository(event.repository, full_name=full_name, repo_url=repo_url):
         return Ignore("event for another repository")
     if isinstance(event, Push):
@@ -479,6 +548,7 @@ def event_name(action: Action) -> str:
 HANDLE_PUSH_TASK = "layering.handle_push"
 HANDLE_PULL_REQUEST_TASK = "layering.handle_pull_request"
 OK_TO_TEST_TASK = "layering.ok_to_test"
+CLOSE_PULL_REQUEST_TASK = "layering.close_pull_request"
 
 
 @dataclass(frozen=True)
@@ -502,6 +572,8 @@ def task_call(action: Action, *, promote_task: str, gate_task: str) -> TaskCall 
             "events",
             (action.number, action.head_sha, action.head_ref, action.base_ref, action.from_fork),
         )
+    if isinstance(action, ClosePullRequest):
+        return TaskCall(CLOSE_PULL_REQUEST_TASK, "events", (action.number, action.head_sha))
     if isinstance(action, OkToTest):
         return TaskCall(OK_TO_TEST_TASK, "events", (action.number, action.user))
     if isinstance(action, Promote):

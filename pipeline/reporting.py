@@ -1,5 +1,6 @@
 """What the event handling reports and cancels, as data: status contexts and descriptions for
-lint and build results, and which builds a newer head supersedes. No I/O.
+lint and build results, which builds a newer head supersedes or a closed pull request cancels,
+and when a status GitHub would not take is sent again. No I/O.
 
 Descriptions stay under GitHub's 140 characters (promotion.description cuts them) and never
 carry secrets: they are built from ids, digests, step names and finding ids only; the adapter
@@ -8,6 +9,7 @@ scrubs them once more.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -111,6 +113,80 @@ def not_built(image: str, cluster: str, reason: str) -> Status:
 
 def superseded(context: str, *, by_sha: str, target_url: str | None = None) -> Status:
     return Status(context, "error", f"superseded by {by_sha[:12]}", target_url)
+
+
+PULL_REQUEST_CLOSED = "pull request closed"
+
+
+def closed(context: str, *, target_url: str | None = None) -> Status:
+    """A build of a pull request closed without merging: cancelled, and its pending status
+    ends as `error` (not `failure`: nothing about the change was judged)."""
+    return Status(context, "error", PULL_REQUEST_CLOSED, target_url)
+
+
+@dataclass(frozen=True)
+class ParkedStatus:
+    """A status GitHub did not take within the task's retries, kept in Redis and resent later.
+    `seq` orders statuses of one (sha, context): a parked status never overwrites a newer one."""
+
+    sha: str
+    context: str
+    state: State
+    description: str
+    target_url: str | None
+    seq: int
+    parked_at: float
+    attempts: int = 0
+
+    @property
+    def member(self) -> str:
+        """The identity of the (sha, context) slot: one parked status per slot."""
+        return member(self.sha, self.context)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sha": self.sha,
+            "context": self.context,
+            "state": self.state,
+            "description": self.description,
+            "target_url": self.target_url,
+            "seq": self.seq,
+            "parked_at": self.parked_at,
+            "attempts": self.attempts,
+        }
+
+    @classmethod
+    def from_json(cls, document: Mapping[str, Any]) -> ParkedStatus:
+        state = str(document["state"])
+        if state not in ("pending", "success", "failure", "error"):
+            raise ValueError(f"unknown status state {state!r}")
+        target_url = document.get("target_url")
+        return cls(
+            sha=str(document["sha"]),
+            context=str(document["context"]),
+            state=state,  # type: ignore[arg-type]
+            description=str(document["description"]),
+            target_url=str(target_url) if target_url is not None else None,
+            seq=int(document["seq"]),
+            parked_at=float(document["parked_at"]),
+            attempts=int(document.get("attempts", 0)),
+        )
+
+
+def member(sha: str, context: str) -> str:
+    return json.dumps([sha, context], separators=(",", ":"))
+
+
+def status_backoff(retries: int, *, base: float, retry_after: float, cap: float = 600.0) -> float:
+    """Seconds before retry number `retries` of a status: base * 2**retries capped at `cap`,
+    but never sooner than the server asked (Retry-After, rate-limit reset; at most an hour)."""
+    return max(min(retry_after, 3600.0), min(cap, base * 2.0 ** min(retries, 32)))
+
+
+def resend_delay(attempts: int, *, retry_after: float, interval: float) -> float:
+    """Seconds before a parked status is tried again after `attempts` failed resends: doubling
+    from the beat interval, at most an hour, at least what the server asked for."""
+    return min(3600.0, max(retry_after, interval * 2.0 ** min(attempts, 16)))
 
 
 @dataclass(frozen=True)

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
     rollout_watch_seconds: float = Field(default=600, gt=0)
     rollout_timeout_seconds: float = Field(default=6 * 3600, gt=0)
     base_drift_interval_seconds: float = Field(default=900, ge=10)
+    # commit statuses: retried by their task with exponential back-off (base * 2**n, at most
+    # 10 minutes, at least the server's Retry-After) status_retries times (~4 hours), then
+    # parked in Redis and resent by beat every status_resend_interval_seconds for up to
+    # status_park_seconds
+    status_retries: int = Field(default=30, ge=0)
+    status_backoff_seconds: float = Field(default=1.0, ge=0)
+    status_resend_interval_seconds: float = Field(default=60, ge=0.5)
+    status_park_seconds: int = Field(default=7 * 24 * 3600, ge=60)
 
     @field_validator("default_branch")
     @classmethod

@@ -27,7 +27,7 @@ from prometheus_client import (
 from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
-from pipeline import dashboard, events
+from pipeline import builds, dashboard, events
 from pipeline.adapters import queue
 from pipeline.errors import TemporaryError
 from pipeline.settings import Settings
@@ -116,7 +116,7 @@ class WebhookFront:
     async def _body(self, headers: Mapping[str, str], receive: Receive) -> bytes | None:
         """The raw body, or None when it is larger than the limit (declared or streamed)."""
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > self._limit:
+        if declared.isascii() and declared.isdigit() and int(declared) > self._limit:
             return None
         chunks: list[bytes] = []
         size = 0
@@ -303,8 +303,12 @@ def create_app(
         builds = store.list_builds(limit=max(1, min(limit, 1000)))
         return _json(200, {"builds": [dict(b) for b in builds]})
 
+    bad_id = _json(400, {"error": "malformed build id: expected [A-Za-z0-9][A-Za-z0-9_.-]{0,127}"})
+
     @app.get("/api/builds/{build_id}")
     def get_build(build_id: str) -> Response:
+        if not builds.is_build_id(build_id):
+            return bad_id
         build = store.get_build(build_id) if store is not None else None
         if build is None:
             return no_store if store is None else _json(404, {"error": f"no build {build_id!r}"})
@@ -312,6 +316,8 @@ def create_app(
 
     @app.get("/api/builds/{build_id}/log")
     def get_build_log(build_id: str) -> Response:
+        if not builds.is_build_id(build_id):
+            return bad_id
         text = store.read_log(build_id) if store is not None else None
         if text is None:
             return no_store if store is None else _json(404, {"error": f"no log for {build_id!r}"})
@@ -344,6 +350,7 @@ _TIMED_TASKS: dict[str, Callable[[], dict[str, Any]]] = {
     events.HANDLE_PUSH_TASK: _enqueued_at,
     events.HANDLE_PULL_REQUEST_TASK: _enqueued_at,
     events.OK_TO_TEST_TASK: _enqueued_at,
+    events.CLOSE_PULL_REQUEST_TASK: _enqueued_at,
 }
 
 

@@ -72,10 +72,12 @@ class RedisServer:
     directory: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    password: str | None = None  # requirepass: the URL then carries it (a secret to keep out)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -92,6 +94,8 @@ class RedisServer:
             "--dir",
             str(self.directory),
         ]
+        if self.password:
+            argv += ["--requirepass", self.password]
         self.process = start(argv, log=self.directory / "redis.log")
         wait_for_port(self.port, process=self.process)
         return self

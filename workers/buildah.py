@@ -6,13 +6,24 @@ retried) or PermanentError. Does I/O (runs buildah).
 The argument lists are built by pure functions (`build_argv`, `push_argv`) so they can be read
 and tested without buildah. Build arguments and labels are single argv elements: a value such
 as `$(id); rm -rf /` reaches buildah verbatim and is never interpreted by a shell.
+
+Cancellation: buildah runs in its own session (process group), and while it runs the wrapper
+asks `cancelled()` every `poll_seconds`; once it says yes the whole group (buildah and the RUN
+step it started) is terminated, then killed, before `Cancelled` is raised, so a superseded build
+never reaches its push. A worker child that receives SIGTERM/SIGINT/SIGQUIT (a `revoke
+--terminate`, a cold shutdown) kills the groups it started first (`install_signal_handlers`):
+buildah in its own session would otherwise outlive the worker and still push.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import os
 import shlex
+import signal
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +32,52 @@ import sh
 
 from pipeline import buildoutput, builds, names
 from pipeline.adapters import registry as registry_adapter
-from pipeline.errors import BuildFailed, PermanentError, TemporaryError
+from pipeline.errors import BuildFailed, Cancelled, PermanentError, TemporaryError
 from pipeline.settings import Settings
 
 LineSink = Callable[[str], None]
 ENTITLEMENT_MOUNT = "/etc/pki/entitlement"
 PUSH_TIMEOUT_SECONDS = 1800
+KILL_GRACE_SECONDS = 5.0
+# process groups (= session ids) of the buildah commands this process is running
+_RUNNING_GROUPS: set[int] = set()
+
+
+def _never() -> bool:
+    return False
+
+
+class _TimedOut(Exception):
+    pass
+
+
+def _signal_group(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def kill_running_groups() -> None:
+    """SIGTERM every buildah group of this process, SIGKILL what is left a moment later."""
+    groups = list(_RUNNING_GROUPS)
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGTERM)
+    if groups:
+        time.sleep(0.5)
+    for pgid in groups:
+        _signal_group(pgid, signal.SIGKILL)
+
+
+def install_signal_handlers() -> None:
+    """In a worker child process: on SIGTERM/SIGINT/SIGQUIT kill the buildah groups this
+    process started, then die of the signal as before (Celery marks the task terminated)."""
+
+    def handle(signum: int, _frame: object) -> None:
+        kill_running_groups()
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(signum, handle)
 
 
 @dataclass(frozen=True)
@@ -137,24 +188,74 @@ class _Output:
         return "\n".join(self.tail)
 
 
+def _stop(process: sh.RunningCommand, pgid: int) -> None:
+    """SIGTERM the group (buildah cleans up and ends its RUN step), wait for buildah, then
+    SIGKILL whatever is left of the group (a RUN step that ignored SIGTERM)."""
+    _signal_group(pgid, signal.SIGTERM)
+    with contextlib.suppress(sh.ErrorReturnCode, sh.TimeoutException):
+        process.wait(timeout=KILL_GRACE_SECONDS)
+    _signal_group(pgid, signal.SIGKILL)
+    with contextlib.suppress(sh.ErrorReturnCode):
+        process.wait()
+
+
 class Buildah:
-    def __init__(self, config: BuildahConfig) -> None:
+    def __init__(
+        self,
+        config: BuildahConfig,
+        *,
+        cancelled: Callable[[], bool] = _never,
+        poll_seconds: float = 0.5,
+    ) -> None:
         self.config = config
+        self._cancelled = cancelled
+        self._poll_seconds = poll_seconds
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Buildah:
-        return cls(config_of(settings))
+    def from_settings(
+        cls, settings: Settings, *, cancelled: Callable[[], bool] = _never
+    ) -> Buildah:
+        return cls(config_of(settings), cancelled=cancelled)
+
+    def _check_cancelled(self, what: str) -> None:
+        if self._cancelled():
+            raise Cancelled(f"{what} cancelled")
 
     def _run(self, argv: Sequence[str], output: _Output, *, timeout: float) -> None:
+        """Run buildah in its own session; kill the session on cancellation or timeout."""
+        self._check_cancelled("buildah")
         output.sink(f"$ {shlex.join([self.config.command, *argv])}")
-        sh.Command(self.config.command)(
+        process = sh.Command(self.config.command)(
             *argv,
             _out=output,
             _err_to_out=True,
             _tty_out=False,
-            _timeout=timeout,
+            _bg=True,
+            _bg_exc=False,
+            _new_session=True,
             _return_cmd=True,
         )
+        pgid = process.pid  # a session leader's group id is its pid
+        _RUNNING_GROUPS.add(pgid)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    process.wait(timeout=self._poll_seconds)
+                    return
+                except sh.TimeoutException:
+                    pass
+                stop = "cancelled" if self._cancelled() else None
+                if stop is None and time.monotonic() > deadline:
+                    stop = "timed out"
+                if stop is not None:
+                    _stop(process, pgid)
+                    output.sink(f"buildah {stop}: process group {pgid} killed")
+                    if stop == "cancelled":
+                        raise Cancelled("buildah cancelled")
+                    raise _TimedOut
+        finally:
+            _RUNNING_GROUPS.discard(pgid)
 
     def build(self, spec: builds.BuildSpec, *, on_line: LineSink) -> str:
         output = _Output(on_line)
@@ -165,7 +266,7 @@ class Buildah:
             argv = build_argv(self.config, spec, containerfile=containerfile, iidfile=iidfile)
             try:
                 self._run(argv, output, timeout=self.config.timeout_seconds)
-            except sh.TimeoutException:
+            except _TimedOut:
                 raise BuildFailed(
                     f"build timed out after {self.config.timeout_seconds:.0f}s"
                     + (f" in {output.step}" if output.step else ""),
@@ -187,7 +288,7 @@ class Buildah:
                     output,
                     timeout=PUSH_TIMEOUT_SECONDS,
                 )
-            except sh.TimeoutException:
+            except _TimedOut:
                 raise TemporaryError(
                     f"registry {host}: push of {spec.target} timed out after "
                     f"{PUSH_TIMEOUT_SECONDS}s"

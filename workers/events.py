@@ -7,19 +7,31 @@ Task names and arguments (the receiver enqueues them by name, see pipeline/event
 - "layering.handle_push"(branch, before, after, forced, enqueued_at=None)
 - "layering.handle_pull_request"(number, head_sha, head_ref, base_ref, from_fork, enqueued_at=None)
 - "layering.ok_to_test"(number, user, enqueued_at=None)
+- "layering.close_pull_request"(number, head_sha, enqueued_at=None): a pull request closed
+  without merging: cancels its queued and running builds (buildah is killed) and ends their
+  statuses as `error` "pull request closed"; a later reopen builds again. (A merged pull
+  request is left alone: the push to the default branch builds the merge, and reuses by build
+  key what the pull request's builds pushed.)
 - "layering.report_status"(sha, context, state, description, target_url, seq): one commit
-  status, retried on TemporaryError (rate limits, 5xx) with back-off; skipped when a newer
-  status for the same (sha, context) was queued meanwhile.
+  status, retried on TemporaryError (rate limits, 5xx) with back-off LAYERING_STATUS_RETRIES
+  times, then parked in Redis (pipeline/adapters/statuses.py); skipped when a newer status for
+  the same (sha, context) was queued meanwhile.
+- "layering.resend_statuses"(): periodic (Celery beat, every
+  LAYERING_STATUS_RESEND_INTERVAL_SECONDS): sends parked statuses that are due again, the
+  newest of each (sha, context) only, until GitHub takes them or LAYERING_STATUS_PARK_SECONDS
+  have passed.
 - "layering.report_build"(record, sha, scope): link of "layering.build": its final status.
 - "layering.report_build_error"(task_id, sha, image, cluster, build_id): link_error of it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -28,8 +40,8 @@ from celery import Celery, Task
 
 from pipeline import builds, events, lint, planning, reporting
 from pipeline.adapters import git as gitadapter
-from pipeline.adapters import github, metrics, store
-from pipeline.errors import TemporaryError
+from pipeline.adapters import github, metrics, statuses, store
+from pipeline.errors import PermanentError, TemporaryError
 from pipeline.settings import Settings
 from workers import tasks as build_tasks
 from workers.app import BUILDS_QUEUE, EVENTS_QUEUE, app, settings_of
@@ -39,11 +51,26 @@ log = logging.getLogger(__name__)
 REPORT_STATUS_TASK = "layering.report_status"
 REPORT_BUILD_TASK = "layering.report_build"
 REPORT_BUILD_ERROR_TASK = "layering.report_build_error"
+CLOSE_PULL_REQUEST_TASK = events.CLOSE_PULL_REQUEST_TASK
+RESEND_STATUSES_TASK = "layering.resend_statuses"
 HEAD_PREFIX = "layering:head:"
-STATUS_SEQ_PREFIX = "layering:status-seq:"
+STATUS_SEQ_PREFIX = statuses.SEQ_PREFIX
 HEAD_TTL_SECONDS = 14 * 24 * 3600
 STATUS_SEQ_TTL_SECONDS = 3 * 24 * 3600
-STATUS_MAX_RETRIES = 30  # ~4 hours of back-off before a status is given up
+RESEND_BATCH = 100
+RESEND_LOCK = "layering:lock:resend-statuses"
+
+app.conf.beat_schedule = {
+    **(app.conf.beat_schedule or {}),
+    "layering-resend-statuses": {
+        "task": RESEND_STATUSES_TASK,
+        "schedule": settings_of(app).status_resend_interval_seconds,
+        "options": {
+            "queue": EVENTS_QUEUE,
+            "expires": settings_of(app).status_resend_interval_seconds,
+        },
+    },
+}
 
 
 def _redis(settings: Settings) -> redis.Redis[bytes]:
@@ -88,7 +115,11 @@ def queue_status(
     )
 
 
-@app.task(name=REPORT_STATUS_TASK, bind=True, queue=EVENTS_QUEUE, max_retries=STATUS_MAX_RETRIES)  # type: ignore[untyped-decorator]
+def _parked(settings: Settings) -> statuses.ParkedStatuses:
+    return statuses.ParkedStatuses(_redis(settings), keep_seconds=settings.status_park_seconds)
+
+
+@app.task(name=REPORT_STATUS_TASK, bind=True, queue=EVENTS_QUEUE, max_retries=None)  # type: ignore[untyped-decorator]
 def report_status(
     self: Task,
     sha: str,
@@ -111,12 +142,112 @@ def report_status(
             sha, context=context, state=state, description=description, target_url=target_url
         )
     except TemporaryError as exc:
-        # at least the server's Retry-After / rate-limit reset, at most an hour
-        backoff = min(600.0, 2.0 ** int(self.request.retries or 0))
-        raise self.retry(exc=exc, countdown=max(min(exc.retry_after, 3600.0), backoff)) from None
+        retries = int(self.request.retries or 0)
+        if retries < settings.status_retries:
+            countdown = reporting.status_backoff(
+                retries, base=settings.status_backoff_seconds, retry_after=exc.retry_after
+            )
+            raise self.retry(exc=exc, countdown=countdown) from None
+        parked = reporting.ParkedStatus(
+            sha, context, state, description, target_url, seq, parked_at=time.time()
+        )
+        delay = reporting.resend_delay(
+            0, retry_after=exc.retry_after, interval=settings.status_resend_interval_seconds
+        )
+        try:
+            kept = _parked(settings).park(parked, due=time.time() + delay)
+        except redis.RedisError:
+            raise self.retry(exc=exc, countdown=60) from None
+        log.warning(
+            "status %s=%s on %s not delivered after %d attempts (%s); %s",
+            context,
+            state,
+            sha[:12],
+            retries + 1,
+            exc,
+            "parked for resending" if kept else "a newer status is pending: dropped",
+        )
+        return "parked" if kept else "superseded"
     finally:
         client.close()
     return "posted"
+
+
+@app.task(name=RESEND_STATUSES_TASK, bind=True, queue=EVENTS_QUEUE)  # type: ignore[untyped-decorator]
+def resend_statuses(self: Task) -> dict[str, int]:
+    """Send the parked statuses that are due; stop at the first GitHub still refuses."""
+    settings = settings_of(self.app)
+    counts = {"sent": 0, "outdated": 0, "expired": 0, "refused": 0, "waiting": 0}
+    client = _redis(settings)
+    lock = client.lock(RESEND_LOCK, timeout=600)
+    if not lock.acquire(blocking=False):
+        return counts  # the previous run is still sending
+    try:
+        parked = _parked(settings)
+        due = parked.due(time.time(), limit=RESEND_BATCH)
+        if not due:
+            return counts
+        github_client = github.GitHubClient.from_settings(settings)
+        if github_client is None:
+            return counts
+        try:
+            for index, status in enumerate(due):
+                outcome = _resend(settings, parked, github_client, status)
+                counts[outcome] += 1
+                if outcome == "waiting":
+                    counts["waiting"] += len(due) - index - 1
+                    break
+        finally:
+            github_client.close()
+    finally:
+        with contextlib.suppress(redis.exceptions.LockError):
+            lock.release()
+    return counts
+
+
+def _resend(
+    settings: Settings,
+    parked: statuses.ParkedStatuses,
+    client: github.GitHubClient,
+    status: reporting.ParkedStatus,
+) -> str:
+    now = time.time()
+    latest = parked.latest_seq(status.sha, status.context)
+    if latest is not None and latest > status.seq:
+        parked.remove(status)
+        return "outdated"
+    if now - status.parked_at > settings.status_park_seconds:
+        log.error(
+            "status %s=%s on %s dropped: GitHub refused it for %.0f s",
+            status.context,
+            status.state,
+            status.sha[:12],
+            now - status.parked_at,
+        )
+        parked.remove(status)
+        return "expired"
+    try:
+        client.set_status(
+            status.sha,
+            context=status.context,
+            state=status.state,
+            description=status.description,
+            target_url=status.target_url,
+        )
+    except TemporaryError as exc:
+        attempts = status.attempts + 1
+        delay = reporting.resend_delay(
+            attempts, retry_after=exc.retry_after, interval=settings.status_resend_interval_seconds
+        )
+        parked.reschedule(dataclasses.replace(status, attempts=attempts), due=now + delay)
+        log.info("parked status %s on %s: still refused (%s)", status.context, status.sha[:12], exc)
+        return "waiting"
+    except PermanentError as exc:
+        log.error("parked status %s on %s refused: %s", status.context, status.sha[:12], exc)
+        parked.remove(status)
+        return "refused"
+    parked.remove(status)
+    return "sent"
 
 
 # -- heads and supersede --------------------------------------------------------------------
@@ -132,9 +263,11 @@ def _read_head(client: redis.Redis[bytes], scope: str) -> dict[str, Any] | None:
 
 
 def _claim_head(
-    client: redis.Redis[bytes], scope: str, sha: str, enqueued_at: float
+    client: redis.Redis[bytes], scope: str, sha: str, enqueued_at: float, *, closed: bool = False
 ) -> tuple[bool, dict[str, Any] | None]:
-    """Make `sha` the current head of `scope` unless a newer delivery already did.
+    """Make `sha` the current head of `scope` unless a newer delivery already did; `closed`
+    leaves a tombstone instead (a closed pull request: no builds, and builds still being
+    queued for it are cancelled; a later reopen or push claims the scope again).
 
     Returns (claimed, previous head document)."""
     key = _head_key(scope)
@@ -148,8 +281,10 @@ def _claim_head(
                     pipe.unwatch()
                     return False, previous
                 pipe.multi()
-                document = {"sha": sha, "enqueued_at": enqueued_at, "builds": []}
-                if previous is not None and previous.get("sha") == sha:
+                document: dict[str, Any] = {"sha": sha, "enqueued_at": enqueued_at, "builds": []}
+                if closed:
+                    document["closed"] = True
+                elif previous is not None and previous.get("sha") == sha:
                     document["builds"] = previous.get("builds", [])
                 pipe.set(key, json.dumps(document), ex=HEAD_TTL_SECONDS)
                 pipe.execute()
@@ -161,8 +296,9 @@ def _claim_head(
 def _record_head_builds(
     client: redis.Redis[bytes], scope: str, sha: str, head_builds: Sequence[reporting.HeadBuild]
 ) -> dict[str, Any] | None:
-    """Add builds to the head document of `scope`; when a newer head took the scope while
-    these were being queued, return its document instead (the caller cancels them)."""
+    """Add builds to the head document of `scope`; when a newer head took the scope (or the
+    pull request was closed) while these were being queued, return its document instead (the
+    caller cancels them)."""
     key = _head_key(scope)
     with client.pipeline() as pipe:
         while True:
@@ -170,7 +306,7 @@ def _record_head_builds(
                 pipe.watch(key)
                 raw = cast("bytes | None", pipe.get(key))
                 document = json.loads(raw) if raw else None
-                if document is None or document.get("sha") != sha:
+                if document is None or document.get("sha") != sha or document.get("closed"):
                     pipe.unwatch()
                     return document
                 document["builds"] = [
@@ -185,6 +321,38 @@ def _record_head_builds(
                 continue
 
 
+def _cancel_builds(
+    celery_app: Celery,
+    settings: Settings,
+    sha: str,
+    head_builds: Sequence[reporting.HeadBuild],
+    *,
+    reason: str,
+    status_of: Callable[[reporting.HeadBuild, str], reporting.Status],
+) -> None:
+    """Cancel unfinished builds of head `sha`: raise each one's cancel flag (a running build
+    polls it and kills buildah's process group before any push), revoke its task (a queued
+    copy is dropped by the worker that receives it), record it cancelled and post its status.
+
+    The task is revoked without `terminate`: killing the pool process would leave the build-key
+    lock held until it expires, so the build stops itself instead (workers/buildah.py)."""
+    build_store = store.BuildStore.from_settings(settings)
+    for build in head_builds:
+        record = build_store.get(build.build_id)
+        if record is not None and record.state.terminal:
+            continue
+        build_store.request_cancel(build.build_id)
+        celery_app.control.revoke(build.task_id)
+        if record is not None:
+            try:
+                build_store.save(builds.cancel(record, now=time.time(), reason=reason))
+            except builds.InvalidTransition:
+                continue  # finished meanwhile: its own result is reported
+        log.info("build %s of %s cancelled: %s", build.build_id, sha[:12], reason)
+        target_url = reporting.log_url(settings.public_url, build.build_id)
+        queue_status(celery_app, settings, sha, status_of(build, target_url))
+
+
 def _supersede(
     celery_app: Celery,
     settings: Settings,
@@ -195,32 +363,31 @@ def _supersede(
 ) -> None:
     if previous is None or previous.get("sha") == new_sha:
         return
-    old_sha = str(previous["sha"])
     old_builds = [reporting.HeadBuild.from_json(b) for b in previous.get("builds", [])]
-    build_store = store.BuildStore.from_settings(settings)
-    for build in reporting.superseded_builds(old_builds, new_keys):
-        record = build_store.get(build.build_id)
-        if record is not None and record.state.terminal:
-            continue
-        celery_app.control.revoke(build.task_id, terminate=True, signal="SIGTERM")
-        if record is not None:
-            try:
-                build_store.save(
-                    builds.cancel(record, now=time.time(), reason=f"superseded by {new_sha}")
-                )
-            except builds.InvalidTransition:
-                continue  # finished meanwhile: its own result is reported
-        log.info("build %s of %s superseded by %s", build.build_id, old_sha[:12], new_sha[:12])
-        queue_status(
-            celery_app,
-            settings,
-            old_sha,
-            reporting.superseded(
-                build.context,
-                by_sha=new_sha,
-                target_url=reporting.log_url(settings.public_url, build.build_id),
-            ),
-        )
+    _cancel_builds(
+        celery_app,
+        settings,
+        str(previous["sha"]),
+        reporting.superseded_builds(old_builds, new_keys),
+        reason=f"superseded by {new_sha}",
+        status_of=lambda build, url: reporting.superseded(
+            build.context, by_sha=new_sha, target_url=url
+        ),
+    )
+
+
+def _close_head(
+    celery_app: Celery, settings: Settings, sha: str, head_builds: Sequence[reporting.HeadBuild]
+) -> None:
+    """Cancel builds of a closed pull request's head."""
+    _cancel_builds(
+        celery_app,
+        settings,
+        sha,
+        head_builds,
+        reason=reporting.PULL_REQUEST_CLOSED,
+        status_of=lambda build, url: reporting.closed(build.context, target_url=url),
+    )
 
 
 # Event tasks retry passing faults (Git fetch, Redis, GitHub) with jittered back-off.
@@ -358,6 +525,9 @@ def handle_head(
             reporting.HeadBuild(record.id, task_id, target.build_key, target.image, target.cluster)
         )
     newer = _record_head_builds(client, scope, head_sha, head_builds)
+    if newer is not None and newer.get("closed"):
+        _close_head(celery_app, settings, head_sha, head_builds)
+        return {"head": head_sha, "builds": [], "note": "pull request closed meanwhile"}
     if newer is not None and newer.get("sha"):
         mine = {"sha": head_sha, "builds": [b.to_json() for b in head_builds]}
         newer_keys = [str(b["build_key"]) for b in newer.get("builds", [])]
@@ -449,6 +619,27 @@ def ok_to_test(
     if pull.base_ref != settings.default_branch:
         return {"ignored": f"pull request #{number} is into {pull.base_ref}"}
     return _handle_pull(self.app, settings, number, pull.head_sha, pull.base_ref, True, enqueued_at)
+
+
+@app.task(
+    name=CLOSE_PULL_REQUEST_TASK,
+    **_EVENT_TASK,
+)  # type: ignore[untyped-decorator]
+def close_pull_request(
+    self: Task, number: int, head_sha: str, enqueued_at: float | None = None
+) -> dict[str, Any]:
+    settings = settings_of(self.app)
+    _observe_latency(settings, enqueued_at)
+    claimed, previous = _claim_head(
+        _redis(settings), f"pr:{number}", head_sha, enqueued_at or time.time(), closed=True
+    )
+    if not claimed:
+        return {"ignored": f"pull request #{number} changed after it was closed"}
+    if previous is None or previous.get("closed"):
+        return {"closed": number, "cancelled": []}
+    head_builds = [reporting.HeadBuild.from_json(b) for b in previous.get("builds", [])]
+    _close_head(self.app, settings, str(previous["sha"]), head_builds)
+    return {"closed": number, "cancelled": [b.build_id for b in head_builds]}
 
 
 @app.task(name=REPORT_BUILD_TASK, bind=True, queue=EVENTS_QUEUE)  # type: ignore[untyped-decorator]

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery, Task
+from celery.signals import worker_process_init
 
 from pipeline import building, builds
 from pipeline.adapters import git as gitadapter
@@ -134,6 +135,7 @@ def build(
     settings = settings_of(self.app)
     retries = int(self.request.retries or 0)
     build_store = store.BuildStore.from_settings(settings)
+    record_id = build_id or f"task-{self.request.id}"
     try:
         record = building.run_build(
             settings,
@@ -145,9 +147,11 @@ def build(
                 build_key=build_key,
                 remote=_mirrored_remote(settings, source),
             ),
-            build_id=build_id or f"task-{self.request.id}",
+            build_id=record_id,
             records=build_store,
-            builder=buildah.Buildah.from_settings(settings),
+            builder=buildah.Buildah.from_settings(
+                settings, cancelled=lambda: build_store.cancel_requested(record_id)
+            ),
             registry=registry.Registry.from_settings(settings),
             locks=build_store,
             final_attempt=retries >= settings.registry_retries,
@@ -160,3 +164,9 @@ def build(
         )
         raise self.retry(exc=exc, countdown=delay) from None
     return record.to_dict()
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _kill_buildah_with_the_child(**_: Any) -> None:
+    """A prefork child killed by a signal takes the buildah sessions it started with it."""
+    buildah.install_signal_handlers()

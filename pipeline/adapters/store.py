@@ -3,7 +3,9 @@ network I/O (Redis).
 
 Keys: `layering:build:<id>` (the record as JSON), `layering:build:<id>:log` (a list, one
 element per output line, appended while buildah runs), `layering:builds` (a sorted set of ids
-by creation time, for listing), `layering:lock:build:<key>` (the build-key lock). Every key
+by creation time, for listing), `layering:lock:build:<key>` (the build-key lock),
+`layering:cancel:<id>` (set when a build is cancelled; the running build polls it, and unlike
+the record it is never overwritten by the build's own saves). Every key
 expires after LAYERING_BUILD_RETENTION_SECONDS; logs keep at most LAYERING_BUILD_LOG_MAX_LINES
 (the oldest go first). Lines are scrubbed of credentials before they are stored.
 
@@ -12,6 +14,7 @@ expires after LAYERING_BUILD_RETENTION_SECONDS; logs keep at most LAYERING_BUILD
     .append_log(build_id, line) / .read_log(build_id, offset=0, limit=1000) -> [str]
     .log_length(build_id) -> int
     .hold(build_key, on_wait=...)  # context manager: the Redis lock of one build key
+    .request_cancel(build_id) / .cancel_requested(build_id) -> bool
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from pipeline.settings import Settings
 PREFIX = "layering:build:"
 INDEX = "layering:builds"
 LOCK_PREFIX = "layering:lock:build:"
+CANCEL_PREFIX = "layering:cancel:"
 
 
 def _record_key(build_id: str) -> str:
@@ -132,6 +136,21 @@ class BuildStore:
             return int(self.client.llen(_log_key(build_id)))
         except RedisError as exc:
             raise _unavailable(exc) from None
+
+    # -- cancellation -----------------------------------------------------------------------
+
+    def request_cancel(self, build_id: str) -> None:
+        try:
+            self.client.set(f"{CANCEL_PREFIX}{build_id}", b"1", ex=self.retention_seconds)
+        except RedisError as exc:
+            raise _unavailable(exc) from None
+
+    def cancel_requested(self, build_id: str) -> bool:
+        """Polled by a running build; a Redis fault reads as "not cancelled" (keep building)."""
+        try:
+            return bool(self.client.exists(f"{CANCEL_PREFIX}{build_id}"))
+        except RedisError:
+            return False
 
     # -- the build-key lock -----------------------------------------------------------------
 

@@ -10,7 +10,8 @@ Installed by `layering install-hook`; reads its settings from this repository's 
   layering.attempts    optional number of tries per delivery before it is spooled (4)
 
 Standard library only (it runs with the Git server's Python, not the pipeline's). Ref names
-and shas are passed to git as argument lists and sent as JSON data, never through a shell.
+and shas are passed to git as argument lists and sent as JSON data, never through a shell;
+stdin is read as bytes and parsed by `updates` (a malformed line is skipped, never fatal).
 
 No event is lost: a delivery refused with 5xx or unreachable is retried a few times, then kept
 in `<git dir>/layering-spool/` and sent again, with the same delivery id (so the receiver's
@@ -42,7 +43,15 @@ SPOOL = "layering-spool"
 
 
 def git(*args: str) -> tuple[int, str]:
-    result = subprocess.run(["git", *args], capture_output=True, text=True, check=False, timeout=60)
+    # a commit message or config value that is not UTF-8 must not crash the hook (lost events)
+    result = subprocess.run(
+        ["git", *args],
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        check=False,
+        timeout=60,
+    )
     return result.returncode, result.stdout.strip()
 
 
@@ -93,7 +102,10 @@ def send(url: str, secret: bytes, body: bytes, delivery: str) -> int | None:
         },
     )
     error = ""
-    attempts = int(config("layering.attempts", str(ATTEMPTS)) or ATTEMPTS)
+    configured = config("layering.attempts", str(ATTEMPTS))
+    attempts = (
+        min(int(configured), 20) if configured.isascii() and configured.isdigit() else ATTEMPTS
+    )
     for attempt in range(1, max(1, attempts) + 1):
         try:
             with urllib.request.urlopen(request, timeout=TIMEOUT) as response:  # noqa: S310
@@ -154,6 +166,22 @@ def flush_spool(url: str, secret: bytes) -> bool:
     return True
 
 
+def updates(data: bytes) -> list[tuple[str, str, str]]:
+    """The branch updates in the hook's stdin: lines of `<old> <new> <ref>`. Anything else
+    (blank lines, bad shas, tags, extra fields) is skipped. A ref name is kept byte for byte:
+    bytes that are not UTF-8 become surrogate escapes (sent as JSON escapes; the receiver
+    ignores such a branch) rather than crashing the hook and losing the other updates."""
+    found = []
+    for raw in data.split(b"\n"):
+        parts = raw.decode("utf-8", errors="surrogateescape").split(" ")
+        if len(parts) != 3 or not SHA.match(parts[0]) or not SHA.match(parts[1]):
+            continue
+        old, new, ref = parts[0], parts[1], parts[2].removesuffix("\r")
+        if ref.startswith("refs/heads/") and len(ref) > len("refs/heads/"):
+            found.append((old, new, ref))
+    return found
+
+
 def main() -> int:
     url = config("layering.url")
     secret_file = config("layering.secretFile")
@@ -173,13 +201,7 @@ def main() -> int:
     full_name = config("layering.fullName") or os.path.basename(os.path.abspath(os.getcwd()))
     # older events first, so the receiver sees pushes in order
     reachable = flush_spool(url, secret)
-    for line in sys.stdin:
-        parts = line.split()
-        if len(parts) != 3 or not SHA.match(parts[0]) or not SHA.match(parts[1]):
-            continue
-        old, new, ref = parts
-        if not ref.startswith("refs/heads/"):
-            continue
+    for old, new, ref in updates(sys.stdin.buffer.read()):
         body = json.dumps(payload(old, new, ref, repo_url, full_name)).encode()
         delivery = str(uuid.uuid4())
         if not reachable or not deliver(url, secret, body, delivery, f"{ref} {new[:12]}"):

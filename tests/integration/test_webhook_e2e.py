@@ -5,8 +5,11 @@ docker-registry + buildah (tests/plugins/builds.py) and the GitHub API stand-in.
 
 from __future__ import annotations
 
+import base64
 import json
+import logging
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,10 +21,18 @@ import redis
 from celery.result import AsyncResult
 
 from pipeline import reporting, web
+from pipeline.adapters import statuses, store
 from pipeline.cli import install_hook
 from pipeline.settings import Settings
 from tests import receiver, services
-from tests.plugins.builds import BaseImage, StartWorker, Worker
+from tests.plugins.builds import (
+    FAKE_REGISTRY_PASSWORD,
+    FAKE_TOKEN,
+    BaseImage,
+    StartWorker,
+    Worker,
+    launch_beat,
+)
 from tests.plugins.github import Fault, GitHubStandIn, load_operations
 from tests.plugins.gitrepos import GitopsRepo
 from workers import events as event_tasks
@@ -29,6 +40,7 @@ from workers import events as event_tasks
 pytestmark = pytest.mark.integration
 
 SECRET = "e2e-webhook-secret-value"
+REDIS_PASSWORD = "e2e-redis-password-value"
 FULL_NAME = "acme/layers"
 BUILD_TIMEOUT = 240
 
@@ -42,6 +54,7 @@ class Pipeline:
     receiver_url: str
     registry_host: str
     settings: Settings
+    receiver_log: Path
 
     def containerfile(self, base: BaseImage, text: str) -> str:
         return f"FROM {base.repository}\nRUN {text} && \\\n    ostree container commit\n"
@@ -108,7 +121,15 @@ def pipeline(
     from pytest_httpserver import HTTPServer
 
     directory = tmp_path_factory.mktemp("e2e")
-    private_redis = services.RedisServer(directory / "redis").start()
+    private_redis = services.RedisServer(directory / "redis", password=REDIS_PASSWORD).start()
+    # the receiver runs in this process: its log lines (any logger) go to a file to scan
+    receiver_log = directory / "receiver.log"
+    handler = logging.FileHandler(receiver_log)
+    handler.setLevel(logging.DEBUG)
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
     server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
     server.start()
     github = GitHubStandIn(server, load_operations())
@@ -122,6 +143,10 @@ def pipeline(
         "LAYERING_PUBLIC_URL": public_url,
         "LAYERING_WEBHOOK_SECRET": SECRET,
         "LAYERING_WORKDIR": str(directory / "workdir"),
+        # a status is retried twice, quickly, then parked and resent by beat every second
+        "LAYERING_STATUS_RETRIES": "2",
+        "LAYERING_STATUS_BACKOFF_SECONDS": "0.1",
+        "LAYERING_STATUS_RESEND_INTERVAL_SECONDS": "1",
     }
     worker = start_worker("e2e", concurrency=3, extra_env=env)
     settings = worker.settings
@@ -152,7 +177,12 @@ def pipeline(
     gitops.write("README.md", "seed\n")
     gitops.commit("seed")
     gitops.push()
-    yield Pipeline(gitops, github, worker, private_redis, http.url, registry.host, settings)
+    yield Pipeline(
+        gitops, github, worker, private_redis, http.url, registry.host, settings, receiver_log
+    )
+    root.removeHandler(handler)
+    root.setLevel(old_level)
+    handler.close()
     http.stop()
     worker.stop()
     server.clear()
@@ -384,3 +414,249 @@ def test_older_status_never_overwrites_a_newer_one(pipeline: Pipeline) -> None:
     )
     assert stale.get(timeout=30) == "superseded"
     assert pipeline.github.contexts(sha) == {}
+
+
+# -- cancellation: supersede and closed pull requests ----------------------------------------
+
+
+def _build_id(pipeline: Pipeline, sha: str, context: str, timeout: float = 60) -> str:
+    """The build id of the pending status of `context` on `sha`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = pipeline.github.latest(sha).get(context)
+        if status is not None and status.get("target_url"):
+            return str(status["target_url"]).rsplit("/", 2)[-2]
+        time.sleep(0.05)
+    raise TimeoutError(
+        f"no {context} status on {sha[:12]}: {pipeline.worker.log.read_text()[-3000:]}"
+    )
+
+
+def _wait_log(pipeline: Pipeline, build_id: str, text: str, timeout: float = BUILD_TIMEOUT) -> None:
+    records = store.BuildStore.from_settings(pipeline.settings)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(text in line for line in records.read_log(build_id, 0, 100_000)):
+            return
+        time.sleep(0.1)
+    raise TimeoutError(f"{text!r} never in the log of {build_id}: {records.get(build_id)}")
+
+
+def _processes_mentioning(*needles: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(needle in text for needle in needles):
+            found.append(f"{cmdline.parent.name}: {text[:200]}")
+    return found
+
+
+def _wait_present(needle: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not _processes_mentioning(needle):
+        assert time.monotonic() < deadline, f"no process running {needle!r}"
+        time.sleep(0.05)
+
+
+def _wait_gone(*needles: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while _processes_mentioning(*needles):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"still running: {_processes_mentioning(*needles)}")
+        time.sleep(0.1)
+
+
+def slow_step(marker: str) -> str:
+    """A RUN step that sleeps long enough to be cancelled while it runs; its `sleep` process
+    is found by its (unique) duration."""
+    return f"echo {marker} && sleep {_seconds(marker)} && echo {marker}-done > /etc/motd"
+
+
+def _seconds(marker: str) -> int:
+    return 600 + int(marker.rsplit("-", 1)[-1], 16) % 1000
+
+
+def test_supersede_kills_the_running_buildah_and_pushes_nothing(
+    pipeline: Pipeline, base_image: BaseImage
+) -> None:
+    marker = f"slow-{uuid.uuid4().hex[:10]}"
+    context = "layering/build/firewalld@nonprod"
+    before, first = change_image(pipeline, base_image, "firewalld", slow_step(marker))
+    _, second = change_image(pipeline, base_image, "firewalld", "echo v10 > /etc/motd")
+    assert pipeline.deliver(pipeline.push_payload(before, first)).status_code == 202
+    build_id = _build_id(pipeline, first, context)
+    _wait_log(pipeline, build_id, marker)  # the RUN step is sleeping inside buildah
+    _wait_present(f"sleep {_seconds(marker)}")
+    target = store.BuildStore.from_settings(pipeline.settings).get(build_id).target  # type: ignore[union-attr]
+
+    superseded_at = time.monotonic()
+    assert pipeline.deliver(pipeline.push_payload(first, second)).status_code == 202
+    _wait_log(pipeline, build_id, "nothing pushed", timeout=30)  # the build task has ended
+    record = pipeline.worker.wait_for_build(build_id, timeout=5)
+    assert record["state"] == "cancelled", record
+    _wait_gone(f"sleep {_seconds(marker)}", f"--tag {target}")
+    assert time.monotonic() - superseded_at < 30
+    assert target.rsplit(":", 1)[-1] not in pipeline.tags("firewalld")
+    log = "\n".join(
+        store.BuildStore.from_settings(pipeline.settings).read_log(build_id, 0, 100_000)
+    )
+    assert "buildah cancelled: process group" in log, log[-2500:]
+    assert f"pushed {target}" not in log
+
+    assert pipeline.wait_statuses(second, {context})[context] == ["pending", "success"]
+    older = pipeline.github.latest(first)[context]
+    assert (older["state"], older["description"]) == ("error", f"superseded by {second[:12]}")
+    # the build-key lock was released (the build stopped itself, its process was not killed)
+    assert not redis.Redis.from_url(pipeline.redis.url).keys("layering:lock:build:*")
+    assert target.rsplit(":", 1)[-1] not in pipeline.tags("firewalld")
+
+
+def _pull_payload(
+    pipeline: Pipeline, action: str, number: int, head: str, ref: str
+) -> dict[str, Any]:
+    repository = {"full_name": FULL_NAME, "clone_url": pipeline.gitops.origin.as_uri()}
+    return {
+        "action": action,
+        "number": number,
+        "pull_request": {
+            "number": number,
+            "merged": False,
+            "head": {"ref": ref, "sha": head, "repo": repository},
+            "base": {"ref": "main", "sha": pipeline.gitops.head, "repo": repository},
+        },
+        "repository": repository,
+        "sender": {"login": "alice"},
+    }
+
+
+def test_closed_pull_request_cancels_its_running_build(
+    pipeline: Pipeline, base_image: BaseImage
+) -> None:
+    gitops = pipeline.gitops
+    marker = f"closed-{uuid.uuid4().hex[:10]}"
+    context = "layering/build/chrony@nonprod"
+    gitops.checkout("to-be-closed", create=True)
+    gitops.write(
+        "images/chrony/Containerfile", pipeline.containerfile(base_image, slow_step(marker))
+    )
+    head = gitops.commit("slow chrony")
+    gitops.repo.remote("origin").push("refs/heads/to-be-closed:refs/pull/8/head").raise_if_error()
+    gitops.checkout("main")
+    opened = pipeline.deliver(
+        _pull_payload(pipeline, "opened", 8, head, "to-be-closed"), event="pull_request"
+    )
+    assert opened.status_code == 202, opened.text
+    build_id = _build_id(pipeline, head, context)
+    _wait_log(pipeline, build_id, marker)
+    _wait_present(f"sleep {_seconds(marker)}")
+    target = store.BuildStore.from_settings(pipeline.settings).get(build_id).target  # type: ignore[union-attr]
+
+    closed = pipeline.deliver(
+        _pull_payload(pipeline, "closed", 8, head, "to-be-closed"), event="pull_request"
+    )
+    assert closed.json()["queued"] == "layering.close_pull_request"
+    assert pipeline.wait_task(closed.json()["task_id"]) == {"closed": 8, "cancelled": [build_id]}
+    _wait_log(pipeline, build_id, "nothing pushed", timeout=30)
+    record = pipeline.worker.wait_for_build(build_id, timeout=5)
+    assert record["state"] == "cancelled", record
+    _wait_gone(f"sleep {_seconds(marker)}", f"--tag {target}")
+    found = pipeline.wait_statuses(head, {context, "layering/lint"})
+    assert found[context] == ["pending", "error"]
+    assert pipeline.github.latest(head)[context]["description"] == "pull request closed"
+    assert target.rsplit(":", 1)[-1] not in pipeline.tags("chrony")
+
+
+# -- statuses GitHub will not take ------------------------------------------------------------
+
+
+def test_undeliverable_status_is_parked_and_resent_by_beat(pipeline: Pipeline) -> None:
+    sha = "f" * 40
+    operation = "repos/create-commit-status"
+    parked = statuses.ParkedStatuses(redis.Redis.from_url(pipeline.redis.url), keep_seconds=3600)
+    pipeline.github.outage(operation, Fault(502, {"Retry-After": "0"}, "Server Error"))
+    beat = launch_beat(pipeline.worker, "e2e")
+    try:
+        older = reporting.Status("layering/lint", "pending", "queued: older")
+        newer = reporting.Status("layering/lint", "success", "no findings")
+        event_tasks.queue_status(pipeline.worker.app, pipeline.settings, sha, older)
+
+        def wait(condition: Any, what: str, timeout: float = 30) -> None:
+            deadline = time.monotonic() + timeout
+            while not condition():
+                assert time.monotonic() < deadline, (
+                    f"{what}: {pipeline.worker.log.read_text()[-3000:]}"
+                )
+                time.sleep(0.05)
+
+        # 1 try + LAYERING_STATUS_RETRIES (2) retries, then parked
+        wait(lambda: [s.seq for s in parked.due(time.time() + 3600)] == [1], "older parked")
+        assert pipeline.github.attempts(operation, sha) >= 3
+        event_tasks.queue_status(pipeline.worker.app, pipeline.settings, sha, newer)
+        wait(lambda: [s.seq for s in parked.due(time.time() + 3600)] == [2], "newer replaced it")
+        # beat keeps trying while GitHub is down
+        tried = pipeline.github.attempts(operation, sha)
+        wait(lambda: pipeline.github.attempts(operation, sha) >= tried + 1, "beat resends")
+        assert pipeline.github.contexts(sha) == {}
+        pipeline.github.outage(operation, None)
+        wait(lambda: pipeline.github.contexts(sha) != {}, "resent after the outage")
+        wait(lambda: parked.count() == 0, "unparked")
+        time.sleep(1.5)  # a few more beat ticks: nothing else (the older status) arrives
+        assert pipeline.github.contexts(sha) == {"layering/lint": ["success"]}
+        assert pipeline.github.latest(sha)["layering/lint"]["description"] == "no findings"
+    finally:
+        pipeline.github.outage(operation, None)
+        services.stop_process(beat)
+
+
+# -- secrets ----------------------------------------------------------------------------------
+
+
+def test_secrets_reach_no_log_status_build_log_or_metrics(
+    pipeline: Pipeline, base_image: BaseImage
+) -> None:
+    """Runs last in this module: scans everything the module's flows wrote, after one more flow
+    that invites leaks (a RUN step printing its environment, GitHub errors echoing the token)."""
+    secrets = {
+        "webhook secret": SECRET,
+        "GitHub token": FAKE_TOKEN,
+        "registry password": FAKE_REGISTRY_PASSWORD,
+        "registry auth": base64.b64encode(f"robot:{FAKE_REGISTRY_PASSWORD}".encode()).decode(),
+        "Redis password": REDIS_PASSWORD,
+    }
+    pipeline.github.inject(
+        "repos/create-commit-status",
+        Fault(502, {"Retry-After": "0"}, f"bad gateway for token {FAKE_TOKEN}"),
+    )
+    before, after = change_image(
+        pipeline, base_image, "chrony", "env; cat /proc/self/environ; echo leak > /etc/chrony"
+    )
+    assert pipeline.deliver(pipeline.push_payload(before, after)).status_code == 202
+    pipeline.wait_statuses(after, {"layering/build/chrony@nonprod"})
+    assert (
+        pipeline.deliver(pipeline.push_payload(before, after), signature="sha256=0").status_code
+        == 401
+    )
+
+    texts = {
+        "worker log": pipeline.worker.log.read_text(errors="replace"),
+        "receiver log": pipeline.receiver_log.read_text(errors="replace"),
+        "/metrics": httpx.get(f"{pipeline.receiver_url}/metrics").text,
+        "/api/builds": httpx.get(f"{pipeline.receiver_url}/api/builds?limit=1000").text,
+    }
+    builds_store = store.BuildStore.from_settings(pipeline.settings)
+    for record in builds_store.recent(1000):
+        texts[f"build log {record.id}"] = "\n".join(builds_store.read_log(record.id, 0, 100_000))
+        texts[f"build record {record.id}"] = json.dumps(record.to_dict())
+    for index, request in enumerate(pipeline.github.requests):
+        texts[f"GitHub request body {index}"] = json.dumps(request.body)
+    assert len(texts) > 10
+    leaks = [
+        f"{secret_name} in {where}"
+        for where, text in texts.items()
+        for secret_name, value in secrets.items()
+        if value in text
+    ]
+    assert leaks == []

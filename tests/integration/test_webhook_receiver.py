@@ -193,3 +193,144 @@ def test_layering_serve(private_redis: services.RedisServer, tmp_path: Path) -> 
         assert "layering_webhook_deliveries_total" in httpx.get(f"{url}/metrics").text
     finally:
         services.stop_process(process)
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"ref":' + b"[" * depth + b"]" * depth + b"}"
+
+
+def _push_with(**changes: Any) -> bytes:
+    document = push()
+    for dotted, value in changes.items():
+        target = document
+        *parents, last = dotted.split("__")
+        for step in parents:
+            target = target[step]
+        if value is _DELETE:
+            del target[last]
+        else:
+            target[last] = value
+    return json.dumps(document).encode()
+
+
+_DELETE = object()
+
+# (name, event header, body, expected status, text the one-line error must contain)
+HOSTILE: list[tuple[str, str, bytes, int, str]] = [
+    ("ref-number", "push", _push_with(ref=7), 400, "field ref must be a string"),
+    ("after-not-sha", "push", _push_with(after="HEAD~1"), 400, "after must be a 40-hex"),
+    ("before-bool", "push", _push_with(before=True), 400, "before must be a string"),
+    ("no-full-name", "push", _push_with(repository__full_name=_DELETE), 400, "full_name"),
+    ("repository-string", "push", _push_with(repository="acme/layers"), 400, "repository"),
+    ("deeply-nested", "push", _nested(30_000), 400, "nested too deeply"),
+    ("huge-array", "push", b'{"commits": [' + b"0," * 20_000 + b"0]}", 400, "field"),
+    ("not-utf8", "push", b'{"ref": "refs/heads/\xff"}', 400, "not UTF-8"),
+    ("duplicate-keys", "push", b'{"ref": "refs/heads/main", "ref": "x"}', 400, "duplicate key"),
+    ("nan", "push", b'{"ref": NaN}', 400, "NaN"),
+    ("top-level-array", "push", b"[1, 2]", 400, "JSON object"),
+    ("empty-body", "push", b"", 400, "not JSON"),
+    ("pr-head-string", "pull_request", b'{"action": "opened", "pull_request": {"head": "x"}}',
+     400, "pull_request"),
+    ("pr-number-huge", "pull_request",
+     b'{"action": "opened", "repository": {"full_name": "acme/layers"}, "pull_request": '
+     b'{"number": 1e400, "head": {}, "base": {}}}', 400, "number"),
+    ("comment-not-object", "issue_comment", b'{"action": "created", "issue": 1}', 400, "issue"),
+    ("unknown-event-long-name", "x" * 4000, b"{}", 202, "is not handled"),
+    ("ref-long", "push", _push_with(ref="refs/heads/" + "x" * 20_000), 202, "neither"),
+    ("ref-newline", "push", _push_with(ref="refs/heads/a\nb"), 202, "neither"),
+]  # fmt: skip
+
+
+def test_hostile_deliveries_get_a_4xx_and_one_line(served: tuple[str, redis.Redis]) -> None:
+    url, client = served
+    problems = []
+    for name, event, body, status, text in HOSTILE:
+        _, headers = receiver.delivery(SECRET, event, body)
+        response = httpx.post(f"{url}/webhook/github", content=body, headers=headers)
+        answer = response.json()
+        message = str(answer.get("error", answer.get("ignored", "")))
+        if response.status_code != status or text not in message or "\n" in message:
+            problems.append(f"{name}: {response.status_code} {response.text[:300]}")
+        elif len(response.content) > 400:
+            problems.append(f"{name}: answer of {len(response.content)} bytes")
+    assert problems == []
+    assert queued(client) == []
+    # and the receiver still takes a good delivery afterwards
+    body, headers = receiver.delivery(SECRET, "push", push())
+    assert httpx.post(f"{url}/webhook/github", content=body, headers=headers).status_code == 202
+
+
+HOSTILE_HEADERS: list[tuple[str, dict[str, Any], int]] = [
+    ("event-not-latin1", {"X-GitHub-Event": b"\xff\xfe"}, 202),
+    ("event-empty", {"X-GitHub-Event": ""}, 400),
+    ("delivery-glob", {"X-GitHub-Delivery": "*"}, 400),
+    ("delivery-long", {"X-GitHub-Delivery": "d" * 5000}, 400),
+    ("delivery-missing", {"X-GitHub-Delivery": None}, 400),
+    ("hook-id-superscript", {"X-GitHub-Hook-ID": "\u00b2".encode("latin-1")}, 400),
+    ("hook-id-injection", {"X-GitHub-Hook-ID": "1 *"}, 400),
+    ("signature-sha1", {"X-Hub-Signature-256": "sha1=00"}, 401),
+    ("signature-not-latin1", {"X-Hub-Signature-256": b"sha256=\xff"}, 401),
+    ("signature-long", {"X-Hub-Signature-256": "sha256=" + "0" * 20_000}, 401),
+]
+
+
+def test_hostile_headers_get_a_4xx(served: tuple[str, redis.Redis]) -> None:
+    url, client = served
+    problems = []
+    for name, changes, status in HOSTILE_HEADERS:
+        body, headers = receiver.delivery(SECRET, "push", push())
+        for header, value in changes.items():
+            if value is None:
+                del headers[header]
+            else:
+                headers[header] = value
+        response = httpx.post(f"{url}/webhook/github", content=body, headers=headers)
+        if response.status_code != status:
+            problems.append(f"{name}: {response.status_code} {response.text[:300]}")
+    assert problems == []
+    assert queued(client) == []
+
+
+def test_build_api_path_parameters(private_redis: services.RedisServer) -> None:
+    from pipeline import builds
+    from pipeline.adapters import store
+
+    settings = make_settings(private_redis.url)
+    build_store = store.BuildStore.from_settings(settings)
+    build_store.save(builds.queued("b-1", image="i", cluster="c", now=1.0))
+    build_store.append_log("b-1", "line one")
+    client = redis.Redis.from_url(private_redis.url)
+    client.set("layering:build:*", "{not a record")
+    app = web.create_app(settings, store=web.StoreView(build_store))
+    cases = [
+        ("b-1", 200),
+        ("nope", 404),
+        ("*", 400),
+        ("b-*", 400),
+        ("%2A", 400),
+        # the path decodes to /api/builds/../../etc/passwd: no route (404), never a file
+        ("..%2F..%2Fetc%2Fpasswd", 404),
+        ("%2E%2E", 400),
+        ("b-1%0A", 400),
+        ("b-1%00", 400),
+        ("%FF%FE", 400),
+        ("x" * 129, 400),
+        ("x" * 60_000, 400),
+        ("b-1:log", 400),
+        ("b-1%20", 400),
+    ]
+    problems = []
+    with receiver.serving(app) as server:
+        for build_id, status in cases:
+            for suffix in ("", "/log"):
+                response = httpx.get(f"{server.url}/api/builds/{build_id}{suffix}")
+                expected = status
+                if response.status_code != expected or len(response.content) > 400:
+                    problems.append(f"{build_id[:40]}{suffix}: {response.status_code}")
+                    continue
+                elif expected >= 400 and "\n" in response.text:
+                    problems.append(f"{build_id[:40]}{suffix}: multi-line error")
+        assert httpx.get(f"{server.url}/api/builds/b-1/log").text == "line one\n"
+        assert httpx.get(f"{server.url}/api/builds?limit=abc").status_code == 422
+        assert httpx.get(f"{server.url}/api/builds?limit=99999999999999999999").status_code == 200
+    assert problems == []

@@ -11,7 +11,7 @@ worker:
   (`worker_env.buildah_calls()`), so tests can prove buildah was (not) run.
 - `start_worker(name, pool=..., concurrency=..., extra_env=...)` / `celery_worker` (session,
   prefork, 2 processes): a real `celery worker` subprocess, ready once `control.ping` answers,
-  stopped by PID.
+  stopped by PID. `launch_beat(worker, name)`: `celery beat` with that worker's environment.
 - `write_repository(root, base=..., registry=..., images=..., clusters=...)`: a GitOps tree.
 """
 
@@ -219,6 +219,7 @@ class Worker:
     log: Path
     env: WorkerEnv
     stopped: bool = field(default=False)
+    variables: dict[str, str] = field(default_factory=dict)
 
     def stop(self) -> None:
         if not self.stopped:
@@ -247,6 +248,13 @@ class Worker:
         raise TimeoutError(f"build {build_id} unfinished after {timeout}s: {records.get(build_id)}")
 
 
+CELERY = (sys.executable, "-m", "celery", "-A", "workers.app")
+
+
+def _process_env(variables: Mapping[str, str]) -> dict[str, str]:
+    return {**os.environ, **variables, "PYTHONPATH": str(REPO_ROOT)}
+
+
 def launch_worker(
     worker_env: WorkerEnv,
     name: str,
@@ -258,14 +266,10 @@ def launch_worker(
 ) -> Worker:
     """Start `celery worker` for workers.app; returns once it answers a ping."""
     variables = {**worker_env.variables, **(extra_env or {})}
-    env = {**os.environ, **variables, "PYTHONPATH": str(REPO_ROOT)}
+    env = _process_env(variables)
     log = worker_env.directory / f"worker-{name}.log"
     argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "workers.app",
+        *CELERY,
         "worker",
         f"--pool={pool}",
         f"--concurrency={concurrency}",
@@ -281,7 +285,7 @@ def launch_worker(
     process = services.start(argv, log=log, env=env, cwd=REPO_ROOT)
     settings = WorkerEnv(variables, worker_env.buildah_log, worker_env.directory).settings()
     app = celery_app_module.create_app(settings)
-    worker = Worker(name, process, app, settings, log, worker_env)
+    worker = Worker(name, process, app, settings, log, worker_env, variables=variables)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -294,6 +298,19 @@ def launch_worker(
 
 
 StartWorker = Callable[..., Worker]
+
+
+def launch_beat(worker: Worker, name: str) -> subprocess.Popen[bytes]:
+    """`celery beat` for workers.app with `worker`'s environment (its schedule file and log
+    in the worker directory); stop it with services.stop_process."""
+    directory = worker.env.directory
+    schedule = str(directory / f"beat-{name}-schedule")
+    return services.start(
+        [*CELERY, "beat", "--loglevel=INFO", "--schedule", schedule],
+        log=directory / f"beat-{name}.log",
+        env=_process_env(worker.variables),
+        cwd=REPO_ROOT,
+    )
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,8 @@ values filled in and https://api.github.com rewritten to the stand-in's address 
 follows `url` fields and asserts they stay on its base URL's host).
 
 Beyond the schema it enforces what GitHub enforces: status descriptions of at most 140
-characters (422 otherwise). Faults can be queued per operation (rate limit, 5xx).
+characters (422 otherwise). Faults can be queued per operation (rate limit, 5xx), or an outage
+declared: every request of an operation fails until it is lifted.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class GitHubStandIn:
         self.permissions: dict[str, str] = {}
         self.pulls: dict[int, dict[str, Any]] = {}
         self.faults: dict[str, list[Fault]] = {}
+        self.outages: dict[str, Fault] = {}
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         server.expect_request(re.compile(".*")).respond_with_handler(self._handle)
@@ -128,6 +130,24 @@ class GitHubStandIn:
     def inject(self, operation_id: str, *faults: Fault) -> None:
         with self._lock:
             self.faults.setdefault(operation_id, []).extend(faults)
+
+    def outage(self, operation_id: str, fault: Fault | None) -> None:
+        """Answer every request of `operation_id` with `fault` until called with None."""
+        with self._lock:
+            if fault is None:
+                self.outages.pop(operation_id, None)
+            else:
+                self.outages[operation_id] = fault
+
+    def attempts(self, operation_id: str, path_suffix: str = "") -> int:
+        with self._lock:
+            return len(
+                [
+                    r
+                    for r in self.requests
+                    if r.operation_id == operation_id and r.path.endswith(path_suffix)
+                ]
+            )
 
     def contexts(self, sha: str) -> dict[str, list[str]]:
         """context -> the states posted for it on `sha`, in order."""
@@ -204,7 +224,7 @@ class GitHubStandIn:
                 return self._respond(422, {"message": "Validation Failed", "errors": [exc.message]})
         with self._lock:
             queued = self.faults.get(operation.operation_id)
-            fault = queued.pop(0) if queued else None
+            fault = queued.pop(0) if queued else self.outages.get(operation.operation_id)
         if fault is not None:
             return self._respond(fault.status, {"message": fault.message}, fault.headers)
         handler = getattr(self, "_op_" + re.sub(r"[^a-z]", "_", operation.operation_id), None)

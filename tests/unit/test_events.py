@@ -32,12 +32,15 @@ def push(ref: str = "refs/heads/main", **extra: Any) -> dict[str, Any]:
     return payload
 
 
-def pull(action: str = "opened", base: str = "main", head_repo: Any = REPO) -> dict[str, Any]:
+def pull(
+    action: str = "opened", base: str = "main", head_repo: Any = REPO, merged: bool = False
+) -> dict[str, Any]:
     return {
         "action": action,
         "number": 7,
         "pull_request": {
             "number": 7,
+            "merged": merged,
             "head": {"ref": "feature", "sha": B, "repo": head_repo},
             "base": {"ref": base, "sha": A, "repo": REPO},
         },
@@ -176,7 +179,9 @@ def test_fork_detection(head_repo: Any, fork: bool) -> None:
             events.BuildPullRequest(7, B, "feature", "main", from_fork=True),
         ),
         ("pull_request", pull("reopened"), events.BuildPullRequest(7, B, "feature", "main", False)),
-        ("pull_request", pull("closed"), events.Ignore),
+        ("pull_request", pull("closed"), events.ClosePullRequest(7, B)),
+        ("pull_request", pull("closed", merged=True), events.Ignore),
+        ("pull_request", pull("closed", base="env/prod"), events.Ignore),
         ("pull_request", pull("labeled"), events.Ignore),
         ("pull_request", pull(base="env/prod"), events.Gate(B, "prod", 7)),
         ("pull_request", pull(base="release"), events.Ignore),
@@ -285,3 +290,131 @@ def test_task_calls_carry_ids_only() -> None:
         "layering.gate", "promotions", (B, "prod", 3)
     )
     assert events.task_call(events.Ignore("x"), **options) is None
+
+
+def test_closed_pull_request_enqueues_its_cancellation() -> None:
+    call = events.task_call(
+        events.ClosePullRequest(7, B), promote_task="layering.promote", gate_task="layering.gate"
+    )
+    assert call == events.TaskCall("layering.close_pull_request", "events", (7, B))
+
+
+def _nested(depth: int) -> bytes:
+    return b'{"ref":' + b"[" * depth + b"]" * depth + b"}"
+
+
+def _with(path: tuple[str, ...], value: Any, base: dict[str, Any] | None = None) -> bytes:
+    document = json.loads(json.dumps(base if base is not None else push()))
+    target = document
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return json.dumps(document).encode()
+
+
+def _without(path: tuple[str, ...], base: dict[str, Any] | None = None) -> bytes:
+    document = json.loads(json.dumps(base if base is not None else push()))
+    target = document
+    for step in path[:-1]:
+        target = target[step]
+    del target[path[-1]]
+    return json.dumps(document).encode()
+
+
+# Every field read from a delivery, given the wrong type or shape: a 400 whose reason is one
+# short line naming the field, never an exception.
+HOSTILE_BODIES: list[tuple[str, str, bytes, str]] = [
+    ("ref-number", "push", _with(("ref",), 42), "field ref must be a string"),
+    ("ref-null", "push", _with(("ref",), None), "field ref must be a string"),
+    ("ref-object", "push", _with(("ref",), {"a": 1}), "field ref must be a string"),
+    ("after-not-sha", "push", _with(("after",), "HEAD"), "field after must be a 40-hex"),
+    ("after-upper", "push", _with(("after",), "B" * 40), "field after must be a 40-hex"),
+    ("after-number", "push", _with(("after",), 1), "field after must be a string"),
+    ("before-list", "push", _with(("before",), [A]), "field before must be a string"),
+    ("no-full-name", "push", _without(("repository", "full_name")), "repository.full_name"),
+    ("full-name-number", "push", _with(("repository", "full_name"), 1), "full_name must be"),
+    ("repository-list", "push", _with(("repository",), []), "repository must be an object"),
+    ("no-repository", "push", _without(("repository",)), "repository must be an object"),
+    ("nested-deep", "push", _nested(100_000), "nested too deeply"),
+    ("not-utf8", "push", b'{"ref": "\xff\xfe"}', "not UTF-8"),
+    ("lone-continuation", "push", b"\x80", "not"),
+    ("duplicate-key", "push", b'{"ref": "refs/heads/main", "ref": "refs/heads/x"}', "duplicate"),
+    ("nan", "push", b'{"ref": NaN}', "NaN is not a JSON number"),
+    ("infinity", "push", b'{"ref": -Infinity}', "Infinity is not a JSON number"),
+    ("huge-int", "push", b'{"ref": ' + b"9" * 5000 + b"}", "not JSON"),
+    ("trailing", "push", json.dumps(push()).encode() + b" x", "not JSON"),
+    ("empty", "push", b"", "not JSON"),
+    ("pr-head-string", "pull_request", _with(("pull_request", "head"), "x", pull()), "head"),
+    ("pr-number-str", "pull_request", _with(("pull_request", "number"), "7", pull()), "number"),
+    ("pr-number-neg", "pull_request", _with(("pull_request", "number"), -7, pull()), "positive"),
+    ("pr-number-big", "pull_request", _with(("pull_request", "number"), 2**80, pull()), "number"),
+    ("pr-number-bool", "pull_request", _with(("pull_request", "number"), True, pull()), "number"),
+    ("pr-number-float", "pull_request", _with(("pull_request", "number"), 7.0, pull()), "number"),
+    ("pr-string", "pull_request", _with(("pull_request",), "x", pull()), "pull_request"),
+    ("pr-sha-short", "pull_request", _with(("pull_request", "head", "sha"), "b", pull()), "sha"),
+    ("comment-body-list", "issue_comment", _with(("comment", "body"), [], comment()), "body"),
+    ("comment-user-str", "issue_comment", _with(("comment", "user"), "x", comment()), "login"),
+    ("issue-number-null", "issue_comment", _with(("issue", "number"), None, comment()), "number"),
+]
+
+
+@pytest.mark.parametrize(
+    ("event", "body", "reason"),
+    [case[1:] for case in HOSTILE_BODIES],
+    ids=[case[0] for case in HOSTILE_BODIES],
+)
+def test_hostile_bodies_are_400_with_one_line(event: str, body: bytes, reason: str) -> None:
+    result = events.parse(event, body)
+    assert isinstance(result, events.Rejection), result
+    assert result.status == 400
+    assert reason in result.reason
+    assert "\n" not in result.reason
+    assert len(result.reason) < 200
+
+
+def test_huge_array_parses_and_is_ignored_where_unused() -> None:
+    body = json.dumps({**push(), "commits": [{"id": B}] * 200_000}).encode()
+    event = events.parse("push", body)
+    assert isinstance(event, events.Push)
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["refs/heads/" + "x" * 100_000, "refs/heads/a\nb", "refs/heads/$(id)", "refs/heads/\x00"],
+    ids=["long", "newline", "shell", "nul"],
+)
+def test_odd_refs_are_ignored_with_a_short_reason(ref: str) -> None:
+    action = route("push", push(ref))
+    assert isinstance(action, events.Ignore)
+    assert len(action.reason) < 250
+
+
+def test_unknown_event_name_is_echoed_short() -> None:
+    action = events.route(
+        events.Unhandled("x" * 10_000), full_name="acme/layers", repo_url=None, default_branch="m"
+    )
+    assert isinstance(action, events.Ignore)
+    assert len(action.reason) < 250
+
+
+@pytest.mark.parametrize(
+    "hook_id",
+    ["²", "1 2", "-1", "1" * 21, "0x1f", "1;DEL *"],
+    ids=["sup2", "sp", "neg", "long", "hex", "inj"],
+)
+def test_hook_id_must_be_ascii_digits(hook_id: str) -> None:
+    headers = {"x-github-delivery": "d-1", "x-github-hook-id": hook_id}
+    assert events.delivery_key(headers) == events.Rejection(
+        400, "malformed X-GitHub-Hook-ID header"
+    )
+
+
+@pytest.mark.parametrize(
+    "delivery",
+    ["*", "a b", "a\r\nb", "x" * 129, "../../etc", "d\u00e9"],
+    ids=["glob", "space", "crlf", "long", "traversal", "latin1"],
+)
+def test_delivery_id_is_restricted(delivery: str) -> None:
+    result = events.delivery_key({"x-github-delivery": delivery})
+    assert isinstance(result, events.Rejection)
+    assert result.status == 400
