@@ -331,6 +331,11 @@ def build_error(
             f"registry {base_host} refused the credentials for {spec.base}: {last}; "
             "check LAYERING_REGISTRY_AUTHFILE"
         )
+    if kind is buildoutput.Failure.MISSING:
+        return PermanentError(
+            f"{step_text or 'FROM'}: image not found ({last}); the cluster base is {spec.base}: "
+            f"check baseImage in clusters/{spec.cluster}/cluster.yaml and the digests of FROM lines"
+        )
     return BuildFailed(
         f"{step_text or 'buildah build'} failed (exit {exit_code}): {last}",
         step=step_text,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import building, builds
-from pipeline.errors import BuildFailed, TemporaryError
+from pipeline.errors import BuildFailed, PermanentError, TemporaryError
 from pipeline.settings import load_settings
 from workers import buildah
 
@@ -270,6 +270,12 @@ def test_odd_targets_are_refused(target: str) -> None:
             "dial tcp: connection refused",
             TemporaryError,
             "registry registry.example.com unavailable while pulling",
+        ),
+        (
+            "STEP 1/3: FROM quay.io/x/y@sha256:abc\nError: creating build container: "
+            "reading manifest sha256:abc in quay.io/x/y: manifest unknown",
+            PermanentError,
+            "check baseImage in clusters/",
         ),
     ],
 )
