@@ -398,12 +398,13 @@ def gate(
     reporter: StatusReporter,
     now: float,
     conflicts: Sequence[str] = (),
+    unrelated: bool = False,
     target_url: str | None = None,
 ) -> promotion.GateDecision:
     """Decide and post the gate of a pull request head from the repository its merge into
     env/<environment> gives (`merged`), or from the paths that keep it from merging."""
     if merged is None:
-        decision = promotion.conflicted_gate(environment, conflicts)
+        decision = promotion.conflicted_gate(environment, conflicts, unrelated=unrelated)
     else:
         decision = promotion.gate(
             merged,

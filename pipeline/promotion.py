@@ -490,9 +490,17 @@ def gate(
     return GateDecision(GateState.FAILURE, _first_of(blocking), refusals=decided.refusals)
 
 
-def conflicted_gate(environment: str, paths: Sequence[str]) -> GateDecision:
+def conflicted_gate(
+    environment: str, paths: Sequence[str], *, unrelated: bool = False
+) -> GateDecision:
     """`layering/gate/<environment>` for a pull request that cannot merge cleanly: nothing
     can be said about what it would promote until it is rebased."""
+    if unrelated:
+        return GateDecision(
+            GateState.FAILURE,
+            f"no history in common with env/{environment}; "
+            f"open the pull request from a branch based on env/{environment}",
+        )
     named = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
     return GateDecision(
         GateState.FAILURE,

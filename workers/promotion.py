@@ -154,6 +154,7 @@ def gate(self: Task, head_sha: str, base_environment: str, pr_number: int) -> di
             reporter=_reporter(settings),
             now=time.time(),
             conflicts=merge.conflicts,
+            unrelated=merge.unrelated,
         )
     except TemporaryError as exc:
         raise _retry(self, exc) from None

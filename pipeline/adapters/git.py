@@ -162,9 +162,10 @@ def _tree_entries(data: bytes) -> dict[str, tuple[int, str]]:
 class Merge:
     """What merging a head into a base gives: a merge commit, or the paths that conflict."""
 
-    commit_sha: str | None  # None when the merge conflicts
+    commit_sha: str | None  # None when the merge conflicts or the histories are unrelated
     conflicts: tuple[str, ...] = ()
     source: str = ""  # the ref the merge commit was read from, or "computed"
+    unrelated: bool = False  # no common history: git refuses to merge at all
 
 
 # the merge commits `merge` makes are previews on no ref: fixed identity and dates, so the same
@@ -438,6 +439,8 @@ class GitRepo:
             commit = self.resolve(offered)
             if self.parents(commit) == [base, head]:
                 return Merge(commit, source=offered)
+        if self.merge_base(base, head) is None:
+            return Merge(None, source="computed", unrelated=True)
         status, out, err = self._repo.git.merge_tree(
             "--write-tree",
             "--name-only",

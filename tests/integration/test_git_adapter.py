@@ -129,6 +129,9 @@ def test_ancestry_walks_past_the_in_process_limit(gitops_repo: GitopsRepo) -> No
         assert not git_repo.is_ancestor(unrelated, last)
         assert git_repo.merge_base(side, last) == first
         assert git_repo.merge_base(unrelated, last) is None
+        merge = git_repo.merge(last, unrelated)
+        assert (merge.commit_sha, merge.unrelated) == (None, True)
+        assert git_repo.merge(last, side).commit_sha is not None
 
 
 def test_first_clones_racing_share_one_mirror(example_repo: GitopsRepo, tmp_path: Path) -> None:

@@ -397,3 +397,10 @@ def test_targets_name_the_content_addressed_tag() -> None:
 def test_a_conflicting_merge_fails_the_gate(paths: list[str], text: str) -> None:
     decision = promotion.conflicted_gate("prod", paths)
     assert (decision.state, decision.description) == (promotion.GateState.FAILURE, text)
+
+
+def test_unrelated_history_fails_the_gate_and_says_why() -> None:
+    decision = promotion.conflicted_gate("prod", [], unrelated=True)
+    assert decision.state is promotion.GateState.FAILURE
+    assert decision.description.startswith("no history in common with env/prod")
+    assert len(decision.description) <= 140
