@@ -26,7 +26,8 @@ def build_context(image: str, cluster: str) -> str:
 
 
 def log_url(public_url: str, build_id: str) -> str:
-    return f"{public_url.rstrip('/')}/api/builds/{build_id}/log"
+    """The dashboard's page of a build: its record and live log (the check's Details link)."""
+    return f"{public_url.rstrip('/')}/builds/{build_id}"
 
 
 @dataclass(frozen=True)

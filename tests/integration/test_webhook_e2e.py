@@ -215,8 +215,11 @@ def test_signed_push_builds_and_reports(pipeline: Pipeline, base_image: BaseImag
     assert {sha for sha, _ in pipeline.github.all_statuses()} == {after}
     latest = pipeline.github.latest(after)["layering/build/firewalld@nonprod"]
     assert latest["description"].startswith("built ")
-    build_id = latest["target_url"].rsplit("/", 2)[-2]
-    assert latest["target_url"] == f"http://layering.example.test/api/builds/{build_id}/log"
+    build_id = latest["target_url"].rsplit("/", 1)[-1]
+    assert latest["target_url"] == f"http://layering.example.test/builds/{build_id}"
+    page = httpx.get(f"{pipeline.receiver_url}/builds/{build_id}")
+    assert page.status_code == 200
+    assert build_id in page.text
     record = httpx.get(f"{pipeline.receiver_url}/api/builds/{build_id}").json()
     assert record["state"] == "succeeded"
     assert record["commit_sha"] == after
@@ -425,7 +428,7 @@ def _build_id(pipeline: Pipeline, sha: str, context: str, timeout: float = 60) -
     while time.monotonic() < deadline:
         status = pipeline.github.latest(sha).get(context)
         if status is not None and status.get("target_url"):
-            return str(status["target_url"]).rsplit("/", 2)[-2]
+            return str(status["target_url"]).rsplit("/", 1)[-1]
         time.sleep(0.05)
     raise TimeoutError(
         f"no {context} status on {sha[:12]}: {pipeline.worker.log.read_text()[-3000:]}"

@@ -40,7 +40,7 @@ def test_build_status(document: dict[str, Any], state: str, description: str) ->
     assert status is not None
     assert status.context == "layering/build/firewalld@nonprod"
     assert (status.state, status.description) == (state, description)
-    assert status.target_url == f"{URL}/api/builds/b1/log"
+    assert status.target_url == f"{URL}/builds/b1"
 
 
 @pytest.mark.parametrize("state", ["queued", "running", "cancelled"])
