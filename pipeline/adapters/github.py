@@ -4,7 +4,9 @@ Does network I/O.
 
 Rate limits (403/429 with Retry-After or X-RateLimit-Reset) and 5xx become TemporaryError with
 `retry_after`, so the Celery task retries; PyGithub's own sleeping retry is turned off so that a
-worker never blocks on it. Descriptions are scrubbed of secrets and cut to 140 characters.
+worker never blocks on it. Refused credentials (401/403) are TemporaryError too, retried every
+5 minutes: an operator fixes the token, and no status is lost meanwhile. Other 4xx are
+PermanentError. Descriptions are scrubbed of secrets and cut to 140 characters.
 """
 
 from __future__ import annotations
@@ -64,6 +66,13 @@ def translate(action: str, exc: GithubException, *, now: float) -> TemporaryErro
         )
     if status >= 500:
         return TemporaryError(text, retry_after=_retry_after(headers, now=now, default=15))
+    if status in (401, 403):
+        # a revoked or under-scoped token is fixed by an operator, not by the caller: keep
+        # retrying slowly (statuses end up parked and are resent once the token works)
+        return TemporaryError(
+            f"{text}; check LAYERING_GITHUB_TOKEN (or the App's installation permissions)",
+            retry_after=300,
+        )
     return PermanentError(text)
 
 

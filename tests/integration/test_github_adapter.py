@@ -63,6 +63,7 @@ def test_rate_limit_and_5xx_are_temporary(github_api: GitHubStandIn) -> None:
         ),
         Fault(429, {"Retry-After": "7"}),
         Fault(502),
+        Fault(401, message="Bad credentials"),
         Fault(422),
     )
     with pytest.raises(TemporaryError) as limited:
@@ -73,6 +74,9 @@ def test_rate_limit_and_5xx_are_temporary(github_api: GitHubStandIn) -> None:
     assert secondary.value.retry_after == 7
     with pytest.raises(TemporaryError):
         gh.set_status(SHA, context="c", state="pending", description="d", target_url=None)
+    with pytest.raises(TemporaryError, match="check LAYERING_GITHUB_TOKEN") as unauthorised:
+        gh.set_status(SHA, context="c", state="pending", description="d", target_url=None)
+    assert unauthorised.value.retry_after == 300
     with pytest.raises(PermanentError):
         gh.set_status(SHA, context="c", state="pending", description="d", target_url=None)
     gh.set_status(SHA, context="c", state="success", description="d", target_url=None)
