@@ -14,7 +14,8 @@ from typing import Any
 from pipeline import buildkey, containerfile, repo
 from pipeline.errors import PermanentError
 
-_BUILD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+BUILD_ID_RULE = "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+_BUILD_ID = re.compile(BUILD_ID_RULE)
 
 
 class BuildState(enum.StrEnum):
@@ -121,7 +122,7 @@ def queued(
     build_key: str = "",
 ) -> BuildRecord:
     if not is_build_id(build_id):
-        raise ValueError(f"build id {build_id!r} must match {_BUILD_ID.pattern}")
+        raise ValueError(f"build id {build_id!r} must match {BUILD_ID_RULE}")
     return BuildRecord(
         id=build_id,
         image=image,

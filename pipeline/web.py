@@ -303,7 +303,7 @@ def create_app(
         builds = store.list_builds(limit=max(1, min(limit, 1000)))
         return _json(200, {"builds": [dict(b) for b in builds]})
 
-    bad_id = _json(400, {"error": "malformed build id: expected [A-Za-z0-9][A-Za-z0-9_.-]{0,127}"})
+    bad_id = _json(400, {"error": f"malformed build id: expected {builds.BUILD_ID_RULE}"})
 
     @app.get("/api/builds/{build_id}")
     def get_build(build_id: str) -> Response:
