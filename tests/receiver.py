@@ -14,7 +14,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp
 
-from pipeline import events
+from pipeline.core import events
 from tests import services
 
 

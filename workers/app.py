@@ -8,7 +8,8 @@ from typing import Any
 from celery import Celery
 from kombu import Queue  # type: ignore[attr-defined]
 
-from pipeline.settings import Settings, load_settings
+from pipeline.adapters.environment import load_settings
+from pipeline.core.settings import Settings
 
 EVENTS_QUEUE = "events"
 BUILDS_QUEUE = "builds"
@@ -16,7 +17,7 @@ PROMOTIONS_QUEUE = "promotions"
 QUEUES = (EVENTS_QUEUE, BUILDS_QUEUE, PROMOTIONS_QUEUE)
 
 # Task modules register themselves on import; every worker imports all of them.
-TASK_MODULES = ["workers.tasks", "workers.events", "workers.promotion"]
+TASK_MODULES = ["workers.build_tasks", "workers.head_tasks", "workers.promotion_tasks"]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -6,15 +6,15 @@ import os
 import stat
 from pathlib import Path
 
-from pipeline import buildkey, repo
-from pipeline.errors import InputError
+from pipeline.core import content_address, repo
+from pipeline.core.errors import InputError
 
 _SKIP_DIRS = {".git"}
 
 
 def directory_tree_id(directory: Path) -> str:
     """The Git tree id of a directory's files (as `git add -A && git write-tree` would give)."""
-    files: dict[str, buildkey.TreeFile] = {}
+    files: dict[str, content_address.TreeFile] = {}
     for dirpath, dirnames, filenames in os.walk(directory):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
         for name in filenames:
@@ -22,13 +22,17 @@ def directory_tree_id(directory: Path) -> str:
             relative = path.relative_to(directory).as_posix()
             info = path.lstat()
             if stat.S_ISLNK(info.st_mode):
-                files[relative] = buildkey.TreeFile(
-                    buildkey.SYMLINK_MODE, os.readlink(path).encode()
+                files[relative] = content_address.TreeFile(
+                    content_address.SYMLINK_MODE, os.readlink(path).encode()
                 )
             elif stat.S_ISREG(info.st_mode):
-                mode = buildkey.EXECUTABLE_MODE if info.st_mode & 0o100 else buildkey.FILE_MODE
-                files[relative] = buildkey.TreeFile(mode, path.read_bytes())
-    return buildkey.tree_id(files)
+                mode = (
+                    content_address.EXECUTABLE_MODE
+                    if info.st_mode & 0o100
+                    else content_address.FILE_MODE
+                )
+                files[relative] = content_address.TreeFile(mode, path.read_bytes())
+    return content_address.tree_id(files)
 
 
 def listing(root: Path) -> repo.TreeListing:

@@ -52,8 +52,8 @@ from types import TracebackType
 
 import git
 
-from pipeline import repo
-from pipeline.errors import InputError, PermanentError, TemporaryError
+from pipeline.core import repo
+from pipeline.core.errors import InputError, PermanentError, TemporaryError
 
 ZERO_SHA = "0" * 40
 _SHA = re.compile(r"^[0-9a-f]{40}$")

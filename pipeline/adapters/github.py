@@ -19,9 +19,9 @@ from typing import Literal
 import requests
 from github import Auth, Github, GithubException
 
-from pipeline import promotion, redaction
-from pipeline.errors import PermanentError, TemporaryError
-from pipeline.settings import Settings
+from pipeline.core import commit_status, redaction
+from pipeline.core.errors import PermanentError, TemporaryError
+from pipeline.core.settings import Settings
 
 State = Literal["pending", "success", "failure", "error"]
 WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
@@ -138,7 +138,7 @@ class GitHubClient:
     def set_status(
         self, sha: str, *, context: str, state: State, description: str, target_url: str | None
     ) -> None:
-        text = promotion.description(redaction.scrub(description, self._secrets))
+        text = commit_status.description(redaction.scrub(description, self._secrets))
         try:
             self._repo.get_commit(sha).create_status(
                 state=state,

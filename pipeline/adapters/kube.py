@@ -25,8 +25,8 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from pipeline import rollout
-from pipeline.errors import PermanentError, TemporaryError
+from pipeline.core import rollout
+from pipeline.core.errors import PermanentError, TemporaryError
 
 GROUP = "machineconfiguration.openshift.io"
 VERSION = "v1"

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pipeline.adapters.promotions import PromotionStore
-from pipeline.errors import TemporaryError
+from pipeline.adapters.promotion_store import PromotionStore
+from pipeline.core.errors import TemporaryError
 
 
 class PromotionCollector(Collector):

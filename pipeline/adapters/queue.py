@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.errors import TemporaryError
+from pipeline.core.errors import TemporaryError
 
 DEDUPE_PREFIX = "layering:delivery:"
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import sh
 
-from pipeline import buildoutput, names, redaction
-from pipeline.errors import PermanentError, TemporaryError
-from pipeline.settings import Settings
+from pipeline.core import buildah_output, names, redaction
+from pipeline.core.errors import PermanentError, TemporaryError
+from pipeline.core.settings import Settings
 
 INSPECT_TIMEOUT_SECONDS = 120
 
@@ -70,17 +70,17 @@ class Registry:
             ) from None
         except sh.ErrorReturnCode as exc:
             output = exc.stderr.decode(errors="replace")
-            kind = buildoutput.classify(output)
-            if kind is buildoutput.Failure.MISSING:
+            kind = buildah_output.classify(output)
+            if kind is buildah_output.Failure.MISSING:
                 return None
             detail = redaction.scrub(output.strip()[-600:], self.secrets)
             host = registry_host(str(ref))
-            if kind is buildoutput.Failure.AUTH:
+            if kind is buildah_output.Failure.AUTH:
                 raise PermanentError(
                     f"registry {host} refused the credentials for {ref}: {detail}; "
                     "check LAYERING_REGISTRY_AUTHFILE"
                 ) from None
-            if kind is buildoutput.Failure.TEMPORARY:
+            if kind is buildah_output.Failure.TEMPORARY:
                 raise TemporaryError(f"registry {host} unavailable: {detail}") from None
             raise PermanentError(f"registry {host}: cannot inspect {ref}: {detail}") from None
         return "sha256:" + hashlib.sha256(manifest).hexdigest()

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import sh
 
-from pipeline import names, redaction, repo
 from pipeline.adapters import fs
 from pipeline.adapters import git as gitadapter
-from pipeline.errors import InputError, PermanentError
+from pipeline.core import names, redaction, repo
+from pipeline.core.errors import InputError, PermanentError
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from rich.console import Console
 
 from pipeline import __version__
-from pipeline.errors import InputError, PipelineError
+from pipeline.core.errors import InputError, PipelineError
 
 # Each module defines `register(subparsers) -> None`, setting `handler` on its parser.
 COMMAND_MODULES = [

@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 from pipeline.adapters import fs, kube
+from pipeline.adapters.environment import load_settings
 from pipeline.cli import EXIT_FINDINGS, EXIT_OK
-from pipeline.errors import InputError
-from pipeline.settings import load_settings
+from pipeline.core.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

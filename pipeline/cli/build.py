@@ -1,5 +1,5 @@
 """`layering build IMAGE --cluster C [--repo PATH] [--commit SHA] [--push] [--format text|json]`:
-the build the worker runs (`building.run_build`), on this machine, with a live progress display;
+the build the worker runs (`build_flow.run_build`), on this machine, with a live progress display;
 prints the digest. Without --push it builds only (no registry check, nothing pushed) and prints
 the local image id. Does I/O (buildah, skopeo, Git)."""
 
@@ -15,11 +15,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
-from pipeline import building, buildoutput, builds
 from pipeline.adapters import registry
+from pipeline.adapters.environment import load_settings
 from pipeline.cli import EXIT_FINDINGS, EXIT_OK
-from pipeline.errors import TemporaryError
-from pipeline.settings import Settings, load_settings
+from pipeline.core import buildah_output, builds
+from pipeline.core.errors import TemporaryError
+from pipeline.core.settings import Settings
+from pipeline.flows import build as build_flow
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    request = building.BuildRequest(
+    request = build_flow.BuildRequest(
         source=args.repo,
         image=args.image,
         cluster=args.cluster,
@@ -61,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
     )
 
 
-def _progress(console: Console, status: Status) -> building.LineSink:
+def _progress(console: Console, status: Status) -> build_flow.LineSink:
     def on_line(line: str) -> None:
-        step = buildoutput.parse_step(line)
+        step = buildah_output.parse_step(line)
         if step is not None:
             status.update(f"[bold]{escape(str(step))}[/]")
             console.print(f"[bold cyan]{escape(line)}[/]")
@@ -74,23 +76,23 @@ def _progress(console: Console, status: Status) -> building.LineSink:
 
 
 def _build(
-    settings: Settings, request: building.BuildRequest, *, on_line: building.LineSink
+    settings: Settings, request: build_flow.BuildRequest, *, on_line: build_flow.LineSink
 ) -> builds.BuildRecord:
-    from workers import buildah  # the worker's wrapper; imported late so `--help` stays fast
+    from pipeline.adapters import buildah
 
-    records = building.MemoryRecords()
+    records = build_flow.MemoryRecords()
     build_id = "local-" + time.strftime("%Y%m%d%H%M%S", time.gmtime())
     attempt = 0
     while True:
         try:
-            return building.run_build(
+            return build_flow.run_build(
                 settings,
                 request,
                 build_id=build_id,
                 records=records,
                 builder=buildah.Buildah.from_settings(settings),
                 registry=registry.Registry.from_settings(settings),
-                locks=building.LocalLocks(),
+                locks=build_flow.LocalLocks(),
                 on_line=on_line,
                 final_attempt=attempt >= settings.registry_retries,
             )

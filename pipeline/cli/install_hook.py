@@ -10,7 +10,7 @@ import subprocess
 from importlib import resources
 from pathlib import Path
 
-from pipeline.errors import InputError
+from pipeline.core.errors import InputError
 
 HOOK_NAME = "post-receive"
 HOOK_SOURCE = "post_receive.py"  # a .py file so that ruff and mypy check it

@@ -12,10 +12,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pipeline import lint
 from pipeline.adapters import fs
 from pipeline.cli import EXIT_FINDINGS, EXIT_OK
-from pipeline.errors import InputError
+from pipeline.core import lint
+from pipeline.core.errors import InputError
 
 FORMATS = ("text", "json", "github")
 

@@ -9,8 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-from pipeline import changes, planning
 from pipeline.adapters import git as gitadapter
+from pipeline.core import changes
+from pipeline.flows import history
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -58,7 +59,7 @@ def render_text(plan: changes.Plan) -> str:
 
 def run(args: argparse.Namespace) -> int:
     with gitadapter.GitRepo.open(args.repo) as git_repo:
-        plan = planning.plan_range(
+        plan = history.plan_range(
             git_repo, args.from_rev, args.to_rev, args.default_branch, branch=args.branch
         )
     if args.format == "json":

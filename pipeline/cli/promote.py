@@ -14,12 +14,13 @@ from pathlib import Path
 
 import redis
 
-from pipeline import promoting, promotion, repo
-from pipeline.adapters import gitwrite, registry
-from pipeline.adapters.promotions import PromotionStore
+from pipeline.adapters import branch_writer, registry
+from pipeline.adapters.environment import load_settings
+from pipeline.adapters.promotion_store import PromotionStore
 from pipeline.cli import EXIT_FINDINGS, EXIT_OK
-from pipeline.errors import InputError
-from pipeline.settings import load_settings
+from pipeline.core import promotion, repo
+from pipeline.core.errors import InputError
+from pipeline.flows import promote as promote_flow
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,12 +70,12 @@ def repository_url(value: str) -> str:
 class EnvironmentWriter:
     """Refuses an environment that has no cluster on its branch before anything is planned."""
 
-    def __init__(self, writer: gitwrite.BranchWriter, environment: str) -> None:
+    def __init__(self, writer: branch_writer.BranchWriter, environment: str) -> None:
         self._writer = writer
         self._environment = environment
 
-    def write(self, branch: str, change_for: gitwrite.ChangeFor) -> gitwrite.WriteResult:
-        def checked(head: str, model: repo.Repository) -> gitwrite.Change | None:
+    def write(self, branch: str, change_for: branch_writer.ChangeFor) -> branch_writer.WriteResult:
+        def checked(head: str, model: repo.Repository) -> branch_writer.Change | None:
             if not model.clusters_in(self._environment):
                 known = sorted({c.environment for c in model.clusters.values()})
                 raise InputError(
@@ -175,20 +176,20 @@ def run(args: argparse.Namespace) -> int:
     before: repo.Repository | None
     with tempfile.TemporaryDirectory(prefix="layering-promote-") as scratch:
         writer = EnvironmentWriter(
-            gitwrite.BranchWriter(
+            branch_writer.BranchWriter(
                 url=url,
                 workdir=Path(scratch),
-                lock=gitwrite.RedisBranchLock(store.client) if not args.dry_run else None,
+                lock=branch_writer.RedisBranchLock(store.client) if not args.dry_run else None,
             ),
             args.env,
         )
         if args.dry_run:
             seen: list[tuple[promotion.PromotionPlan, repo.Repository]] = []
 
-            def change_for(head: str, model: repo.Repository) -> gitwrite.Change | None:
+            def change_for(head: str, model: repo.Repository) -> branch_writer.Change | None:
                 seen.append(
                     (
-                        promoting.decide(
+                        promote_flow.decide(
                             model,
                             environment=args.env,
                             source_commit=head,
@@ -205,13 +206,13 @@ def run(args: argparse.Namespace) -> int:
             plan, before = seen[-1]
             commit_sha = None
         else:
-            outcome = promoting.promote(
+            outcome = promote_flow.promote(
                 "0" * 40,
                 args.env,
                 writer=writer,
                 registry=source,
                 store=store,
-                reporter=promoting.LogReporter(),
+                reporter=promote_flow.LogReporter(),
                 now=time.time,
             )
             plan, before = outcome.plan, outcome.repository

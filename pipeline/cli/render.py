@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline import buildkey, machineconfig, names
 from pipeline.adapters import fs
 from pipeline.adapters import git as git_adapter
-from pipeline.errors import InputError
+from pipeline.core import content_address, machineconfig, names
+from pipeline.core.errors import InputError
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         image = repository.images.get(image_name)
         if image is None or image.tree_id is None:
             raise InputError(f"{cluster.path}: pools.{pool}: image {image_name!r} is not usable")
-        key = buildkey.build_key(
+        key = content_address.build_key(
             tree_id=image.tree_id,
             base_digest=cluster.base_digest,
             build_args=image.settings.build_args,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.settings import load_settings
+from pipeline.adapters.environment import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from pipeline import web
+    from pipeline.web import server as web
 
     settings = load_settings()
     uvicorn.run(

@@ -18,12 +18,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pipeline import promoting
 from pipeline.adapters import fs
 from pipeline.adapters import git as gitadapter
-from pipeline.adapters.promotions import PromotionStore
+from pipeline.adapters.environment import load_settings
+from pipeline.adapters.promotion_store import PromotionStore
 from pipeline.cli import EXIT_OK
-from pipeline.settings import load_settings
+from pipeline.flows import promote as promote_flow
 
 COLUMNS = ("cluster", "environment", "pool", "image", "digest", "verification", "rollout", "base")
 # the environment is the section heading, not a column
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = fs.load(args.repo)
     store = PromotionStore.from_url(settings.redis_url.get_secret_value())
-    rows = promoting.status_rows(model, store, now=time.time())
+    rows = promote_flow.status_rows(model, store, now=time.time())
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return EXIT_OK

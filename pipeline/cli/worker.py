@@ -37,7 +37,7 @@ def argv(args: argparse.Namespace) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from workers.app import app  # reads settings from the environment once
+    from workers.app import app
 
     app.worker_main(argv=argv(args))
     return EXIT_OK

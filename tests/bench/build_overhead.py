@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline import containerfile
+from pipeline.core import containerfile
 from tests import services
 from tests.plugins import builds as fixtures
-from workers import tasks
+from workers import build_tasks
 
 CONTAINERFILE = """\
 FROM quay.io/fedora/fedora-coreos:stable
@@ -78,7 +78,7 @@ def main(rounds: int) -> None:
 def run_worker(worker: fixtures.Worker, checkout: Path, nonce: str) -> float:
     (checkout / "images" / "bench" / "Containerfile").write_text(CONTAINERFILE.format(nonce=nonce))
     start = time.perf_counter()
-    build_id = tasks.submit_build(
+    build_id = build_tasks.submit_build(
         worker.app,
         worker.settings,
         source=str(checkout),

@@ -20,8 +20,8 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `pipeline` importable from the checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline import planning
 from pipeline.adapters import git as gitadapter
+from pipeline.flows import history
 
 BASE = "quay.io/openshift-release-dev/ocp-v4.0-art-dev"
 CLUSTERS = 10
@@ -143,10 +143,10 @@ def main(argv: list[str] | None = None) -> int:
 
         def cold() -> None:
             with gitadapter.GitRepo.open(path) as git_repo:
-                planning.plan_range(git_repo, parent, head)
+                history.plan_range(git_repo, parent, head)
 
         with gitadapter.GitRepo.open(path) as git_repo:
-            plan = planning.plan_range(git_repo, parent, head)
+            plan = history.plan_range(git_repo, parent, head)
             print(
                 "plan: "
                 + ", ".join(f"{t.image}@{t.cluster}" for t in plan.builds)
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
             def warm() -> None:
                 git_repo.clear_cache()  # keep the process, not the parsed objects
-                planning.plan_range(git_repo, parent, head)
+                history.plan_range(git_repo, parent, head)
 
             warm_s = median_seconds(warm, args.runs)
         cold_s = median_seconds(cold, args.runs)

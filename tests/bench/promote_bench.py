@@ -18,9 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import redis
 
-from pipeline import promoting, promotion
-from pipeline.adapters import gitwrite
-from pipeline.adapters.promotions import PromotionStore
+from pipeline.adapters import branch_writer
+from pipeline.adapters.promotion_store import PromotionStore
+from pipeline.core import promotion
+from pipeline.flows import promote as promote_flow
 from tests import services
 from tests.integration.promotion_support import EnvRepo, HttpRegistry, Recorder, push_targets
 
@@ -52,11 +53,11 @@ def one_run(
     started = time.perf_counter()
     merge = gitops.merge_into("main", "env/nonprod")
     pushed = time.perf_counter()
-    outcome = promoting.promote(
+    outcome = promote_flow.promote(
         merge,
         "nonprod",
-        writer=gitwrite.BranchWriter(
-            url=gitops.url, workdir=root / "scratch", lock=gitwrite.RedisBranchLock(client)
+        writer=branch_writer.BranchWriter(
+            url=gitops.url, workdir=root / "scratch", lock=branch_writer.RedisBranchLock(client)
         ),
         registry=HttpRegistry(),
         store=PromotionStore(client),
@@ -69,10 +70,10 @@ def one_run(
     assert outcome.plan is not None
     assert len(outcome.plan.changes) == CLUSTERS * len(POOLS)
     again = time.perf_counter()
-    unchanged = promoting.promote(
+    unchanged = promote_flow.promote(
         merge,
         "nonprod",
-        writer=gitwrite.BranchWriter(url=gitops.url, workdir=root / "scratch"),
+        writer=branch_writer.BranchWriter(url=gitops.url, workdir=root / "scratch"),
         registry=HttpRegistry(),
         store=PromotionStore(client),
         reporter=Recorder(),

@@ -26,7 +26,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO_ROOT))
 
-from pipeline import events  # noqa: E402
+from pipeline.core import events  # noqa: E402
 from tests import services  # noqa: E402
 
 SECRET = b"bench-webhook-secret"
@@ -171,7 +171,10 @@ def main() -> int:
                 "LAYERING_WORKDIR": str(directory / "work"),
             }
             receiver_port = start_uvicorn(
-                "pipeline.web:app_from_environment", directory=directory, env=env, factory=True
+                "pipeline.web.server:app_from_environment",
+                directory=directory,
+                env=env,
+                factory=True,
             )
             bare_port = start_uvicorn("bare_app:app", directory=directory, env=env, factory=False)
             print(

@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from pipeline import local
+from pipeline.local import supervisor
 from tests import services
 from tests.browser import Chromium
 
@@ -150,7 +150,7 @@ def stop(up: Up) -> dict[str, int]:
     assert up.process.wait(timeout=60) == 0, up.text()[-3000:]
     print(f"stopped in {time.monotonic() - started:.1f}s")
     for name, pid in pids.items():
-        assert not local.pid_alive(pid), f"{name} (pid {pid}) still runs"
+        assert not supervisor.pid_alive(pid), f"{name} (pid {pid}) still runs"
         if name != "up":
             with pytest.raises(ProcessLookupError):
                 os.killpg(pid, 0)  # nothing left in its process group either (worker forks)
@@ -168,7 +168,7 @@ def _clean_up(up: Up) -> None:
             up.process.kill()
     pids_file = up.workdir / "pids.json"
     for pid in json.loads(pids_file.read_text()).values() if pids_file.exists() else []:
-        if pid != up.process.pid and local.pid_alive(pid):
+        if pid != up.process.pid and supervisor.pid_alive(pid):
             os.killpg(pid, signal.SIGKILL)
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import git
 import yaml
 
-from pipeline import promotion, repo
 from pipeline.adapters import git as gitadapter
+from pipeline.core import promotion, repo
 
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 BASE = "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import buildkey
 from pipeline.adapters import git as gitadapter
+from pipeline.core import content_address
 from tests import services
 from tests.plugins.builds import (
     FAKE_REGISTRY_PASSWORD,
@@ -30,7 +30,7 @@ from tests.plugins.builds import (
     git_commit_all,
     write_repository,
 )
-from workers import tasks
+from workers import build_tasks
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +107,7 @@ def checkout(
 
 
 def submit(worker: Worker, checkout: Checkout, image: str, cluster: str = "dev") -> str:
-    return tasks.submit_build(
+    return build_tasks.submit_build(
         worker.app,
         worker.settings,
         source=str(checkout.root),
@@ -164,7 +164,7 @@ def test_build_pushes_the_recorded_digest_on_the_cluster_base(
     record = hello_build
     assert record["state"] == "succeeded", record["error"]
     key = str(record["build_key"])
-    target = f"{checkout.registry}/hello:{buildkey.tag(key)}"
+    target = f"{checkout.registry}/hello:{content_address.tag(key)}"
     assert record["target"] == target
     assert record["commit_sha"] == checkout.commit_sha
     manifest = skopeo("inspect", "--raw", f"docker://{target}")
@@ -182,7 +182,7 @@ def test_build_pushes_the_recorded_digest_on_the_cluster_base(
     assert files["etc/shim-output"] == b"rpm-ostree (layering test shim) install vim\n"
     assert "pwned" not in files
     assert "y" not in files
-    assert len(builds_of(celery_worker, buildkey.tag(key))) == 1
+    assert len(builds_of(celery_worker, content_address.tag(key))) == 1
 
 
 def test_logs_are_kept_line_by_line_without_credentials(
@@ -231,7 +231,7 @@ def test_concurrent_requests_for_one_key_build_once(
     records = [celery_worker.wait_for_build(build_id) for build_id in ids]
     assert sorted(str(r["state"]) for r in records) == ["skipped", "succeeded"]
     assert records[0]["digest"] == records[1]["digest"]
-    assert len(builds_of(celery_worker, buildkey.tag(str(records[0]["build_key"])))) == 1
+    assert len(builds_of(celery_worker, content_address.tag(str(records[0]["build_key"])))) == 1
     skipped = next(r for r in records if r["state"] == "skipped")
     log = celery_worker.env.store().read_log(str(skipped["id"]))
     assert any("waiting for it" in line for line in log), log
@@ -312,11 +312,11 @@ def test_worker_on_another_machine_clones_the_mirror_it_is_told_to_use(
     )
     mirror = gitadapter.mirror_path(elsewhere.settings.workdir, repo_url)
     assert not mirror.exists()
-    record = tasks.create_build_record(
+    record = build_tasks.create_build_record(
         elsewhere.settings, image="remote", cluster="dev", commit_sha=checkout.commit_sha
     )
     elsewhere.app.send_task(
-        tasks.BUILD_TASK,
+        build_tasks.BUILD_TASK,
         kwargs={
             "source": str(mirror),
             "commit_sha": checkout.commit_sha,

@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.adapters import fs
 from pipeline.adapters import git as gitadapter
-from pipeline.errors import InputError, PermanentError, TemporaryError
+from pipeline.core.errors import InputError, PermanentError, TemporaryError
 from tests import services
 from tests.plugins.gitrepos import GitopsRepo
 

@@ -9,8 +9,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from pipeline.adapters import github
-from pipeline.errors import PermanentError, TemporaryError
-from pipeline.settings import Settings
+from pipeline.core.errors import PermanentError, TemporaryError
+from pipeline.core.settings import Settings
 from tests.plugins.github import Fault, GitHubStandIn
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""`layering plan` and planning.plan_range on real Git repositories built with GitPython."""
+"""`layering plan` and history.plan_range on real Git repositories built with GitPython."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import buildkey, changes, planning
 from pipeline.adapters import git as gitadapter
-from pipeline.errors import InputError
+from pipeline.core import changes, content_address
+from pipeline.core.errors import InputError
+from pipeline.flows import history
 from tests.plugins.gitrepos import BASE_REPOSITORY, GitopsRepo, digest
 
 ZERO = gitadapter.ZERO_SHA
@@ -39,14 +40,14 @@ def test_one_commit_push_rebuilds_the_image_on_every_cluster_using_it(
     example_repo.write("images/firewalld/Containerfile", "FROM x\nRUN true\n")
     after = example_repo.commit("firewalld: change")
 
-    plan = planning.plan_range(git_repo, before, after)
+    plan = history.plan_range(git_repo, before, after)
 
     assert pairs(plan) == [("firewalld", "nonprod"), ("firewalld", "prod")]
     assert plan.environments == ("nonprod", "prod")
     assert (plan.base, plan.head, plan.deleted_images) == (before, after, ())
     nonprod = plan.builds[0]
     assert nonprod.tree_id == tree_of(example_repo, after, "firewalld")
-    assert nonprod.build_key == buildkey.build_key(
+    assert nonprod.build_key == content_address.build_key(
         tree_id=nonprod.tree_id, base_digest=digest("a"), build_args={}
     )
     assert nonprod.pools == ("worker",)
@@ -61,10 +62,10 @@ def test_build_args_from_image_yaml_enter_the_key(
     example_repo.write("images/htop/extra.conf", "x = 1\n")
     after = example_repo.commit("htop: add a file to the build context")
 
-    (target,) = planning.plan_range(git_repo, before, after).builds
+    (target,) = history.plan_range(git_repo, before, after).builds
 
     assert (target.image, target.cluster, target.build_args) == ("htop", "nonprod", {"EPEL": "9"})
-    assert target.build_key == buildkey.build_key(
+    assert target.build_key == content_address.build_key(
         tree_id=tree_of(example_repo, after, "htop"),
         base_digest=digest("a"),
         build_args={"EPEL": "9"},
@@ -82,7 +83,7 @@ def test_a_change_reverted_within_the_range_builds_nothing(
     example_repo.write("README.md", "docs only\n")
     after = example_repo.commit("revert")
 
-    plan = planning.plan_range(git_repo, before, after)
+    plan = history.plan_range(git_repo, before, after)
 
     assert (plan.builds, plan.environments, plan.changed_images) == ((), (), ())
 
@@ -96,7 +97,7 @@ def test_new_branch_compares_with_the_merge_base_of_the_default_branch(
     example_repo.write("images/htop/Containerfile", "FROM feature\n")
     head = example_repo.commit("feature: htop")
 
-    plan = planning.plan_range(git_repo, ZERO, head, "main")
+    plan = history.plan_range(git_repo, ZERO, head, "main")
 
     assert pairs(plan) == [("htop", "nonprod")]
     assert plan.base == example_repo.repo.git.rev_parse("HEAD~1")
@@ -106,7 +107,7 @@ def test_new_branch_compares_with_the_merge_base_of_the_default_branch(
 def test_new_branch_without_the_default_branch_counts_everything(
     example_repo: GitopsRepo, git_repo: gitadapter.GitRepo
 ) -> None:
-    plan = planning.plan_range(git_repo, ZERO, example_repo.head, "trunk")
+    plan = history.plan_range(git_repo, ZERO, example_repo.head, "trunk")
 
     assert pairs(plan) == [("firewalld", "nonprod"), ("firewalld", "prod"), ("htop", "nonprod")]
     assert plan.base is None
@@ -117,7 +118,7 @@ def test_new_branch_without_the_default_branch_counts_everything(
 def test_first_push_of_the_default_branch_counts_everything(
     example_repo: GitopsRepo, git_repo: gitadapter.GitRepo
 ) -> None:
-    plan = planning.plan_range(git_repo, ZERO, example_repo.head, "main", branch="main")
+    plan = history.plan_range(git_repo, ZERO, example_repo.head, "main", branch="main")
 
     assert len(plan.builds) == 3
 
@@ -125,7 +126,7 @@ def test_first_push_of_the_default_branch_counts_everything(
 def test_new_branch_without_commits_of_its_own_builds_nothing(
     example_repo: GitopsRepo, git_repo: gitadapter.GitRepo
 ) -> None:
-    plan = planning.plan_range(git_repo, ZERO, example_repo.head, "main", branch="feature")
+    plan = history.plan_range(git_repo, ZERO, example_repo.head, "main", branch="feature")
 
     assert plan.builds == ()
     assert plan.base == example_repo.head
@@ -144,7 +145,7 @@ def test_force_push_compares_with_the_merge_base_of_old_and_new_head(
     example_repo.push(force=True)
 
     assert not git_repo.is_ancestor(old_head, new_head)
-    plan = planning.plan_range(git_repo, old_head, new_head)
+    plan = history.plan_range(git_repo, old_head, new_head)
 
     assert pairs(plan) == [("htop", "nonprod")]
     assert plan.base == seed
@@ -159,7 +160,7 @@ def test_force_push_onto_unrelated_history_falls_back_to_the_default_branch(
     example_repo.write("images/firewalld/Containerfile", "FROM unrelated\n")
     orphan = example_repo.commit("unrelated history")
 
-    plan = planning.plan_range(git_repo, seed, orphan, "main")
+    plan = history.plan_range(git_repo, seed, orphan, "main")
 
     assert plan.base is None
     assert "no common history" in plan.note
@@ -174,7 +175,7 @@ def test_deleted_image_builds_nothing_and_is_listed(
     example_repo.update_cluster("nonprod", pools={"worker": "firewalld"})
     after = example_repo.commit("drop htop")
 
-    plan = planning.plan_range(git_repo, before, after)
+    plan = history.plan_range(git_repo, before, after)
 
     assert plan.deleted_images == ("htop",)
     assert "htop" not in {target.image for target in plan.builds}
@@ -189,7 +190,7 @@ def test_deleted_image_still_in_a_pool_is_a_problem(
     example_repo.remove("images/htop")
     after = example_repo.commit("drop htop, forget the pool")
 
-    plan = planning.plan_range(git_repo, before, after)
+    plan = history.plan_range(git_repo, before, after)
 
     assert (plan.builds, plan.deleted_images) == ((), ("htop",))
     assert plan.environments == ("nonprod",)
@@ -204,13 +205,13 @@ def test_base_image_bump_of_one_cluster_rebuilds_all_its_images_only(
     example_repo.update_cluster("nonprod", baseImage=f"{BASE_REPOSITORY}@{digest('c')}")
     after = example_repo.commit("nonprod: new base")
 
-    plan = planning.plan_range(git_repo, before, after)
+    plan = history.plan_range(git_repo, before, after)
 
     assert pairs(plan) == [("firewalld", "nonprod"), ("htop", "nonprod")]
     assert {target.base_digest for target in plan.builds} == {digest("c")}
     assert plan.environments == ("nonprod",)
     assert all("baseImage changed" in target.reason for target in plan.builds)
-    old_key = buildkey.build_key(
+    old_key = content_address.build_key(
         tree_id=tree_of(example_repo, before, "firewalld"), base_digest=digest("a"), build_args={}
     )
     assert plan.builds[0].build_key != old_key
@@ -223,7 +224,7 @@ def test_pools_change_rebuilds_the_cluster_images_and_affects_its_environment(
     example_repo.update_cluster("prod", pools={"worker": "firewalld", "infra": "htop"})
     after = example_repo.commit("prod: htop on infra")
 
-    plan = planning.plan_range(git_repo, before, after)
+    plan = history.plan_range(git_repo, before, after)
 
     assert pairs(plan) == [("firewalld", "prod"), ("htop", "prod")]
     assert plan.builds[1].build_args == {"EPEL": "9"}
@@ -236,13 +237,13 @@ def test_soak_change_builds_nothing(example_repo: GitopsRepo, git_repo: gitadapt
     example_repo.update_cluster("prod", soak="48h")
     after = example_repo.commit("prod: soak longer")
 
-    plan = planning.plan_range(git_repo, before, after)
+    plan = history.plan_range(git_repo, before, after)
 
     assert (plan.builds, plan.environments, plan.changed_clusters) == ((), (), ("prod",))
 
 
 def test_branch_deletion_builds_nothing(git_repo: gitadapter.GitRepo) -> None:
-    plan = planning.plan_range(git_repo, git_repo.resolve("HEAD"), ZERO)
+    plan = history.plan_range(git_repo, git_repo.resolve("HEAD"), ZERO)
 
     assert plan.builds == ()
 
@@ -254,7 +255,7 @@ def test_unknown_revision_is_an_input_error_naming_it(
     revs = {"from": example_repo.head, "to": example_repo.head, which: "deadbeef" * 5}
 
     with pytest.raises(InputError, match="deadbeef"):
-        planning.plan_range(git_repo, revs["from"], revs["to"])
+        history.plan_range(git_repo, revs["from"], revs["to"])
 
 
 def test_unknown_from_can_fall_back_to_the_default_branch(
@@ -264,9 +265,7 @@ def test_unknown_from_can_fall_back_to_the_default_branch(
     example_repo.write("images/htop/Containerfile", "FROM z\n")
     head = example_repo.commit("htop")
 
-    plan = planning.plan_range(
-        git_repo, "deadbeef" * 5, head, "main", unknown_from="default-branch"
-    )
+    plan = history.plan_range(git_repo, "deadbeef" * 5, head, "main", unknown_from="default-branch")
 
     assert pairs(plan) == [("htop", "nonprod")]
     assert "deadbeef" in plan.note

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from pipeline import machineconfig, promotion
-from pipeline.adapters.promotions import PromotionStore, RolloutRecord
+from pipeline.adapters.promotion_store import PromotionStore, RolloutRecord
+from pipeline.core import machineconfig, promotion
 from tests import services
 from tests.conftest import require_tools
 from tests.integration.promotion_support import BASE, EnvRepo, chained_repo

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from pipeline import machineconfig, promoting, promotion, yamlfile
-from pipeline.adapters import gitwrite
-from pipeline.adapters.promotions import PromotionStore
-from pipeline.errors import TemporaryError
+from pipeline.adapters import branch_writer
+from pipeline.adapters.promotion_store import PromotionStore
+from pipeline.core import commit_status, machineconfig, promotion, yamlfile
+from pipeline.core.errors import TemporaryError
+from pipeline.flows import promote as promote_flow
 from tests import crd, services
 from tests.conftest import require_tools
 from tests.integration.promotion_support import EnvRepo, HttpRegistry, Recorder, push_targets
@@ -80,11 +81,11 @@ def built(env_repo: EnvRepo, registry: services.Registry) -> dict[str, str]:
 
 def make_writer(
     env_repo: EnvRepo, tmp_path: Path, client: redis.Redis[bytes], **kw: object
-) -> gitwrite.BranchWriter:
-    return gitwrite.BranchWriter(
+) -> branch_writer.BranchWriter:
+    return branch_writer.BranchWriter(
         url=env_repo.url,
         workdir=tmp_path / "scratch",
-        lock=gitwrite.RedisBranchLock(client),
+        lock=branch_writer.RedisBranchLock(client),
         **kw,  # type: ignore[arg-type]
     )
 
@@ -96,9 +97,9 @@ def run_promote(
     environment: str,
     clock: Clock,
     recorder: Recorder,
-) -> promoting.PromotionOutcome:
+) -> promote_flow.PromotionOutcome:
     head = env_repo.origin_head(f"env/{environment}")
-    return promoting.promote(
+    return promote_flow.promote(
         head,
         environment,
         writer=make_writer(env_repo, tmp_path, client),
@@ -192,13 +193,13 @@ def test_prod_waits_for_verification_and_soak(
     assert env_repo.origin_head("env/prod") == prod_merge
     _, _, state, text = recorder.last("layering/promote/prod")
     assert state == "failure"
-    assert promotion.short_digest(digest) in text
+    assert commit_status.short_digest(digest) in text
     assert "not verified on nonprod" in text
 
     store.record_verification(
         promotion.Verification("nonprod", digest, clock.now, promotion.VerificationMethod.ROLLOUT)
     )
-    gate = promoting.gate(
+    gate = promote_flow.gate(
         model,
         head_sha=prod_merge,
         environment="prod",
@@ -224,7 +225,7 @@ def test_prod_waits_for_verification_and_soak(
         machineconfig.path_for("prod", "worker")
     ]
     assert yamlfile.load(raw)["spec"]["osImageURL"].endswith(f"@{digest}")
-    gate = promoting.gate(
+    gate = promote_flow.gate(
         model,
         head_sha=prod_merge,
         environment="prod",
@@ -296,10 +297,10 @@ def test_twenty_racing_writers_all_land(
 ) -> None:
     env_repo.merge_into("main", "env/nonprod")
     before = env_repo.origin_head("env/nonprod")
-    lock: gitwrite.BranchLock = (
-        gitwrite.RedisBranchLock(redis_client) if locked else gitwrite.NoLock()
+    lock: branch_writer.BranchLock = (
+        branch_writer.RedisBranchLock(redis_client) if locked else branch_writer.NoLock()
     )
-    results: list[gitwrite.WriteResult] = []
+    results: list[branch_writer.WriteResult] = []
     errors: list[BaseException] = []
     os_image = machineconfig.OsImage(
         image="firewalld",
@@ -311,14 +312,14 @@ def test_twenty_racing_writers_all_land(
     )
 
     def promote_one(index: int) -> None:
-        writer = gitwrite.BranchWriter(
+        writer = branch_writer.BranchWriter(
             url=env_repo.url, workdir=tmp_path / "scratch", lock=lock, max_attempts=40
         )
         path = machineconfig.path_for(f"c{index:02d}", "worker")
         content = machineconfig.render_yaml(pool="worker", os_image=os_image)
 
-        def change_for(head: str, model: object) -> gitwrite.Change:
-            return gitwrite.Change(
+        def change_for(head: str, model: object) -> branch_writer.Change:
+            return branch_writer.Change(
                 f"promote c{index:02d}\n\nLayering-Source-Commit: {head}\n", {path: content}
             )
 
@@ -349,7 +350,7 @@ def test_twenty_racing_writers_all_land(
 
 def test_secrets_in_the_remote_url_never_reach_messages(tmp_path: Path) -> None:
     require_tools("git")
-    writer = gitwrite.BranchWriter(
+    writer = branch_writer.BranchWriter(
         url="http://user:s3cret-token@127.0.0.1:9/nothing.git", workdir=tmp_path, max_attempts=1
     )
     with pytest.raises(TemporaryError) as caught:

@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from pipeline import machineconfig, promoting, promotion, repo, yamlfile
 from pipeline.adapters import kube
-from pipeline.adapters.promotions import PromotionStore
+from pipeline.adapters.promotion_store import PromotionStore
+from pipeline.core import machineconfig, promotion, repo, yamlfile
+from pipeline.flows import promote as promote_flow
 from tests import services
 from tests.integration.promotion_support import Recorder
 from tests.plugins.kube import KubeServer, MachineConfigOperator
@@ -76,7 +77,7 @@ def watch(server: KubeServer, store: PromotionStore, recorder: Recorder) -> dict
     kubeconfig = server.kubeconfig(["nonprod-admin"])
     with kube.KubeCluster.connect(kubeconfig=kubeconfig, context="nonprod-admin") as reader:
         return dict(
-            promoting.watch_rollout(
+            promote_flow.watch_rollout(
                 model_with_machineconfig(),
                 commit_sha=COMMIT,
                 cluster="nonprod",
@@ -149,7 +150,7 @@ def test_base_drift_reads_the_configmap(kube_server: KubeServer, store: Promotio
     mco.seed_base(newer, release="4.16.9")
     cluster = model_with_machineconfig().clusters["nonprod"]
     with kube.KubeCluster.connect(kubeconfig=kubeconfig, context="nonprod-admin") as reader:
-        drift = promoting.check_base_drift(cluster, reader, store=store, now=time.time())
+        drift = promote_flow.check_base_drift(cluster, reader, store=store, now=time.time())
     assert drift.drifted
     assert (drift.actual, drift.release_version) == (newer, "4.16.9")
     assert store.drift()["nonprod"] == drift

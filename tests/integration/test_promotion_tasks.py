@@ -18,8 +18,8 @@ import redis
 from celery.result import AsyncResult
 from pytest_httpserver import HTTPServer
 
-from pipeline import machineconfig, promotion, yamlfile
-from pipeline.adapters.promotions import PromotionStore
+from pipeline.adapters.promotion_store import PromotionStore
+from pipeline.core import machineconfig, promotion, yamlfile
 from tests import services
 from tests.conftest import require_tools
 from tests.integration.promotion_support import BASE, EnvRepo, chained_repo, push_targets

@@ -20,10 +20,11 @@ import pytest
 import redis
 from celery.result import AsyncResult
 
-from pipeline import reporting, web
-from pipeline.adapters import statuses, store
+from pipeline.adapters import build_records, parked_statuses
 from pipeline.cli import install_hook
-from pipeline.settings import Settings
+from pipeline.core import commit_status
+from pipeline.core.settings import Settings
+from pipeline.web import server as web
 from tests import receiver, services
 from tests.plugins.builds import (
     FAKE_REGISTRY_PASSWORD,
@@ -35,7 +36,7 @@ from tests.plugins.builds import (
 )
 from tests.plugins.github import Fault, GitHubStandIn, load_operations
 from tests.plugins.gitrepos import GitopsRepo
-from workers import events as event_tasks
+from workers import head_tasks as event_tasks
 
 pytestmark = pytest.mark.integration
 
@@ -391,7 +392,7 @@ def test_status_is_retried_until_github_takes_it(pipeline: Pipeline) -> None:
         pipeline.worker.app,
         pipeline.settings,
         sha,
-        reporting.Status("layering/lint", "success", "no findings"),
+        commit_status.Status("layering/lint", "success", "no findings"),
     )
     deadline = time.monotonic() + 60
     while not pipeline.github.contexts(sha) and time.monotonic() < deadline:
@@ -436,7 +437,7 @@ def _build_id(pipeline: Pipeline, sha: str, context: str, timeout: float = 60) -
 
 
 def _wait_log(pipeline: Pipeline, build_id: str, text: str, timeout: float = BUILD_TIMEOUT) -> None:
-    records = store.BuildStore.from_settings(pipeline.settings)
+    records = build_records.BuildStore.from_settings(pipeline.settings)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if any(text in line for line in records.read_log(build_id, 0, 100_000)):
@@ -493,7 +494,7 @@ def test_supersede_kills_the_running_buildah_and_pushes_nothing(
     build_id = _build_id(pipeline, first, context)
     _wait_log(pipeline, build_id, marker)  # the RUN step is sleeping inside buildah
     _wait_present(f"sleep {_seconds(marker)}")
-    target = store.BuildStore.from_settings(pipeline.settings).get(build_id).target  # type: ignore[union-attr]
+    target = build_records.BuildStore.from_settings(pipeline.settings).get(build_id).target  # type: ignore[union-attr]
 
     superseded_at = time.monotonic()
     assert pipeline.deliver(pipeline.push_payload(first, second)).status_code == 202
@@ -504,7 +505,7 @@ def test_supersede_kills_the_running_buildah_and_pushes_nothing(
     assert time.monotonic() - superseded_at < 30
     assert target.rsplit(":", 1)[-1] not in pipeline.tags("firewalld")
     log = "\n".join(
-        store.BuildStore.from_settings(pipeline.settings).read_log(build_id, 0, 100_000)
+        build_records.BuildStore.from_settings(pipeline.settings).read_log(build_id, 0, 100_000)
     )
     assert "buildah cancelled: process group" in log, log[-2500:]
     assert f"pushed {target}" not in log
@@ -555,7 +556,7 @@ def test_closed_pull_request_cancels_its_running_build(
     build_id = _build_id(pipeline, head, context)
     _wait_log(pipeline, build_id, marker)
     _wait_present(f"sleep {_seconds(marker)}")
-    target = store.BuildStore.from_settings(pipeline.settings).get(build_id).target  # type: ignore[union-attr]
+    target = build_records.BuildStore.from_settings(pipeline.settings).get(build_id).target  # type: ignore[union-attr]
 
     closed = pipeline.deliver(
         _pull_payload(pipeline, "closed", 8, head, "to-be-closed"), event="pull_request"
@@ -578,12 +579,14 @@ def test_closed_pull_request_cancels_its_running_build(
 def test_undeliverable_status_is_parked_and_resent_by_beat(pipeline: Pipeline) -> None:
     sha = "f" * 40
     operation = "repos/create-commit-status"
-    parked = statuses.ParkedStatuses(redis.Redis.from_url(pipeline.redis.url), keep_seconds=3600)
+    parked = parked_statuses.ParkedStatuses(
+        redis.Redis.from_url(pipeline.redis.url), keep_seconds=3600
+    )
     pipeline.github.outage(operation, Fault(502, {"Retry-After": "0"}, "Server Error"))
     beat = launch_beat(pipeline.worker, "e2e")
     try:
-        older = reporting.Status("layering/lint", "pending", "queued: older")
-        newer = reporting.Status("layering/lint", "success", "no findings")
+        older = commit_status.Status("layering/lint", "pending", "queued: older")
+        newer = commit_status.Status("layering/lint", "success", "no findings")
         event_tasks.queue_status(pipeline.worker.app, pipeline.settings, sha, older)
 
         def wait(condition: Any, what: str, timeout: float = 30) -> None:
@@ -649,7 +652,7 @@ def test_secrets_reach_no_log_status_build_log_or_metrics(
         "/metrics": httpx.get(f"{pipeline.receiver_url}/metrics").text,
         "/api/builds": httpx.get(f"{pipeline.receiver_url}/api/builds?limit=1000").text,
     }
-    builds_store = store.BuildStore.from_settings(pipeline.settings)
+    builds_store = build_records.BuildStore.from_settings(pipeline.settings)
     for record in builds_store.recent(1000):
         texts[f"build log {record.id}"] = "\n".join(builds_store.read_log(record.id, 0, 100_000))
         texts[f"build record {record.id}"] = json.dumps(record.to_dict())

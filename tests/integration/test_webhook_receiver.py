@@ -15,8 +15,8 @@ import httpx
 import pytest
 import redis
 
-from pipeline import web
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
+from pipeline.web import server as web
 from tests import receiver, services
 from tests.conftest import require_tools
 
@@ -292,11 +292,11 @@ def test_hostile_headers_get_a_4xx(served: tuple[str, redis.Redis]) -> None:
 
 
 def test_build_api_path_parameters(private_redis: services.RedisServer) -> None:
-    from pipeline import builds
-    from pipeline.adapters import store
+    from pipeline.adapters import build_records
+    from pipeline.core import builds
 
     settings = make_settings(private_redis.url)
-    build_store = store.BuildStore.from_settings(settings)
+    build_store = build_records.BuildStore.from_settings(settings)
     build_store.save(builds.queued("b-1", image="i", cluster="c", now=1.0))
     build_store.append_log("b-1", "line one")
     client = redis.Redis.from_url(private_redis.url)

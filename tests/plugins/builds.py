@@ -30,9 +30,9 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from pipeline import standin
-from pipeline.adapters import store
-from pipeline.settings import Settings, load_settings
+from pipeline.adapters import build_records, standin
+from pipeline.adapters.environment import load_settings
+from pipeline.core.settings import Settings
 from tests import services
 from workers import app as celery_app_module
 
@@ -99,7 +99,8 @@ def _run(argv: list[str], **kwargs: object) -> str:
 def push_base_image(
     work: Path, *, registry: services.Registry, storage: BuildahStorage, env: Mapping[str, str]
 ) -> BaseImage:
-    """Build the stand-in OS image (pipeline/standin.py) in `storage`, push it to `registry`."""
+    """Build the stand-in OS image (pipeline/adapters/standin.py) in `storage`, push it to
+    `registry`."""
     return standin.build(
         buildah=storage.argv(),
         repository=f"{registry.host}/{BASE_REPOSITORY}",
@@ -147,8 +148,8 @@ class WorkerEnv:
             return []
         return self.buildah_log.read_text().splitlines()
 
-    def store(self) -> store.BuildStore:
-        return store.BuildStore.from_settings(self.settings())
+    def store(self) -> build_records.BuildStore:
+        return build_records.BuildStore.from_settings(self.settings())
 
 
 def make_worker_env(
@@ -236,7 +237,7 @@ class Worker:
     ) -> dict[str, object]:
         """Poll the store until the build reaches a terminal state (or one of `states`)."""
         wanted = states or frozenset({"succeeded", "failed", "skipped", "cancelled"})
-        records = store.BuildStore.from_settings(self.settings)
+        records = build_records.BuildStore.from_settings(self.settings)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             record = records.get(build_id)

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import building, builds
-from pipeline.errors import BuildFailed, PermanentError, TemporaryError
-from pipeline.settings import load_settings
-from workers import buildah
+from pipeline.adapters import buildah
+from pipeline.adapters.environment import load_settings
+from pipeline.core import builds
+from pipeline.core.errors import BuildFailed, PermanentError, TemporaryError
+from pipeline.flows import build as build_flow
 
 BASE = "registry.example.com/os/base@sha256:" + "a" * 64
 DIGEST = "sha256:" + "d" * 64
@@ -87,20 +88,20 @@ def run(
     *,
     builder: FakeBuilder,
     registry: FakeRegistry,
-    locks: building.KeyLocks | None = None,
+    locks: build_flow.KeyLocks | None = None,
     final_attempt: bool = True,
-    records: building.MemoryRecords | None = None,
+    records: build_flow.MemoryRecords | None = None,
     **settings: object,
-) -> tuple[builds.BuildRecord, building.MemoryRecords]:
-    records = records or building.MemoryRecords()
-    result = building.run_build(
+) -> tuple[builds.BuildRecord, build_flow.MemoryRecords]:
+    records = records or build_flow.MemoryRecords()
+    result = build_flow.run_build(
         load_settings(**settings),
-        building.BuildRequest(source=checkout, image="hello", cluster="dev"),
+        build_flow.BuildRequest(source=checkout, image="hello", cluster="dev"),
         build_id="b1",
         records=records,
         builder=builder,
         registry=registry,
-        locks=locks or building.LocalLocks(),
+        locks=locks or build_flow.LocalLocks(),
         final_attempt=final_attempt,
         clock=lambda: 100.0,
     )
@@ -133,7 +134,7 @@ def test_a_waiter_reuses_the_digest_the_holder_pushed(checkout: Path) -> None:
 
 
 def test_finished_records_are_returned_unchanged(checkout: Path) -> None:
-    records = building.MemoryRecords()
+    records = build_flow.MemoryRecords()
     done = builds.BuildRecord(id="b1", image="hello", cluster="dev", state=builds.BuildState.FAILED)
     records.save(done)
     builder = FakeBuilder()
@@ -155,7 +156,7 @@ def test_failed_step_is_named_with_its_line(checkout: Path) -> None:
 
 def test_temporary_errors_requeue_until_the_last_attempt(checkout: Path) -> None:
     down = TemporaryError("registry registry.example.com unavailable: connection refused")
-    records = building.MemoryRecords()
+    records = build_flow.MemoryRecords()
     with pytest.raises(TemporaryError):
         run(
             checkout,
@@ -280,9 +281,9 @@ def test_odd_targets_are_refused(target: str) -> None:
     ],
 )
 def test_build_errors_are_classified(output: str, kind: type[Exception], message: str) -> None:
-    from pipeline import buildoutput
+    from pipeline.core import buildah_output
 
-    error = buildah.build_error(_spec(), output, buildoutput.last_step(output.splitlines()), 1)
+    error = buildah.build_error(_spec(), output, buildah_output.last_step(output.splitlines()), 1)
     assert isinstance(error, kind)
     assert message in str(error)
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import buildkey
 from pipeline.adapters import fs
+from pipeline.core import content_address
 
 
 def test_tree_id_matches_git_write_tree(tmp_path: Path) -> None:
@@ -43,13 +43,19 @@ def test_build_key_depends_on_each_input(change: dict[str, object], same: bool) 
         "tree_id": "e" * 40,
         "base_digest": BASE,
         "build_args": {"X": "1"},
-        "builder_version": buildkey.BUILDER_VERSION,
+        "builder_version": content_address.BUILDER_VERSION,
     }
-    assert (buildkey.build_key(**inputs) == buildkey.build_key(**{**inputs, **change})) is same  # type: ignore[arg-type]
+    assert (
+        content_address.build_key(**inputs) == content_address.build_key(**{**inputs, **change})
+    ) is same  # type: ignore[arg-type]
 
 
 def test_build_arg_order_does_not_matter() -> None:
-    first = buildkey.build_key(tree_id="e" * 40, base_digest=BASE, build_args={"A": "1", "B": "2"})
-    second = buildkey.build_key(tree_id="e" * 40, base_digest=BASE, build_args={"B": "2", "A": "1"})
+    first = content_address.build_key(
+        tree_id="e" * 40, base_digest=BASE, build_args={"A": "1", "B": "2"}
+    )
+    second = content_address.build_key(
+        tree_id="e" * 40, base_digest=BASE, build_args={"B": "2", "A": "1"}
+    )
     assert first == second
-    assert len(buildkey.tag(first)) == 20
+    assert len(content_address.tag(first)) == 20

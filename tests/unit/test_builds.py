@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import buildoutput, builds, redaction, repo
-from pipeline.builds import BuildState
-from pipeline.errors import PermanentError
+from pipeline.core import buildah_output, builds, redaction, repo
+from pipeline.core.builds import BuildState
+from pipeline.core.errors import PermanentError
 
 BASE = "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:" + "a" * 64
 
@@ -88,7 +88,7 @@ def test_retry_delay_backs_off_exponentially_with_jitter_and_a_cap(
 
 
 def _cluster() -> repo.Cluster:
-    from pipeline import names
+    from pipeline.core import names
 
     return repo.Cluster(
         name="nonprod",
@@ -131,15 +131,15 @@ def test_build_spec_refuses_a_missing_containerfile() -> None:
 @pytest.mark.parametrize(
     ("line", "step"),
     [
-        ("STEP 2/4: RUN make", buildoutput.Step(2, 4, "RUN make")),
-        ("[2/3] STEP 1/5: FROM base AS b", buildoutput.Step(1, 5, "FROM base AS b", 2, 3)),
-        ("  STEP 10/10: LABEL a=b", buildoutput.Step(10, 10, "LABEL a=b")),
+        ("STEP 2/4: RUN make", buildah_output.Step(2, 4, "RUN make")),
+        ("[2/3] STEP 1/5: FROM base AS b", buildah_output.Step(1, 5, "FROM base AS b", 2, 3)),
+        ("  STEP 10/10: LABEL a=b", buildah_output.Step(10, 10, "LABEL a=b")),
         ("COMMIT x", None),
         ("a STEP 1/2: RUN x", None),
     ],
 )
-def test_parse_step(line: str, step: buildoutput.Step | None) -> None:
-    assert buildoutput.parse_step(line) == step
+def test_parse_step(line: str, step: buildah_output.Step | None) -> None:
+    assert buildah_output.parse_step(line) == step
 
 
 MULTI = """\
@@ -162,14 +162,14 @@ RUN ostree container commit
 def test_step_line_maps_a_step_to_its_containerfile_line(
     stage: int, number: int, line: int | None
 ) -> None:
-    step = buildoutput.Step(number, 9, "X", stage, 2)
-    assert buildoutput.step_line(MULTI, step) == line
+    step = buildah_output.Step(number, 9, "X", stage, 2)
+    assert buildah_output.step_line(MULTI, step) == line
 
 
 def test_failed_instruction_reads_buildahs_error() -> None:
     lines = ["STEP 2/2: RUN false", 'Error: building at STEP "RUN false": exit status 1']
-    assert buildoutput.failed_instruction(lines) == "RUN false"
-    assert buildoutput.last_step(lines) == buildoutput.Step(2, 2, "RUN false")
+    assert buildah_output.failed_instruction(lines) == "RUN false"
+    assert buildah_output.last_step(lines) == buildah_output.Step(2, 2, "RUN false")
 
 
 @pytest.mark.parametrize(
@@ -195,7 +195,7 @@ def test_failed_instruction_reads_buildahs_error() -> None:
     ],
 )
 def test_classify_failures(output: str, kind: str) -> None:
-    assert buildoutput.classify(output).value == kind
+    assert buildah_output.classify(output).value == kind
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline import buildkey, changes, repo
+from pipeline.core import changes, content_address, repo
 
 BASE = "quay.io/openshift-release-dev/ocp-v4.0-art-dev"
 A, B, C = ("sha256:" + ch * 64 for ch in "abc")
@@ -259,7 +259,7 @@ def test_build_key_pools_and_build_args() -> None:
         ["images/htop/Containerfile"], before=BEFORE.repository(), after=after.repository()
     ).builds
 
-    assert target.build_key == buildkey.build_key(
+    assert target.build_key == content_address.build_key(
         tree_id="9" * 40, base_digest=A, build_args={"EPEL": "9"}
     )
     assert (target.pools, target.environment, target.base_digest) == (("infra",), "nonprod", A)

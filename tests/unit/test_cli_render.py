@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline import repo
 from pipeline.adapters import fs
+from pipeline.core import repo
 from tests import crd
 from tests.conftest import REPO_ROOT
 

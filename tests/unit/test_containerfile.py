@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import containerfile
-from pipeline.containerfile import ContainerfileError, Instruction
+from pipeline.core import containerfile
+from pipeline.core.containerfile import ContainerfileError, Instruction
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "containerfiles"
 DIGEST = "sha256:" + "a" * 64

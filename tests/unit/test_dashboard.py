@@ -10,8 +10,8 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from pipeline import dashboard
-from pipeline.settings import load_settings
+from pipeline.adapters.environment import load_settings
+from pipeline.web import dashboard
 
 HOSTILE = "<script>alert('x')</script>"
 
@@ -155,7 +155,7 @@ def test_unknown_or_bad_build_ids_are_404(
 
 
 def test_environment_order_puts_upstream_first() -> None:
-    from pipeline import repo
+    from pipeline.core import repo
 
     base = "q.example/os@sha256:" + "0" * 64
     listing = repo.TreeListing(

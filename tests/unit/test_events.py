@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import events
+from pipeline.core import events
 
 SECRET = b"s3cret-webhook"
 A = "a" * 40

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.adapters import fs
-from pipeline.errors import InputError
+from pipeline.core.errors import InputError
 
 
 def test_symlinked_containerfile_is_refused(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import lint, repo
+from pipeline.core import lint, repo
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "containerfiles"
 BASE_REPO = "quay.io/openshift-release-dev/ocp-v4.0-art-dev"

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import local, repo
 from pipeline.adapters import fs
-from pipeline.errors import InputError
+from pipeline.core import repo
+from pipeline.core.errors import InputError
+from pipeline.local import supervisor
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE = "127.0.0.1:5000/os/fcos-stand-in@sha256:" + "a" * 64
@@ -26,7 +27,7 @@ def test_sandbox_cluster_rebases_and_keeps_only_standin_pools() -> None:
         "soak": "24h",
         "kube": {"context": "prod-admin"},
     }
-    rewritten = local.sandbox_cluster(
+    rewritten = supervisor.sandbox_cluster(
         document,
         cluster="prod",
         base_ref=BASE,
@@ -45,7 +46,7 @@ def test_sandbox_cluster_rebases_and_keeps_only_standin_pools() -> None:
 
 
 def test_seeded_tree_is_a_valid_repository(tmp_path: Path) -> None:
-    local.write_seed(REPO_ROOT, tmp_path, base_ref=BASE, registry="127.0.0.1:5000/layering")
+    supervisor.write_seed(REPO_ROOT, tmp_path, base_ref=BASE, registry="127.0.0.1:5000/layering")
     model = fs.load(tmp_path)
     assert model.problems == ()
     assert set(model.images) == {p.name for p in (REPO_ROOT / "images").iterdir() if p.is_dir()}
@@ -59,35 +60,35 @@ def test_seeded_tree_is_a_valid_repository(tmp_path: Path) -> None:
 
 def test_webhook_secret_is_made_once_with_mode_0600(tmp_path: Path) -> None:
     path = tmp_path / "webhook-secret"
-    first = local.webhook_secret(path)
+    first = supervisor.webhook_secret(path)
     assert len(first) == 64
     assert path.stat().st_mode & 0o777 == 0o600
-    assert local.webhook_secret(path) == first
+    assert supervisor.webhook_secret(path) == first
 
 
 def test_registry_configuration_listens_on_loopback_only(tmp_path: Path) -> None:
-    text = local.registry_config(host="127.0.0.1:5000", data=tmp_path / "data")
+    text = supervisor.registry_config(host="127.0.0.1:5000", data=tmp_path / "data")
     assert 'addr: "127.0.0.1:5000"' in text
-    assert local.registries_conf("127.0.0.1:5000") == (
+    assert supervisor.registries_conf("127.0.0.1:5000") == (
         '[[registry]]\nlocation = "127.0.0.1:5000"\ninsecure = true\n'
     )
 
 
 def test_taken_ports_move_unless_asked_for_or_named_by_the_sandbox(tmp_path: Path) -> None:
-    layout = local.Layout(tmp_path)
+    layout = supervisor.Layout(tmp_path)
     said: list[str] = []
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
         taken = held.getsockname()[1]
-        free = local.free_port()
+        free = supervisor.free_port()
 
-        def options(**ports: int) -> local.Options:
-            return local.Options(tmp_path, ports, None, None, tmp_path)
+        def options(**ports: int) -> supervisor.Options:
+            return supervisor.Options(tmp_path, ports, None, None, tmp_path)
 
         saved = {"receiver": free, "registry": taken, "redis": taken}
         # no sandbox yet: the remembered ports that are taken move, the others stay
-        ports = local._ports(layout, options(), saved, said.append)
+        ports = supervisor._ports(layout, options(), saved, said.append)
         assert ports["receiver"] == free
         assert taken not in (ports["registry"], ports["redis"])
         assert said == [
@@ -95,7 +96,7 @@ def test_taken_ports_move_unless_asked_for_or_named_by_the_sandbox(tmp_path: Pat
             f"127.0.0.1:{taken} is in use: redis listens on {ports['redis']} instead",
         ]
         with pytest.raises(InputError, match=f"{taken} is in use; pass another --redis-port"):
-            local._ports(layout, options(redis=taken), saved, said.append)
+            supervisor._ports(layout, options(redis=taken), saved, said.append)
         layout.repository.mkdir()
         with pytest.raises(InputError, match="names the registry there"):
-            local._ports(layout, options(), saved, said.append)
+            supervisor._ports(layout, options(), saved, said.append)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import machineconfig, yamlfile
+from pipeline.core import machineconfig, yamlfile
 from tests import crd
 
 DIGEST = "sha256:" + "c" * 64

@@ -4,7 +4,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from pipeline import buildkey, machineconfig, promotion, repo, yamlfile
+from pipeline.core import commit_status, content_address, machineconfig, promotion, repo, yamlfile
 from tests import crd
 
 BASE_A = "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:" + "a" * 64
@@ -53,7 +53,9 @@ def repository(
 
 
 def key(image: str, base: str = BASE_A) -> str:
-    return buildkey.build_key(tree_id=TREES[image], base_digest=base.split("@")[1], build_args={})
+    return content_address.build_key(
+        tree_id=TREES[image], base_digest=base.split("@")[1], build_args={}
+    )
 
 
 def found(
@@ -355,7 +357,7 @@ def test_other_commits_are_not_promotion_commits(message: str) -> None:
     [("short", 5), ("x" * 140, 140), ("y" * 500, 140), ("a\n b   c", 5)],
 )
 def test_status_descriptions_fit_github(text: str, length: int) -> None:
-    assert len(promotion.Status("c", "pending", text).description) == length
+    assert len(commit_status.Status("c", "pending", text).description) == length
 
 
 @pytest.mark.parametrize(

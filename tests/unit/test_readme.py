@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
 from tests import services
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -138,7 +138,7 @@ def test_install_hook_command_runs(tmp_path: Path) -> None:
 def test_scaling_worker_command_starts_a_builds_worker(
     redis_server: services.RedisServer, tmp_path: Path
 ) -> None:
-    from pipeline.settings import load_settings
+    from pipeline.adapters.environment import load_settings
     from workers import app as celery_app
 
     command = next(c for c in readme_commands() if c.startswith("layering worker"))

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import repo
+from pipeline.core import repo
 
 DIGEST = "sha256:" + "1" * 64
 BASE = f"quay.io/openshift-release-dev/ocp-v4.0-art-dev@{DIGEST}"

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import reporting
+from pipeline.core import commit_status
 
 URL = "https://layering.example.com"
 DIGEST = "sha256:" + "c7ffdd54818a" + "0" * 52
@@ -36,7 +36,7 @@ def record(**extra: Any) -> dict[str, Any]:
     ],
 )
 def test_build_status(document: dict[str, Any], state: str, description: str) -> None:
-    status = reporting.build_status(document, public_url=URL)
+    status = commit_status.build_status(document, public_url=URL)
     assert status is not None
     assert status.context == "layering/build/firewalld@nonprod"
     assert (status.state, status.description) == (state, description)
@@ -45,11 +45,11 @@ def test_build_status(document: dict[str, Any], state: str, description: str) ->
 
 @pytest.mark.parametrize("state", ["queued", "running", "cancelled"])
 def test_unfinished_or_cancelled_builds_report_nothing(state: str) -> None:
-    assert reporting.build_status(record(state=state), public_url=URL) is None
+    assert commit_status.build_status(record(state=state), public_url=URL) is None
 
 
 def test_descriptions_fit_github_limit() -> None:
-    status = reporting.build_status(
+    status = commit_status.build_status(
         record(state="failed", failing_step="STEP 1/1: RUN " + "x" * 300), public_url=URL
     )
     assert status is not None
@@ -61,27 +61,27 @@ def test_descriptions_fit_github_limit() -> None:
     [
         ([], False, "success", "no findings"),
         (
-            [reporting.LintFinding("LAY005", "warning", "images/a/Containerfile", 3)],
+            [commit_status.LintFinding("LAY005", "warning", "images/a/Containerfile", 3)],
             False,
             "success",
             "passed with 1 warning(s): LAY005",
         ),
         (
             [
-                reporting.LintFinding("LAY001", "error", "images/a/Containerfile", 1),
-                reporting.LintFinding("LAY003", "error", "images/a/Containerfile", 5),
+                commit_status.LintFinding("LAY001", "error", "images/a/Containerfile", 1),
+                commit_status.LintFinding("LAY003", "error", "images/a/Containerfile", 5),
             ],
             False,
             "failure",
             "2 error(s): LAY001 at images/a/Containerfile:1 (+1 more)",
         ),
-        ([], True, "success", f"no findings; {reporting.FORK_NOTE}"),
+        ([], True, "success", f"no findings; {commit_status.FORK_NOTE}"),
     ],
 )
 def test_lint_status(
-    findings: list[reporting.LintFinding], fork: bool, state: str, description: str
+    findings: list[commit_status.LintFinding], fork: bool, state: str, description: str
 ) -> None:
-    status = reporting.lint_status(findings, fork=fork)
+    status = commit_status.lint_status(findings, fork=fork)
     assert (status.context, status.state, status.description) == (
         "layering/lint",
         state,
@@ -91,11 +91,11 @@ def test_lint_status(
 
 def test_superseded_keeps_shared_keys() -> None:
     old = [
-        reporting.HeadBuild("b1", "build-b1", "k1", "firewalld", "nonprod"),
-        reporting.HeadBuild("b2", "build-b2", "k2", "chrony", "nonprod"),
+        commit_status.HeadBuild("b1", "build-b1", "k1", "firewalld", "nonprod"),
+        commit_status.HeadBuild("b2", "build-b2", "k2", "chrony", "nonprod"),
     ]
-    assert reporting.superseded_builds(old, ["k2", "k3"]) == [old[0]]
-    assert reporting.superseded_builds(old, []) == old
-    assert reporting.HeadBuild.from_json(old[0].to_json()) == old[0]
-    status = reporting.superseded(old[0].context, by_sha="f" * 40)
+    assert commit_status.superseded_builds(old, ["k2", "k3"]) == [old[0]]
+    assert commit_status.superseded_builds(old, []) == old
+    assert commit_status.HeadBuild.from_json(old[0].to_json()) == old[0]
+    status = commit_status.superseded(old[0].context, by_sha="f" * 40)
     assert (status.state, status.description) == ("error", "superseded by ffffffffffff")

@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from pipeline import rollout
+from pipeline.core import rollout
 from tests import crd
 
 URL = "registry.example.com/layering/firewalld@sha256:" + "c" * 64

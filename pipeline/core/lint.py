@@ -16,8 +16,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pipeline import containerfile, names, repo, yamlfile
-from pipeline.containerfile import Containerfile, Instruction, Stage
+from pipeline.core import containerfile, names, repo, yamlfile
+from pipeline.core.containerfile import Containerfile, Instruction, Stage
 
 Severity = Literal["error", "warning"]
 ERROR: Severity = "error"

@@ -15,15 +15,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from pipeline import machineconfig, promotion, repo, rollout
-from pipeline.adapters import gitwrite
-from pipeline.adapters.promotions import (
+from pipeline.adapters import branch_writer
+from pipeline.adapters.promotion_store import (
     Drift,
     Promoted,
     PromotionStore,
     RolloutRecord,
     rollout_record,
 )
+from pipeline.core import commit_status, machineconfig, promotion, repo, rollout
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,9 @@ class BaseImageInfo(Protocol):
 
 
 class Writer(Protocol):
-    def write(self, branch: str, change_for: gitwrite.ChangeFor) -> gitwrite.WriteResult: ...
+    def write(
+        self, branch: str, change_for: branch_writer.ChangeFor
+    ) -> branch_writer.WriteResult: ...
 
 
 class LogReporter:
@@ -139,10 +141,10 @@ def decide(
     )
 
 
-def change_of(plan: promotion.PromotionPlan) -> gitwrite.Change | None:
+def change_of(plan: promotion.PromotionPlan) -> branch_writer.Change | None:
     if plan.refused or not plan.changes:
         return None
-    return gitwrite.Change(
+    return branch_writer.Change(
         message=promotion.commit_message(plan),
         writes={s.path: s.content for s in plan.changes if isinstance(s, promotion.WriteFile)},
         deletes=frozenset(s.path for s in plan.changes if isinstance(s, promotion.DeleteFile)),
@@ -165,7 +167,7 @@ def promote(
     plans: list[promotion.PromotionPlan] = []
     models: list[repo.Repository] = []
 
-    def change_for(head: str, repository: repo.Repository) -> gitwrite.Change | None:
+    def change_for(head: str, repository: repo.Repository) -> branch_writer.Change | None:
         models.append(repository)
         plan = decide(
             repository,
@@ -205,7 +207,7 @@ def promote(
 
 def _record(
     plan: promotion.PromotionPlan,
-    result: gitwrite.WriteResult,
+    result: branch_writer.WriteResult,
     *,
     store: PromotionStore,
     now: float,
@@ -287,7 +289,7 @@ def watch_rollout(
 ) -> dict[str, rollout.RolloutState]:
     """Follow every managed pool of `cluster` at the promotion commit; statuses on that
     commit; verifications recorded for Updated (healthy) and Degraded (failed) pools."""
-    context = promotion.rollout_context(cluster)
+    context = commit_status.rollout_context(cluster)
     states: dict[str, rollout.RolloutState] = {}
     images = expected_images(repository, cluster)
     for pool, url in sorted(images.items()):
@@ -381,7 +383,7 @@ def rollout_timed_out(
         )
     reporter.set_status(
         commit_sha,
-        context=promotion.rollout_context(cluster),
+        context=commit_status.rollout_context(cluster),
         state="failure",
         description=message,
         target_url=target_url,
@@ -415,7 +417,7 @@ def gate(
         )
     reporter.set_status(
         head_sha,
-        context=promotion.gate_context(environment),
+        context=commit_status.gate_context(environment),
         state=decision.state.value,
         description=decision.description,
         target_url=target_url,

@@ -26,7 +26,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline import buildkey, repo
+from pipeline.core import content_address, repo
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class BuildTarget:
 
     @property
     def tag(self) -> str:
-        return buildkey.tag(self.build_key)
+        return content_address.tag(self.build_key)
 
     @property
     def image_ref(self) -> str:
@@ -181,7 +181,7 @@ def _target(image: repo.Image, cluster: repo.Cluster, reason: str) -> BuildTarge
         image=image.name,
         cluster=cluster.name,
         environment=cluster.environment,
-        build_key=buildkey.build_key(
+        build_key=content_address.build_key(
             tree_id=image.tree_id,
             base_digest=cluster.base_digest,
             build_args=image.settings.build_args,

@@ -24,11 +24,12 @@ from urllib.parse import quote
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from pipeline import builds, promoting, repo
 from pipeline.adapters import git as gitadapter
-from pipeline.adapters.promotions import PromotionStore
-from pipeline.errors import PipelineError
-from pipeline.settings import Settings
+from pipeline.adapters.promotion_store import PromotionStore
+from pipeline.core import builds, repo
+from pipeline.core.errors import PipelineError
+from pipeline.core.settings import Settings
+from pipeline.flows import promote as promote_flow
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ BUILD_ROWS = 50
 
 
 class BuildSource(Protocol):
-    """What the dashboard reads of builds (pipeline.web.StoreView provides it)."""
+    """What the dashboard reads of builds (pipeline.web.server.StoreView provides it)."""
 
     def list_builds(self, *, limit: int) -> list[Mapping[str, Any]]: ...
 
@@ -385,7 +386,7 @@ class RepositoryPromotions:
             branch = f"env/{environment}"
             head = gitadapter.branch_commit(mirror, branch)
             at_head = mirror.load(head) if head else model
-            rows = promoting.status_rows(at_head, store, now=self._clock())
+            rows = promote_flow.status_rows(at_head, store, now=self._clock())
             pools = tuple(
                 PoolRow(
                     cluster=row["cluster"],

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline import names, yamlfile
+from pipeline.core import names, yamlfile
 
 API_VERSION = "machineconfiguration.openshift.io/v1"
 KIND = "MachineConfig"

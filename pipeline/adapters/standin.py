@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.errors import PermanentError
+from pipeline.core.errors import PermanentError
 
 REPOSITORY = "os/fcos-stand-in"
 SHIMS = ("ostree", "rpm-ostree", "bootc")

@@ -25,9 +25,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from pipeline import changes, repo
 from pipeline.adapters import git as gitadapter
-from pipeline.errors import InputError
+from pipeline.core import changes, repo
+from pipeline.core.errors import InputError
 
 _TOP = (repo.IMAGES_DIR, repo.CLUSTERS_DIR)
 

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from pipeline import containerfile
+from pipeline.core import containerfile
 
 # buildah prints "STEP 2/4: RUN …", prefixed with "[stage/stages] " in multi-stage builds.
 _STEP = re.compile(

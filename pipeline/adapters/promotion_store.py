@@ -18,8 +18,8 @@ from typing import Any
 
 import redis
 
-from pipeline import promotion, rollout
-from pipeline.errors import TemporaryError
+from pipeline.core import promotion, rollout
+from pipeline.core.errors import TemporaryError
 
 VERIFICATIONS = "layering:verifications:"
 PROMOTED = "layering:promoted:"

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from pipeline import buildoutput, builds, redaction
 from pipeline.adapters import git as gitadapter
 from pipeline.adapters import registry as registry_adapter
 from pipeline.adapters import source
-from pipeline.errors import BuildFailed, Cancelled, PermanentError, TemporaryError
-from pipeline.settings import Settings
+from pipeline.core import buildah_output, builds, redaction
+from pipeline.core.errors import BuildFailed, Cancelled, PermanentError, TemporaryError
+from pipeline.core.settings import Settings
 
 LineSink = Callable[[str], None]
 
@@ -203,8 +203,8 @@ def run_build(
             return current
         return save(builds.cancel(record, now=clock(), reason=str(exc)))
     except BuildFailed as exc:
-        step = buildoutput.parse_step(exc.step)
-        line = buildoutput.step_line(spec.containerfile, step) if spec and step else None
+        step = buildah_output.parse_step(exc.step)
+        line = buildah_output.step_line(spec.containerfile, step) if spec and step else None
         where = f"images/{request.image}/Containerfile" + (f":{line}" if line else "")
         message = f"{where}: {exc}"
         if exc.log_tail:

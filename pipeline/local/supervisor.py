@@ -38,9 +38,9 @@ from typing import Any
 
 import yaml
 
-from pipeline import standin
+from pipeline.adapters import standin
 from pipeline.cli import install_hook
-from pipeline.errors import InputError, PipelineError
+from pipeline.core.errors import InputError, PipelineError
 
 DEFAULT_PORTS = {"receiver": 8080, "registry": 5000, "redis": 6380}
 # The project's example images that build on the busybox stand-in (their RUN steps only call
@@ -423,7 +423,7 @@ def manifest_exists(registry_host: str, repository: str, digest: str) -> bool:
 
 
 def worker_answers(redis_url: str, name: str) -> Callable[[], bool]:
-    from pipeline.settings import load_settings
+    from pipeline.adapters.environment import load_settings
     from workers import app as celery_app
 
     app = celery_app.create_app(load_settings(redis_url=redis_url))

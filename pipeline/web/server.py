@@ -27,19 +27,20 @@ from prometheus_client import (
 from prometheus_client.registry import Collector
 from starlette.types import Receive, Scope, Send
 
-from pipeline import builds, dashboard, events
 from pipeline.adapters import queue
-from pipeline.errors import TemporaryError
-from pipeline.settings import Settings
+from pipeline.core import builds, events
+from pipeline.core.errors import TemporaryError
+from pipeline.core.settings import Settings
+from pipeline.web import dashboard
 
 log = logging.getLogger(__name__)
 
-PROMOTE_TASK = "layering.promote"  # workers/promotion.py: the promotion stage's contract
+PROMOTE_TASK = "layering.promote"  # workers/promotion_tasks.py: the promotion stage's contract
 GATE_TASK = "layering.gate"
 
 
 class BuildStore(Protocol):
-    """What the builds API reads (pipeline/adapters/store.py provides it)."""
+    """What the builds API reads (pipeline/adapters/build_records.py provides it)."""
 
     def list_builds(self, *, limit: int) -> list[Mapping[str, Any]]: ...
 
@@ -378,25 +379,25 @@ def service_app(settings: Settings) -> WebhookFront:
     """The receiver wired to the real adapters (what `layering serve` runs)."""
     import redis
 
-    from pipeline import promotion
-    from pipeline.adapters import metrics, promotion_metrics, promotions, store
+    from pipeline.adapters import build_records, metrics, promotion_metrics, promotion_store
+    from pipeline.core import promotion
 
     client = redis.Redis.from_url(
         settings.redis_url.get_secret_value(), socket_timeout=5, socket_connect_timeout=2
     )
     return create_app(
         settings,
-        store=StoreView(store.BuildStore.from_settings(settings)),
+        store=StoreView(build_records.BuildStore.from_settings(settings)),
         collectors=(
             metrics.RedisHistograms(client),
-            promotion_metrics.PromotionCollector(promotions.PromotionStore(client)),
+            promotion_metrics.PromotionCollector(promotion_store.PromotionStore(client)),
         ),
         is_promotion_commit=promotion.is_promotion_commit,
     )
 
 
 def app_from_environment() -> WebhookFront:
-    """For `uvicorn --factory pipeline.web:app_from_environment`."""
-    from pipeline.settings import load_settings
+    """For `uvicorn --factory pipeline.web.server:app_from_environment`."""
+    from pipeline.adapters.environment import load_settings
 
     return service_app(load_settings())

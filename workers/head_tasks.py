@@ -2,7 +2,7 @@
 history) -> lint -> fan out "layering.build" -> commit statuses; supersede older heads; post
 statuses with retries. Does I/O (Git, Redis, GitHub, Celery).
 
-Task names and arguments (the receiver enqueues them by name, see pipeline/events.py):
+Task names and arguments (the receiver enqueues them by name, see pipeline/core/events.py):
 
 - "layering.handle_push"(branch, before, after, forced, enqueued_at=None)
 - "layering.handle_pull_request"(number, head_sha, head_ref, base_ref, from_fork, enqueued_at=None)
@@ -14,8 +14,8 @@ Task names and arguments (the receiver enqueues them by name, see pipeline/event
   key what the pull request's builds pushed.)
 - "layering.report_status"(sha, context, state, description, target_url, seq): one commit
   status, retried on TemporaryError (rate limits, 5xx) with back-off LAYERING_STATUS_RETRIES
-  times, then parked in Redis (pipeline/adapters/statuses.py); skipped when a newer status for
-  the same (sha, context) was queued meanwhile.
+  times, then parked in Redis (pipeline/adapters/parked_statuses.py); skipped when a newer status
+  for the same (sha, context) was queued meanwhile.
 - "layering.resend_statuses"(): periodic (Celery beat, every
   LAYERING_STATUS_RESEND_INTERVAL_SECONDS): sends parked statuses that are due again, the
   newest of each (sha, context) only, until GitHub takes them or LAYERING_STATUS_PARK_SECONDS
@@ -38,12 +38,13 @@ from typing import Any, cast
 import redis
 from celery import Celery, Task
 
-from pipeline import builds, events, lint, planning, reporting
+from pipeline.adapters import build_records, github, metrics, parked_statuses
 from pipeline.adapters import git as gitadapter
-from pipeline.adapters import github, metrics, statuses, store
-from pipeline.errors import PermanentError, TemporaryError
-from pipeline.settings import Settings
-from workers import tasks as build_tasks
+from pipeline.core import builds, commit_status, events, lint
+from pipeline.core.errors import PermanentError, TemporaryError
+from pipeline.core.settings import Settings
+from pipeline.flows import history
+from workers import build_tasks
 from workers.app import BUILDS_QUEUE, EVENTS_QUEUE, app, settings_of
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ REPORT_BUILD_ERROR_TASK = "layering.report_build_error"
 CLOSE_PULL_REQUEST_TASK = events.CLOSE_PULL_REQUEST_TASK
 RESEND_STATUSES_TASK = "layering.resend_statuses"
 HEAD_PREFIX = "layering:head:"
-STATUS_SEQ_PREFIX = statuses.SEQ_PREFIX
+STATUS_SEQ_PREFIX = parked_statuses.SEQ_PREFIX
 HEAD_TTL_SECONDS = 14 * 24 * 3600
 STATUS_SEQ_TTL_SECONDS = 3 * 24 * 3600
 RESEND_BATCH = 100
@@ -98,7 +99,7 @@ def _open_mirror(settings: Settings, *refs: str) -> gitadapter.GitRepo:
 
 
 def queue_status(
-    celery_app: Celery, settings: Settings, sha: str, status: reporting.Status
+    celery_app: Celery, settings: Settings, sha: str, status: commit_status.Status
 ) -> None:
     """Queue one commit status; a later call for the same (sha, context) wins over an earlier
     one that is still waiting for a retry."""
@@ -115,8 +116,10 @@ def queue_status(
     )
 
 
-def _parked(settings: Settings) -> statuses.ParkedStatuses:
-    return statuses.ParkedStatuses(_redis(settings), keep_seconds=settings.status_park_seconds)
+def _parked(settings: Settings) -> parked_statuses.ParkedStatuses:
+    return parked_statuses.ParkedStatuses(
+        _redis(settings), keep_seconds=settings.status_park_seconds
+    )
 
 
 @app.task(name=REPORT_STATUS_TASK, bind=True, queue=EVENTS_QUEUE, max_retries=None)  # type: ignore[untyped-decorator]
@@ -124,7 +127,7 @@ def report_status(
     self: Task,
     sha: str,
     context: str,
-    state: reporting.State,
+    state: commit_status.State,
     description: str,
     target_url: str | None,
     seq: int,
@@ -144,14 +147,14 @@ def report_status(
     except TemporaryError as exc:
         retries = int(self.request.retries or 0)
         if retries < settings.status_retries:
-            countdown = reporting.status_backoff(
+            countdown = commit_status.status_backoff(
                 retries, base=settings.status_backoff_seconds, retry_after=exc.retry_after
             )
             raise self.retry(exc=exc, countdown=countdown) from None
-        parked = reporting.ParkedStatus(
+        parked = commit_status.ParkedStatus(
             sha, context, state, description, target_url, seq, parked_at=time.time()
         )
-        delay = reporting.resend_delay(
+        delay = commit_status.resend_delay(
             0, retry_after=exc.retry_after, interval=settings.status_resend_interval_seconds
         )
         try:
@@ -207,9 +210,9 @@ def resend_statuses(self: Task) -> dict[str, int]:
 
 def _resend(
     settings: Settings,
-    parked: statuses.ParkedStatuses,
+    parked: parked_statuses.ParkedStatuses,
     client: github.GitHubClient,
-    status: reporting.ParkedStatus,
+    status: commit_status.ParkedStatus,
 ) -> str:
     now = time.time()
     latest = parked.latest_seq(status.sha, status.context)
@@ -236,7 +239,7 @@ def _resend(
         )
     except TemporaryError as exc:
         attempts = status.attempts + 1
-        delay = reporting.resend_delay(
+        delay = commit_status.resend_delay(
             attempts, retry_after=exc.retry_after, interval=settings.status_resend_interval_seconds
         )
         parked.reschedule(dataclasses.replace(status, attempts=attempts), due=now + delay)
@@ -294,7 +297,7 @@ def _claim_head(
 
 
 def _record_head_builds(
-    client: redis.Redis[bytes], scope: str, sha: str, head_builds: Sequence[reporting.HeadBuild]
+    client: redis.Redis[bytes], scope: str, sha: str, head_builds: Sequence[commit_status.HeadBuild]
 ) -> dict[str, Any] | None:
     """Add builds to the head document of `scope`; when a newer head took the scope (or the
     pull request was closed) while these were being queued, return its document instead (the
@@ -325,18 +328,18 @@ def _cancel_builds(
     celery_app: Celery,
     settings: Settings,
     sha: str,
-    head_builds: Sequence[reporting.HeadBuild],
+    head_builds: Sequence[commit_status.HeadBuild],
     *,
     reason: str,
-    status_of: Callable[[reporting.HeadBuild, str], reporting.Status],
+    status_of: Callable[[commit_status.HeadBuild, str], commit_status.Status],
 ) -> None:
     """Cancel unfinished builds of head `sha`: raise each one's cancel flag (a running build
     polls it and kills buildah's process group before any push), revoke its task (a queued
     copy is dropped by the worker that receives it), record it cancelled and post its status.
 
     The task is revoked without `terminate`: killing the pool process would leave the build-key
-    lock held until it expires, so the build stops itself instead (workers/buildah.py)."""
-    build_store = store.BuildStore.from_settings(settings)
+    lock held until it expires, so the build stops itself instead (pipeline/adapters/buildah.py)."""
+    build_store = build_records.BuildStore.from_settings(settings)
     for build in head_builds:
         record = build_store.get(build.build_id)
         if record is not None and record.state.terminal:
@@ -349,7 +352,7 @@ def _cancel_builds(
             except builds.InvalidTransition:
                 continue  # finished meanwhile: its own result is reported
         log.info("build %s of %s cancelled: %s", build.build_id, sha[:12], reason)
-        target_url = reporting.log_url(settings.public_url, build.build_id)
+        target_url = commit_status.log_url(settings.public_url, build.build_id)
         queue_status(celery_app, settings, sha, status_of(build, target_url))
 
 
@@ -363,21 +366,21 @@ def _supersede(
 ) -> None:
     if previous is None or previous.get("sha") == new_sha:
         return
-    old_builds = [reporting.HeadBuild.from_json(b) for b in previous.get("builds", [])]
+    old_builds = [commit_status.HeadBuild.from_json(b) for b in previous.get("builds", [])]
     _cancel_builds(
         celery_app,
         settings,
         str(previous["sha"]),
-        reporting.superseded_builds(old_builds, new_keys),
+        commit_status.superseded_builds(old_builds, new_keys),
         reason=f"superseded by {new_sha}",
-        status_of=lambda build, url: reporting.superseded(
+        status_of=lambda build, url: commit_status.superseded(
             build.context, by_sha=new_sha, target_url=url
         ),
     )
 
 
 def _close_head(
-    celery_app: Celery, settings: Settings, sha: str, head_builds: Sequence[reporting.HeadBuild]
+    celery_app: Celery, settings: Settings, sha: str, head_builds: Sequence[commit_status.HeadBuild]
 ) -> None:
     """Cancel builds of a closed pull request's head."""
     _cancel_builds(
@@ -385,8 +388,8 @@ def _close_head(
         settings,
         sha,
         head_builds,
-        reason=reporting.PULL_REQUEST_CLOSED,
-        status_of=lambda build, url: reporting.closed(build.context, target_url=url),
+        reason=commit_status.PULL_REQUEST_CLOSED,
+        status_of=lambda build, url: commit_status.closed(build.context, target_url=url),
     )
 
 
@@ -405,13 +408,13 @@ _EVENT_TASK: dict[str, Any] = {
 
 def _lint_findings(
     repository: Any, images: Sequence[str]
-) -> dict[str, list[reporting.LintFinding]]:
-    found: dict[str, list[reporting.LintFinding]] = {}
+) -> dict[str, list[commit_status.LintFinding]]:
+    found: dict[str, list[commit_status.LintFinding]] = {}
     for image in images:
         if image not in repository.images:
             continue
         found[image] = [
-            reporting.LintFinding(f.id, str(f.severity), f.path, f.line)
+            commit_status.LintFinding(f.id, str(f.severity), f.path, f.line)
             for f in lint.lint_image(repository, image)
         ]
     return found
@@ -445,7 +448,7 @@ def handle_head(
     if not claimed:
         return {"head": head_sha, "stale": True, "newer": previous.get("sha") if previous else None}
     with _open_mirror(settings, *refs) as mirror:
-        plan = planning.plan_range(
+        plan = history.plan_range(
             mirror,
             from_rev,
             head_sha,
@@ -462,24 +465,24 @@ def handle_head(
             return {"head": head_sha, "builds": [], "note": plan.note or "nothing to build"}
         repository = mirror.load(head_sha)
     findings = _lint_findings(repository, images)
-    problems = [reporting.LintFinding("LAY006", "error", p.path, p.line) for p in plan.problems]
+    problems = [commit_status.LintFinding("LAY006", "error", p.path, p.line) for p in plan.problems]
     all_findings = problems + [f for image in images for f in findings.get(image, [])]
     queue_status(
-        celery_app, settings, head_sha, reporting.lint_status(all_findings, fork=not build)
+        celery_app, settings, head_sha, commit_status.lint_status(all_findings, fork=not build)
     )
     new_keys = [target.build_key for target in plan.builds]
     _supersede(celery_app, settings, previous, new_sha=head_sha, new_keys=new_keys if build else [])
     if not build:
         return {"head": head_sha, "builds": [], "note": "fork: lint only"}
     source = str(mirror_path(settings, settings.repo_url or ""))
-    head_builds: list[reporting.HeadBuild] = []
+    head_builds: list[commit_status.HeadBuild] = []
     for target in plan.builds:
         if any(f.severity == "error" for f in findings.get(target.image, [])):
             queue_status(
                 celery_app,
                 settings,
                 head_sha,
-                reporting.not_built(
+                commit_status.not_built(
                     target.image, target.cluster, "lint errors (see layering/lint)"
                 ),
             )
@@ -496,7 +499,7 @@ def handle_head(
             celery_app,
             settings,
             head_sha,
-            reporting.pending_build(
+            commit_status.pending_build(
                 target.image, target.cluster, build_id=record.id, public_url=settings.public_url
             ),
         )
@@ -522,7 +525,9 @@ def handle_head(
             ),
         )
         head_builds.append(
-            reporting.HeadBuild(record.id, task_id, target.build_key, target.image, target.cluster)
+            commit_status.HeadBuild(
+                record.id, task_id, target.build_key, target.image, target.cluster
+            )
         )
     newer = _record_head_builds(client, scope, head_sha, head_builds)
     if newer is not None and newer.get("closed"):
@@ -637,7 +642,7 @@ def close_pull_request(
         return {"ignored": f"pull request #{number} changed after it was closed"}
     if previous is None or previous.get("closed"):
         return {"closed": number, "cancelled": []}
-    head_builds = [reporting.HeadBuild.from_json(b) for b in previous.get("builds", [])]
+    head_builds = [commit_status.HeadBuild.from_json(b) for b in previous.get("builds", [])]
     _close_head(self.app, settings, str(previous["sha"]), head_builds)
     return {"closed": number, "cancelled": [b.build_id for b in head_builds]}
 
@@ -645,7 +650,7 @@ def close_pull_request(
 @app.task(name=REPORT_BUILD_TASK, bind=True, queue=EVENTS_QUEUE)  # type: ignore[untyped-decorator]
 def report_build(self: Task, record: dict[str, Any], sha: str, scope: str) -> str:
     settings = settings_of(self.app)
-    status = reporting.build_status(record, public_url=settings.public_url)
+    status = commit_status.build_status(record, public_url=settings.public_url)
     if status is None:
         return "unfinished"
     finished, created = record.get("finished_at"), record.get("created_at")
@@ -665,18 +670,18 @@ def report_build_error(
     self: Task, task_id: str, sha: str, image: str, cluster: str, build_id: str
 ) -> str:
     settings = settings_of(self.app)
-    record = store.BuildStore.from_settings(settings).get(build_id)
+    record = build_records.BuildStore.from_settings(settings).get(build_id)
     if record is not None and record.state is builds.BuildState.CANCELLED:
         return "cancelled"
     queue_status(
         self.app,
         settings,
         sha,
-        reporting.Status(
-            reporting.build_context(image, cluster),
+        commit_status.Status(
+            commit_status.build_context(image, cluster),
             "error",
             "build task crashed; see the build log",
-            reporting.log_url(settings.public_url, build_id),
+            commit_status.log_url(settings.public_url, build_id),
         ),
     )
     return "error"

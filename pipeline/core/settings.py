@@ -1,25 +1,28 @@
-"""Runtime configuration from the environment (12-factor, prefix LAYERING_). No other module
-reads os.environ: settings are built once at start-up and passed on. Reads the environment only."""
+"""Runtime configuration as data: every LAYERING_ setting with its default and bounds. No I/O:
+adapters/environment.py builds it from the environment once at start-up and it is passed on."""
 
 from __future__ import annotations
 
 import re
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from pipeline.errors import InputError
+from pipeline.core import retry
 
 _GITHUB_URL = re.compile(
     r"^(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)"
     r"(?P<repo>[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+?)(?:\.git)?/?$"
 )
 
+# what is retried: a build (registry), a commit status, a parked status, any other task
+RetryKind = Literal["build", "status", "status-resend", "task"]
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="LAYERING_", frozen=True, extra="ignore")
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     repo_url: str | None = None
     default_branch: str = "main"
@@ -55,8 +58,15 @@ class Settings(BaseSettings):
     build_timeout_seconds: int = Field(default=3600, ge=60)
     delivery_ttl_seconds: int = Field(default=4 * 24 * 3600, ge=3 * 24 * 3600)
     max_body_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    # retries: every back-off is retry.backoff over one of the policies below
+    # (Settings.retry_policy); a server's Retry-After is always honoured (at most an hour)
     registry_retries: int = Field(default=4, ge=0, le=20)
     retry_backoff_seconds: float = Field(default=2.0, ge=0)
+    retry_backoff_cap_seconds: float = Field(default=300, ge=0)
+    # event and promotion tasks (Git fetch, Redis, GitHub reads, branch pushes)
+    task_retries: int = Field(default=8, ge=0, le=100)
+    task_backoff_seconds: float = Field(default=5.0, ge=0)
+    task_backoff_cap_seconds: float = Field(default=300, ge=0)
     # promotion stage: one rollout-watch task run lasts at most rollout_watch_seconds, then it
     # re-enqueues itself until the pool is done or rollout_timeout_seconds have passed
     rollout_watch_seconds: float = Field(default=600, gt=0)
@@ -68,7 +78,9 @@ class Settings(BaseSettings):
     # status_park_seconds
     status_retries: int = Field(default=30, ge=0)
     status_backoff_seconds: float = Field(default=1.0, ge=0)
+    status_backoff_cap_seconds: float = Field(default=600, ge=0)
     status_resend_interval_seconds: float = Field(default=60, ge=0.5)
+    status_resend_cap_seconds: float = Field(default=3600, ge=0)
     status_park_seconds: int = Field(default=7 * 24 * 3600, ge=60)
 
     @field_validator("default_branch")
@@ -78,6 +90,31 @@ class Settings(BaseSettings):
             raise ValueError("must be a plain branch name such as 'main'")
         return value
 
+    def retry_policy(self, kind: RetryKind) -> retry.RetryPolicy:
+        """The back-off numbers of one kind of retry (see retry.backoff)."""
+        if kind == "build":
+            return retry.RetryPolicy(
+                self.retry_backoff_seconds, self.retry_backoff_cap_seconds, self.registry_retries
+            )
+        if kind == "status":
+            return retry.RetryPolicy(
+                self.status_backoff_seconds,
+                self.status_backoff_cap_seconds,
+                self.status_retries,
+                jitter=False,
+            )
+        if kind == "status-resend":
+            # resent by beat until status_park_seconds have passed; the count is not the bound
+            return retry.RetryPolicy(
+                self.status_resend_interval_seconds,
+                self.status_resend_cap_seconds,
+                max_retries=1_000_000,
+                jitter=False,
+            )
+        return retry.RetryPolicy(
+            self.task_backoff_seconds, self.task_backoff_cap_seconds, self.task_retries
+        )
+
     @cached_property
     def github_repo_name(self) -> str | None:
         """`owner/name` from LAYERING_GITHUB_REPOSITORY, else from a GitHub LAYERING_REPO_URL."""
@@ -86,15 +123,3 @@ class Settings(BaseSettings):
         if self.repo_url and (match := _GITHUB_URL.match(self.repo_url)):
             return match.group("repo")
         return None
-
-
-def load_settings(**overrides: object) -> Settings:
-    """Build Settings; a bad variable stops start-up with every problem named."""
-    try:
-        return Settings(**overrides)  # type: ignore[arg-type]
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"LAYERING_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise InputError(f"bad configuration: {problems}") from None

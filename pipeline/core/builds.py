@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import buildkey, containerfile, repo
-from pipeline.errors import PermanentError
+from pipeline.core import containerfile, content_address, repo
+from pipeline.core.errors import PermanentError
 
 BUILD_ID_RULE = "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
 _BUILD_ID = re.compile(BUILD_ID_RULE)
@@ -239,7 +239,7 @@ def build_spec(
     except containerfile.ContainerfileError as exc:
         where = image.containerfile_path + (f":{exc.line}" if exc.line else "")
         raise PermanentError(f"{where}: {exc}") from None
-    key = buildkey.build_key(
+    key = content_address.build_key(
         tree_id=image.tree_id,
         base_digest=cluster.base_digest,
         build_args=image.settings.build_args,
@@ -257,7 +257,7 @@ def build_spec(
         image=image.name,
         cluster=cluster.name,
         build_key=key,
-        target=f"{cluster.image_repository(image.name)}:{buildkey.tag(key)}",
+        target=f"{cluster.image_repository(image.name)}:{content_address.tag(key)}",
         base=base,
         containerfile=rendered,
         context=context,

@@ -29,9 +29,9 @@ import redis
 from git.util import IterableList
 from gitdb.base import IStream  # type: ignore[import-untyped]
 
-from pipeline import repo
 from pipeline.adapters import git as gitadapter
-from pipeline.errors import PermanentError, TemporaryError
+from pipeline.core import repo
+from pipeline.core.errors import PermanentError, TemporaryError
 
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "LC_ALL": "C"}
 _REMOTE = "upstream"

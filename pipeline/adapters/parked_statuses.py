@@ -1,5 +1,5 @@
 """Commit statuses GitHub did not take within their task's retries, parked in Redis until beat
-sends them again (workers/events.py "layering.resend_statuses"). Does network I/O (Redis).
+sends them again (workers/head_tasks.py "layering.resend_statuses"). Does network I/O (Redis).
 
 Keys: `layering:status-parked` (a sorted set of slots by due time), `layering:status-parked:docs`
 (a hash slot -> the parked status as JSON). A slot is one (sha, context): only the newest status
@@ -15,7 +15,7 @@ import json
 
 import redis
 
-from pipeline import reporting
+from pipeline.core import commit_status
 
 DUE = "layering:status-parked"
 DOCS = "layering:status-parked:docs"
@@ -63,33 +63,33 @@ class ParkedStatuses:
         self._park = client.register_script(_PARK)
         self._update = client.register_script(_UPDATE)
 
-    def park(self, status: reporting.ParkedStatus, *, due: float) -> bool:
+    def park(self, status: commit_status.ParkedStatus, *, due: float) -> bool:
         """Keep `status` until `due`; False when a newer status of its slot exists."""
         document = json.dumps(status.to_json())
         keys = [DUE, DOCS, seq_key(status.sha, status.context)]
         argv = [status.member, document, status.seq, due, self._keep_seconds]
         return bool(self._park(keys=keys, args=argv))
 
-    def due(self, now: float, *, limit: int = 100) -> list[reporting.ParkedStatus]:
+    def due(self, now: float, *, limit: int = 100) -> list[commit_status.ParkedStatus]:
         """Parked statuses due by `now`, the earliest first."""
         members = self._client.zrangebyscore(DUE, "-inf", now, start=0, num=limit)
         if not members:
             return []
-        found: list[reporting.ParkedStatus] = []
+        found: list[commit_status.ParkedStatus] = []
         for slot, raw in zip(members, self._client.hmget(DOCS, members), strict=True):
             if raw is None:
                 self._client.zrem(DUE, slot)  # a slot without its document: nothing to send
                 continue
-            found.append(reporting.ParkedStatus.from_json(json.loads(raw)))
+            found.append(commit_status.ParkedStatus.from_json(json.loads(raw)))
         return found
 
-    def reschedule(self, status: reporting.ParkedStatus, *, due: float) -> bool:
+    def reschedule(self, status: commit_status.ParkedStatus, *, due: float) -> bool:
         """Try `status` again at `due` (unless a newer status replaced it meanwhile)."""
         document = json.dumps(status.to_json())
         argv = [status.member, status.seq, document, due]
         return bool(self._update(keys=[DUE, DOCS], args=argv))
 
-    def remove(self, status: reporting.ParkedStatus) -> bool:
+    def remove(self, status: commit_status.ParkedStatus) -> bool:
         """Forget `status` (sent, or outdated) unless a newer status replaced it meanwhile."""
         return bool(self._update(keys=[DUE, DOCS], args=[status.member, status.seq, "", 0]))
 

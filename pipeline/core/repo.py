@@ -18,7 +18,7 @@ from pydantic import (
     field_validator,
 )
 
-from pipeline import names, yamlfile
+from pipeline.core import names, yamlfile
 
 IMAGES_DIR = "images"
 CLUSTERS_DIR = "clusters"

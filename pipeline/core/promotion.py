@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pipeline import buildkey, machineconfig, repo
+from pipeline.core import commit_status, content_address, machineconfig, repo
 
 TRAILER_IMAGE = "Layering-Image"
 TRAILER_DIGEST = "Layering-Digest"
@@ -20,7 +20,6 @@ TRAILER_BUILD_KEY = "Layering-Build-Key"
 TRAILER_POOL = "Layering-Pool"
 TRAILER_REMOVED = "Layering-Removed"
 TRAILER_ENVIRONMENT = "Layering-Environment"
-STATUS_DESCRIPTION_LIMIT = 140
 _TRAILER_LINE = re.compile(r"^(?P<key>[A-Za-z0-9-]+):\s*(?P<value>.*?)\s*$")
 
 
@@ -42,7 +41,7 @@ class Target:
 
     @property
     def tag_reference(self) -> str:
-        return f"{self.image_repository}:{buildkey.tag(self.build_key)}"
+        return f"{self.image_repository}:{content_address.tag(self.build_key)}"
 
 
 @dataclass(frozen=True)
@@ -164,44 +163,7 @@ class GateDecision:
     refusals: tuple[Refusal, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "description", description(self.description))
-
-
-@dataclass(frozen=True)
-class Status:
-    """A commit status to post (context, state, description of at most 140 characters)."""
-
-    context: str
-    state: str  # "pending" | "success" | "failure" | "error"
-    description: str
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "description", description(self.description))
-
-
-def description(text: str) -> str:
-    """GitHub rejects status descriptions over 140 characters; keep the start, mark the cut."""
-    text = " ".join(text.split())
-    if len(text) <= STATUS_DESCRIPTION_LIMIT:
-        return text
-    return text[: STATUS_DESCRIPTION_LIMIT - 1] + "…"
-
-
-def promote_context(cluster: str) -> str:
-    return f"layering/promote/{cluster}"
-
-
-def rollout_context(cluster: str) -> str:
-    return f"layering/rollout/{cluster}"
-
-
-def gate_context(environment: str) -> str:
-    return f"layering/gate/{environment}"
-
-
-def short_digest(digest: str) -> str:
-    """12 hex digits name a digest in a 140-character status (`sha256:` + 12, like Git)."""
-    return digest.removeprefix("sha256:")[:12]
+        object.__setattr__(self, "description", commit_status.description(self.description))
 
 
 def targets(repository: repo.Repository, environment: str) -> list[Target]:
@@ -228,7 +190,7 @@ def _target(
         cluster=cluster.name,
         pool=pool,
         image=image_name,
-        build_key=buildkey.build_key(
+        build_key=content_address.build_key(
             tree_id=image.tree_id,
             base_digest=cluster.base_digest,
             build_args=image.settings.build_args,
@@ -343,7 +305,7 @@ def _pool_step(
             cluster.name,
             pool,
             image_name,
-            f"no lookup for build key {buildkey.tag(target.build_key)}; "
+            f"no lookup for build key {content_address.tag(target.build_key)}; "
             f"check {target.tag_reference}",
         )
     if lookup.digest is None:
@@ -406,13 +368,14 @@ def _upstream_refusal(
     assert upstream_name is not None
     upstream = repository.clusters.get(upstream_name)
     refuse = _refuser(cluster.name, target.pool, target.image, digest)
-    named = f"{target.image}@sha256:{short_digest(digest)}"
+    named = f"{target.image}@sha256:{commit_status.short_digest(digest)}"
     if upstream is None:
         return refuse(f"promotesFrom names unknown cluster {upstream_name!r}")
     if upstream.base_digest != cluster.base_digest:
         return refuse(
             f"base image differs from {upstream.name}'s "
-            f"({short_digest(cluster.base_digest)} vs {short_digest(upstream.base_digest)}), "
+            f"({commit_status.short_digest(cluster.base_digest)} vs "
+            f"{commit_status.short_digest(upstream.base_digest)}), "
             "so the build key differs: the tested bits cannot be promoted; align baseImage",
             RefusalKind.BASE_DIFFERS,
         )
@@ -530,18 +493,22 @@ def _remaining(
     return max(0.0, verification.verified_at + cluster.soak_seconds - now)
 
 
-def promote_statuses(plan: PromotionPlan) -> list[Status]:
+def promote_statuses(plan: PromotionPlan) -> list[commit_status.Status]:
     """`layering/promote/<cluster>` for every cluster of the plan."""
-    statuses: list[Status] = []
+    statuses: list[commit_status.Status] = []
     first = plan.refusals[0] if plan.refusals else None
     for cluster in plan.clusters:
-        context = promote_context(cluster)
+        context = commit_status.promote_context(cluster)
         own = plan.refusals_for(cluster)
         if own:
-            statuses.append(Status(context, "failure", f"not promoted: {_first_of(own)}"))
+            statuses.append(
+                commit_status.Status(context, "failure", f"not promoted: {_first_of(own)}")
+            )
         elif first is not None:
             statuses.append(
-                Status(context, "failure", f"not promoted: blocked by {first}; nothing committed")
+                commit_status.Status(
+                    context, "failure", f"not promoted: blocked by {first}; nothing committed"
+                )
             )
         else:
             steps = plan.steps_for(cluster)
@@ -549,7 +516,7 @@ def promote_statuses(plan: PromotionPlan) -> list[Status]:
             deleted = sum(isinstance(step, DeleteFile) for step in steps)
             unchanged = sum(isinstance(step, Skipped) for step in steps)
             statuses.append(
-                Status(
+                commit_status.Status(
                     context,
                     "success",
                     f"{written} written, {deleted} removed, {unchanged} unchanged",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from pipeline import promotion
+from pipeline.core import commit_status
 
 DEGRADED_CONDITIONS = ("NodeDegraded", "RenderDegraded", "Degraded")
 
@@ -31,16 +31,16 @@ class RolloutState:
     def done(self) -> bool:
         return self.phase is not Phase.UPDATING
 
-    def status(self, cluster: str, pool: str) -> promotion.Status:
+    def status(self, cluster: str, pool: str) -> commit_status.Status:
         """`layering/rollout/<cluster>` for one pool."""
-        context = promotion.rollout_context(cluster)
+        context = commit_status.rollout_context(cluster)
         if self.phase is Phase.UPDATED:
-            return promotion.Status(
+            return commit_status.Status(
                 context, "success", f"{pool}: {self.updated}/{self.total} machines updated"
             )
         if self.phase is Phase.DEGRADED:
-            return promotion.Status(context, "failure", f"{pool} degraded: {self.message}")
-        return promotion.Status(
+            return commit_status.Status(context, "failure", f"{pool} degraded: {self.message}")
+        return commit_status.Status(
             context,
             "pending",
             f"{pool}: {self.updated}/{self.total} machines updated"

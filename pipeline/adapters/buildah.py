@@ -30,10 +30,10 @@ from pathlib import Path
 
 import sh
 
-from pipeline import buildoutput, builds, names
 from pipeline.adapters import registry as registry_adapter
-from pipeline.errors import BuildFailed, Cancelled, PermanentError, TemporaryError
-from pipeline.settings import Settings
+from pipeline.core import buildah_output, builds, names
+from pipeline.core.errors import BuildFailed, Cancelled, PermanentError, TemporaryError
+from pipeline.core.settings import Settings
 
 LineSink = Callable[[str], None]
 ENTITLEMENT_MOUNT = "/etc/pki/entitlement"
@@ -172,13 +172,13 @@ class _Output:
 
     def __init__(self, sink: LineSink) -> None:
         self.sink = sink
-        self.tail: collections.deque[str] = collections.deque(maxlen=buildoutput.TAIL_LINES)
-        self.step: buildoutput.Step | None = None
+        self.tail: collections.deque[str] = collections.deque(maxlen=buildah_output.TAIL_LINES)
+        self.step: buildah_output.Step | None = None
 
     def __call__(self, chunk: str) -> None:
         for line in chunk.splitlines():
             self.tail.append(line)
-            step = buildoutput.parse_step(line)
+            step = buildah_output.parse_step(line)
             if step is not None:
                 self.step = step
             self.sink(line)
@@ -308,12 +308,12 @@ class Buildah:
 
 
 def build_error(
-    spec: builds.BuildSpec, output: str, step: buildoutput.Step | None, exit_code: int
+    spec: builds.BuildSpec, output: str, step: buildah_output.Step | None, exit_code: int
 ) -> BuildFailed | TemporaryError | PermanentError:
     """What a failed `buildah build` means: a failing instruction is the Containerfile's fault;
     before any instruction ran (pulling the base) the registry's answer decides."""
     lines = output.splitlines()
-    instruction = buildoutput.failed_instruction(lines)
+    instruction = buildah_output.failed_instruction(lines)
     step_text = str(step) if step else ""
     if instruction is not None and not instruction.upper().startswith("FROM"):
         return BuildFailed(
@@ -321,17 +321,17 @@ def build_error(
             step=step_text,
             log_tail=output,
         )
-    kind = buildoutput.classify(output)
+    kind = buildah_output.classify(output)
     base_host = registry_adapter.registry_host(spec.base)
     last = lines[-1] if lines else f"exit {exit_code}"
-    if kind is buildoutput.Failure.TEMPORARY:
+    if kind is buildah_output.Failure.TEMPORARY:
         return TemporaryError(f"registry {base_host} unavailable while pulling {spec.base}: {last}")
-    if kind is buildoutput.Failure.AUTH:
+    if kind is buildah_output.Failure.AUTH:
         return PermanentError(
             f"registry {base_host} refused the credentials for {spec.base}: {last}; "
             "check LAYERING_REGISTRY_AUTHFILE"
         )
-    if kind is buildoutput.Failure.MISSING:
+    if kind is buildah_output.Failure.MISSING:
         return PermanentError(
             f"{step_text or 'FROM'}: image not found ({last}); the cluster base is {spec.base}: "
             f"check baseImage in clusters/{spec.cluster}/cluster.yaml and the digests of FROM lines"
@@ -347,12 +347,12 @@ def push_error(spec: builds.BuildSpec, output: str) -> TemporaryError | Permanen
     host = registry_adapter.registry_host(spec.target)
     lines = output.splitlines()
     last = lines[-1] if lines else "no output"
-    kind = buildoutput.classify(output)
-    if kind is buildoutput.Failure.AUTH:
+    kind = buildah_output.classify(output)
+    if kind is buildah_output.Failure.AUTH:
         return PermanentError(
             f"registry {host} refused the credentials to push {spec.target}: {last}; "
             "check LAYERING_REGISTRY_AUTHFILE"
         )
-    if kind is buildoutput.Failure.TEMPORARY:
+    if kind is buildah_output.Failure.TEMPORARY:
         return TemporaryError(f"registry {host} unavailable while pushing {spec.target}: {last}")
     return PermanentError(f"registry {host}: push of {spec.target} failed: {last}")

@@ -24,9 +24,9 @@ Enqueue from Python:
                                   cluster=..., build_key=...)
 
 or, without Celery (the webhook's own enqueue path), create the record with
-`store.BuildStore.from_settings(settings).create(builds.queued(build_id, ...))` and send task
-BUILD_TASK with kwargs {"source", "commit_sha", "image", "cluster", "build_key", "build_id"} on
-queue BUILDS_QUEUE. Read results with `store.BuildStore.get(build_id)` / `read_log(...)`.
+`build_records.BuildStore.from_settings(settings).create(builds.queued(build_id, ...))` and send
+task BUILD_TASK with kwargs {"source", "commit_sha", "image", "cluster", "build_key", "build_id"} on
+queue BUILDS_QUEUE. Read results with `build_records.BuildStore.get(build_id)` / `read_log(...)`.
 """
 
 from __future__ import annotations
@@ -40,12 +40,12 @@ from typing import Any
 from celery import Celery, Task
 from celery.signals import worker_process_init
 
-from pipeline import building, builds
+from pipeline.adapters import build_records, buildah, registry
 from pipeline.adapters import git as gitadapter
-from pipeline.adapters import registry, store
-from pipeline.errors import TemporaryError
-from pipeline.settings import Settings
-from workers import buildah
+from pipeline.core import builds
+from pipeline.core.errors import TemporaryError
+from pipeline.core.settings import Settings
+from pipeline.flows import build as build_flow
 from workers.app import BUILDS_QUEUE, app, settings_of
 
 BUILD_TASK = "layering.build"
@@ -73,7 +73,7 @@ def create_build_record(
         commit_sha=commit_sha or "",
         build_key=build_key or "",
     )
-    store.BuildStore.from_settings(settings).save(record)
+    build_records.BuildStore.from_settings(settings).save(record)
     return record
 
 
@@ -134,12 +134,12 @@ def build(
 ) -> dict[str, Any]:
     settings = settings_of(self.app)
     retries = int(self.request.retries or 0)
-    build_store = store.BuildStore.from_settings(settings)
+    build_store = build_records.BuildStore.from_settings(settings)
     record_id = build_id or f"task-{self.request.id}"
     try:
-        record = building.run_build(
+        record = build_flow.run_build(
             settings,
-            building.BuildRequest(
+            build_flow.BuildRequest(
                 source=Path(source),
                 image=image,
                 cluster=cluster,

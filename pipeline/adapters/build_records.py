@@ -28,9 +28,9 @@ from contextlib import contextmanager
 import redis
 from redis.exceptions import LockError, RedisError
 
-from pipeline import builds, redaction
-from pipeline.errors import TemporaryError
-from pipeline.settings import Settings
+from pipeline.core import builds, redaction
+from pipeline.core.errors import TemporaryError
+from pipeline.core.settings import Settings
 
 PREFIX = "layering:build:"
 INDEX = "layering:builds"

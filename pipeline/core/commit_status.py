@@ -2,7 +2,7 @@
 lint and build results, which builds a newer head supersedes or a closed pull request cancels,
 and when a status GitHub would not take is sent again. No I/O.
 
-Descriptions stay under GitHub's 140 characters (promotion.description cuts them) and never
+Descriptions stay under GitHub's 140 characters (`description` cuts them) and never
 carry secrets: they are built from ids, digests, step names and finding ids only; the adapter
 scrubs them once more.
 """
@@ -14,11 +14,37 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipeline import promotion
-
 State = Literal["pending", "success", "failure", "error"]
+STATES: frozenset[str] = frozenset(("pending", "success", "failure", "error"))
+# GitHub rejects longer status descriptions
+DESCRIPTION_LIMIT = 140
 LINT_CONTEXT = "layering/lint"
 FORK_NOTE = "a maintainer must comment /ok-to-test to build this fork's pull request"
+
+
+def description(text: str) -> str:
+    """GitHub rejects status descriptions over 140 characters; keep the start, mark the cut."""
+    text = " ".join(text.split())
+    if len(text) <= DESCRIPTION_LIMIT:
+        return text
+    return text[: DESCRIPTION_LIMIT - 1] + "…"
+
+
+def short_digest(digest: str) -> str:
+    """12 hex digits name a digest in a 140-character status (`sha256:` + 12, like Git)."""
+    return digest.removeprefix("sha256:")[:12]
+
+
+def promote_context(cluster: str) -> str:
+    return f"layering/promote/{cluster}"
+
+
+def rollout_context(cluster: str) -> str:
+    return f"layering/rollout/{cluster}"
+
+
+def gate_context(environment: str) -> str:
+    return f"layering/gate/{environment}"
 
 
 def build_context(image: str, cluster: str) -> str:
@@ -38,7 +64,7 @@ class Status:
     target_url: str | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "description", promotion.description(self.description))
+        object.__setattr__(self, "description", description(self.description))
 
 
 @dataclass(frozen=True)
@@ -71,10 +97,6 @@ def lint_status(findings: Sequence[LintFinding], *, fork: bool = False) -> Statu
     if fork:
         text = f"{text}; {FORK_NOTE}"
     return Status(LINT_CONTEXT, state, text)
-
-
-def short_digest(digest: str) -> str:
-    return promotion.short_digest(digest)
 
 
 def build_status(record: Mapping[str, Any], *, public_url: str) -> Status | None:

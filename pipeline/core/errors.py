@@ -25,9 +25,10 @@ class BuildFailed(PermanentError):
 
 
 class TemporaryError(PipelineError):
-    """A passing fault (registry 5xx, connection reset, push race, rate limit): retried."""
+    """A passing fault (registry 5xx, connection reset, push race, rate limit): retried.
+    `retry_after`: the least wait the server asked for (0: none; the retry policy decides)."""
 
-    def __init__(self, message: str, *, retry_after: float = 30) -> None:
+    def __init__(self, message: str, *, retry_after: float = 0.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

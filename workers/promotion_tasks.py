@@ -28,13 +28,14 @@ from typing import Any
 import redis
 from celery import Task
 
-from pipeline import promoting, promotion, rollout
+from pipeline.adapters import branch_writer, github, kube, registry
 from pipeline.adapters import git as gitadapter
-from pipeline.adapters import github, gitwrite, kube, registry
-from pipeline.adapters.promotions import Drift, PromotionStore, WatchedGate
-from pipeline.errors import PermanentError, PipelineError, TemporaryError
-from pipeline.settings import Settings
-from workers import events
+from pipeline.adapters.promotion_store import Drift, PromotionStore, WatchedGate
+from pipeline.core import promotion, rollout
+from pipeline.core.errors import PermanentError, PipelineError, TemporaryError
+from pipeline.core.settings import Settings
+from pipeline.flows import promote as promote_flow
+from workers import head_tasks
 from workers.app import PROMOTIONS_QUEUE, app, settings_of
 
 PROMOTE_TASK = "layering.promote"
@@ -75,9 +76,9 @@ class _GitHubReporter:
         )
 
 
-def _reporter(settings: Settings) -> promoting.StatusReporter:
+def _reporter(settings: Settings) -> promote_flow.StatusReporter:
     client = github.GitHubClient.from_settings(settings)
-    return _GitHubReporter(client) if client is not None else promoting.LogReporter()
+    return _GitHubReporter(client) if client is not None else promote_flow.LogReporter()
 
 
 def _repo_url(settings: Settings) -> str:
@@ -88,7 +89,7 @@ def _repo_url(settings: Settings) -> str:
 
 def _mirror(settings: Settings) -> gitadapter.GitRepo:
     url = _repo_url(settings)
-    return gitadapter.GitRepo.ensure_mirror(events.mirror_path(settings, url), url)
+    return gitadapter.GitRepo.ensure_mirror(head_tasks.mirror_path(settings, url), url)
 
 
 def _retry(task: Task, exc: TemporaryError) -> Any:
@@ -96,12 +97,12 @@ def _retry(task: Task, exc: TemporaryError) -> Any:
     return task.retry(exc=exc, countdown=delay, max_retries=MAX_RETRIES)
 
 
-def writer_for(settings: Settings, client: redis.Redis[bytes]) -> gitwrite.BranchWriter:
-    return gitwrite.BranchWriter(
+def writer_for(settings: Settings, client: redis.Redis[bytes]) -> branch_writer.BranchWriter:
+    return branch_writer.BranchWriter(
         url=_repo_url(settings),
         workdir=settings.workdir / "promotions",
-        mirror=events.mirror_path(settings, _repo_url(settings)),
-        lock=gitwrite.RedisBranchLock(client),
+        mirror=head_tasks.mirror_path(settings, _repo_url(settings)),
+        lock=branch_writer.RedisBranchLock(client),
     )
 
 
@@ -111,7 +112,7 @@ def promote(self: Task, commit_sha: str, environment: str) -> dict[str, Any]:
     client = _redis(settings)
     store = PromotionStore(client)
     try:
-        outcome = promoting.promote(
+        outcome = promote_flow.promote(
             commit_sha,
             environment,
             writer=writer_for(settings, client),
@@ -145,7 +146,7 @@ def gate(self: Task, head_sha: str, base_environment: str, pr_number: int) -> di
         with _mirror(settings) as mirror:
             merge = _pull_request_merge(mirror, head_sha, base_environment, pr_number)
             model = mirror.load(merge.commit_sha) if merge.commit_sha else None
-        decision = promoting.gate(
+        decision = promote_flow.gate(
             model,
             head_sha=head_sha,
             environment=base_environment,
@@ -223,7 +224,7 @@ def watch_rollout(
         # one run watches for rollout_watch_seconds at most, and never past the timeout
         left = started_at + settings.rollout_timeout_seconds - time.time()
         with kube.KubeCluster.connect(kubeconfig=settings.kubeconfig, context=context) as reader:
-            states = promoting.watch_rollout(
+            states = promote_flow.watch_rollout(
                 model,
                 commit_sha=commit_sha,
                 cluster=cluster,
@@ -243,7 +244,7 @@ def watch_rollout(
             )
             return {pool: state.phase.value for pool, state in states.items()}
         if updating:
-            promoting.rollout_timed_out(
+            promote_flow.rollout_timed_out(
                 model,
                 commit_sha=commit_sha,
                 cluster=cluster,
@@ -279,7 +280,7 @@ def base_drift(self: Task) -> dict[str, bool]:
             with kube.KubeCluster.connect(
                 kubeconfig=settings.kubeconfig, context=cluster.kube_context
             ) as reader:
-                drift = promoting.check_base_drift(cluster, reader, store=store, now=time.time())
+                drift = promote_flow.check_base_drift(cluster, reader, store=store, now=time.time())
         except PipelineError as exc:
             drift = Drift(
                 cluster=name,
