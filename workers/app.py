@@ -1,20 +1,19 @@
 """The Celery application: Redis broker and result backend, JSON only, late acks, one task
-prefetched at a time, a queue per capability. Reads settings once at import (for `celery -A`)."""
+prefetched at a time, a queue per capability (core/tasks.py), and the one retry rule every task
+shares (PipelineTask). Reads settings once at import (for `celery -A`)."""
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
-from celery import Celery
+from celery import Celery, Task
 from kombu import Queue  # type: ignore[attr-defined]
 
 from pipeline.adapters.environment import load_settings
-from pipeline.core.settings import Settings
-
-EVENTS_QUEUE = "events"
-BUILDS_QUEUE = "builds"
-PROMOTIONS_QUEUE = "promotions"
-QUEUES = (EVENTS_QUEUE, BUILDS_QUEUE, PROMOTIONS_QUEUE)
+from pipeline.core import retry, tasks
+from pipeline.core.errors import TemporaryError
+from pipeline.core.settings import RetryKind, Settings
 
 # Task modules register themselves on import; every worker imports all of them.
 TASK_MODULES = ["workers.build_tasks", "workers.head_tasks", "workers.promotion_tasks"]
@@ -37,8 +36,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "task_default_queue": EVENTS_QUEUE,
-        "task_queues": [Queue(name) for name in QUEUES],  # type: ignore[no-untyped-call]
+        "task_default_queue": tasks.EVENTS_QUEUE,
+        "task_queues": [Queue(name) for name in tasks.QUEUES],  # type: ignore[no-untyped-call]
         "task_track_started": True,
         "result_expires": settings.build_retention_seconds,
         "worker_hijack_root_logger": False,
@@ -48,8 +47,41 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     }
 
 
+class PipelineTask(Task):  # type: ignore[misc]
+    """Every task retries TemporaryError the same way: Celery's `autoretry_for`, with the wait
+    from retry.backoff over the policy `retry_kind` names in Settings (so a server's
+    Retry-After is honoured, which Celery's own `retry_backoff` cannot do)."""
+
+    autoretry_for = (TemporaryError,)
+    retry_backoff = False
+    retry_kind: RetryKind = "task"
+
+    def retry(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: Any = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        if countdown is None and eta is None:
+            policy = settings_of(self.app).retry_policy(self.retry_kind)
+            countdown = retry.backoff(
+                int(self.request.retries or 0),
+                policy,
+                retry_after=exc.retry_after if isinstance(exc, TemporaryError) else 0.0,
+                draw=random.random(),  # noqa: S311 - spreading retries, not cryptography
+            )
+            if max_retries is None:
+                max_retries = policy.max_retries
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+
 def create_app(settings: Settings) -> Celery:
-    app = Celery("layering", include=TASK_MODULES)
+    app = Celery("layering", include=TASK_MODULES, task_cls=PipelineTask)
     app.conf.update(celery_config(settings))
     app.conf.layering_settings = settings
     return app

@@ -26,7 +26,7 @@ Enqueue from Python:
 or, without Celery (the webhook's own enqueue path), create the record with
 `build_records.BuildStore.from_settings(settings).create(builds.queued(build_id, ...))` and send
 task BUILD_TASK with kwargs {"source", "commit_sha", "image", "cluster", "build_key", "build_id"} on
-queue BUILDS_QUEUE. Read results with `build_records.BuildStore.get(build_id)` / `read_log(...)`.
+queue `builds`. Read results with `build_records.BuildStore.get(build_id)` / `read_log(...)`.
 """
 
 from __future__ import annotations
@@ -42,11 +42,11 @@ from celery.signals import worker_process_init
 
 from pipeline.adapters import build_records, buildah, registry
 from pipeline.adapters import git as gitadapter
-from pipeline.core import builds
+from pipeline.core import builds, tasks
 from pipeline.core.errors import TemporaryError
 from pipeline.core.settings import Settings
 from pipeline.flows import build as build_flow
-from workers.app import BUILDS_QUEUE, app, settings_of
+from workers.app import app, settings_of
 
 BUILD_TASK = "layering.build"
 
@@ -107,7 +107,7 @@ def submit_build(
             "build_key": build_key,
             "build_id": record.id,
         },
-        queue=BUILDS_QUEUE,
+        queue=tasks.BUILDS_QUEUE,
         task_id=f"build-{record.id}",
     )
     return record.id
@@ -122,7 +122,7 @@ def _mirrored_remote(settings: Settings, source: str) -> str | None:
     return None
 
 
-@app.task(name=BUILD_TASK, bind=True, queue=BUILDS_QUEUE, max_retries=None)  # type: ignore[untyped-decorator]
+@app.task(name=BUILD_TASK, bind=True, queue=tasks.BUILDS_QUEUE, max_retries=None)  # type: ignore[untyped-decorator]
 def build(
     self: Task,
     source: str,

@@ -40,19 +40,19 @@ from celery import Celery, Task
 
 from pipeline.adapters import build_records, github, metrics, parked_statuses
 from pipeline.adapters import git as gitadapter
-from pipeline.core import builds, commit_status, events, lint
+from pipeline.core import builds, commit_status, lint, tasks
 from pipeline.core.errors import PermanentError, TemporaryError
 from pipeline.core.settings import Settings
 from pipeline.flows import history
 from workers import build_tasks
-from workers.app import BUILDS_QUEUE, EVENTS_QUEUE, app, settings_of
+from workers.app import app, settings_of
 
 log = logging.getLogger(__name__)
 
 REPORT_STATUS_TASK = "layering.report_status"
 REPORT_BUILD_TASK = "layering.report_build"
 REPORT_BUILD_ERROR_TASK = "layering.report_build_error"
-CLOSE_PULL_REQUEST_TASK = events.CLOSE_PULL_REQUEST_TASK
+CLOSE_PULL_REQUEST_TASK = tasks.ClosePullRequest.NAME
 RESEND_STATUSES_TASK = "layering.resend_statuses"
 HEAD_PREFIX = "layering:head:"
 STATUS_SEQ_PREFIX = parked_statuses.SEQ_PREFIX
@@ -67,7 +67,7 @@ app.conf.beat_schedule = {
         "task": RESEND_STATUSES_TASK,
         "schedule": settings_of(app).status_resend_interval_seconds,
         "options": {
-            "queue": EVENTS_QUEUE,
+            "queue": tasks.EVENTS_QUEUE,
             "expires": settings_of(app).status_resend_interval_seconds,
         },
     },
@@ -112,7 +112,7 @@ def queue_status(
     celery_app.send_task(
         REPORT_STATUS_TASK,
         args=[sha, status.context, status.state, status.description, status.target_url, seq],
-        queue=EVENTS_QUEUE,
+        queue=tasks.EVENTS_QUEUE,
     )
 
 
@@ -122,7 +122,7 @@ def _parked(settings: Settings) -> parked_statuses.ParkedStatuses:
     )
 
 
-@app.task(name=REPORT_STATUS_TASK, bind=True, queue=EVENTS_QUEUE, max_retries=None)  # type: ignore[untyped-decorator]
+@app.task(name=REPORT_STATUS_TASK, bind=True, queue=tasks.EVENTS_QUEUE, max_retries=None)  # type: ignore[untyped-decorator]
 def report_status(
     self: Task,
     sha: str,
@@ -176,7 +176,7 @@ def report_status(
     return "posted"
 
 
-@app.task(name=RESEND_STATUSES_TASK, bind=True, queue=EVENTS_QUEUE)  # type: ignore[untyped-decorator]
+@app.task(name=RESEND_STATUSES_TASK, bind=True, queue=tasks.EVENTS_QUEUE)  # type: ignore[untyped-decorator]
 def resend_statuses(self: Task) -> dict[str, int]:
     """Send the parked statuses that are due; stop at the first GitHub still refuses."""
     settings = settings_of(self.app)
@@ -396,7 +396,7 @@ def _close_head(
 # Event tasks retry passing faults (Git fetch, Redis, GitHub) with jittered back-off.
 _EVENT_TASK: dict[str, Any] = {
     "bind": True,
-    "queue": EVENTS_QUEUE,
+    "queue": tasks.EVENTS_QUEUE,
     "autoretry_for": (TemporaryError,),
     "retry_backoff": 5,
     "retry_jitter": True,
@@ -513,15 +513,15 @@ def handle_head(
                 "build_key": target.build_key,
                 "build_id": record.id,
             },
-            queue=BUILDS_QUEUE,
+            queue=tasks.BUILDS_QUEUE,
             task_id=task_id,
             link=celery_app.signature(
-                REPORT_BUILD_TASK, args=[head_sha, scope], queue=EVENTS_QUEUE
+                REPORT_BUILD_TASK, args=[head_sha, scope], queue=tasks.EVENTS_QUEUE
             ),
             link_error=celery_app.signature(
                 REPORT_BUILD_ERROR_TASK,
                 args=[head_sha, target.image, target.cluster, record.id],
-                queue=EVENTS_QUEUE,
+                queue=tasks.EVENTS_QUEUE,
             ),
         )
         head_builds.append(
@@ -541,7 +541,7 @@ def handle_head(
 
 
 @app.task(
-    name=events.HANDLE_PUSH_TASK,
+    name=tasks.HandlePush.NAME,
     **_EVENT_TASK,
 )  # type: ignore[untyped-decorator]
 def handle_push(
@@ -585,7 +585,7 @@ def _handle_pull(
 
 
 @app.task(
-    name=events.HANDLE_PULL_REQUEST_TASK,
+    name=tasks.HandlePullRequest.NAME,
     **_EVENT_TASK,
 )  # type: ignore[untyped-decorator]
 def handle_pull_request(
@@ -603,7 +603,7 @@ def handle_pull_request(
 
 
 @app.task(
-    name=events.OK_TO_TEST_TASK,
+    name=tasks.OkToTest.NAME,
     **_EVENT_TASK,
 )  # type: ignore[untyped-decorator]
 def ok_to_test(
@@ -647,7 +647,7 @@ def close_pull_request(
     return {"closed": number, "cancelled": [b.build_id for b in head_builds]}
 
 
-@app.task(name=REPORT_BUILD_TASK, bind=True, queue=EVENTS_QUEUE)  # type: ignore[untyped-decorator]
+@app.task(name=REPORT_BUILD_TASK, bind=True, queue=tasks.EVENTS_QUEUE)  # type: ignore[untyped-decorator]
 def report_build(self: Task, record: dict[str, Any], sha: str, scope: str) -> str:
     settings = settings_of(self.app)
     status = commit_status.build_status(record, public_url=settings.public_url)
@@ -665,7 +665,7 @@ def report_build(self: Task, record: dict[str, Any], sha: str, scope: str) -> st
     return status.state
 
 
-@app.task(name=REPORT_BUILD_ERROR_TASK, bind=True, queue=EVENTS_QUEUE)  # type: ignore[untyped-decorator]
+@app.task(name=REPORT_BUILD_ERROR_TASK, bind=True, queue=tasks.EVENTS_QUEUE)  # type: ignore[untyped-decorator]
 def report_build_error(
     self: Task, task_id: str, sha: str, image: str, cluster: str, build_id: str
 ) -> str:

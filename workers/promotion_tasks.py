@@ -14,7 +14,7 @@ Task names and arguments are a stable contract (the webhook receiver enqueues th
 - "layering.base_drift"(): periodic (Celery beat); compares each kube cluster's
   machine-config-osimageurl ConfigMap with cluster.yaml.
 
-Enqueue with e.g. `app.send_task(PROMOTE_TASK, args=[sha, env], queue=PROMOTIONS_QUEUE)`.
+Enqueue with e.g. `app.send_task(PROMOTE_TASK, args=[sha, env], queue=tasks.PROMOTIONS_QUEUE)`.
 Before enqueueing a promotion for a push, call `promotion.is_promotion_commit(message)` on the
 head commit's message: the pipeline's own promotion commits are ignored.
 """
@@ -31,12 +31,12 @@ from celery import Task
 from pipeline.adapters import branch_writer, github, kube, registry
 from pipeline.adapters import git as gitadapter
 from pipeline.adapters.promotion_store import Drift, PromotionStore, WatchedGate
-from pipeline.core import promotion, rollout
+from pipeline.core import promotion, rollout, tasks
 from pipeline.core.errors import PermanentError, PipelineError, TemporaryError
 from pipeline.core.settings import Settings
 from pipeline.flows import promote as promote_flow
 from workers import head_tasks
-from workers.app import PROMOTIONS_QUEUE, app, settings_of
+from workers.app import app, settings_of
 
 PROMOTE_TASK = "layering.promote"
 GATE_TASK = "layering.gate"
@@ -50,7 +50,7 @@ app.conf.beat_schedule = {
     "layering-base-drift": {
         "task": BASE_DRIFT_TASK,
         "schedule": settings_of(app).base_drift_interval_seconds,
-        "options": {"queue": PROMOTIONS_QUEUE},
+        "options": {"queue": tasks.PROMOTIONS_QUEUE},
     },
 }
 
@@ -106,7 +106,7 @@ def writer_for(settings: Settings, client: redis.Redis[bytes]) -> branch_writer.
     )
 
 
-@app.task(name=PROMOTE_TASK, bind=True, queue=PROMOTIONS_QUEUE, acks_late=True)  # type: ignore[untyped-decorator]
+@app.task(name=PROMOTE_TASK, bind=True, queue=tasks.PROMOTIONS_QUEUE, acks_late=True)  # type: ignore[untyped-decorator]
 def promote(self: Task, commit_sha: str, environment: str) -> dict[str, Any]:
     settings = settings_of(app)
     client = _redis(settings)
@@ -127,7 +127,7 @@ def promote(self: Task, commit_sha: str, environment: str) -> dict[str, Any]:
         app.send_task(
             WATCH_ROLLOUT_TASK,
             args=[outcome.commit_sha, environment, cluster],
-            queue=PROMOTIONS_QUEUE,
+            queue=tasks.PROMOTIONS_QUEUE,
         )
     _reevaluate_gates(store)
     return {
@@ -138,7 +138,7 @@ def promote(self: Task, commit_sha: str, environment: str) -> dict[str, Any]:
     }
 
 
-@app.task(name=GATE_TASK, bind=True, queue=PROMOTIONS_QUEUE, acks_late=True)  # type: ignore[untyped-decorator]
+@app.task(name=GATE_TASK, bind=True, queue=tasks.PROMOTIONS_QUEUE, acks_late=True)  # type: ignore[untyped-decorator]
 def gate(self: Task, head_sha: str, base_environment: str, pr_number: int) -> dict[str, Any]:
     settings = settings_of(app)
     store = PromotionStore(_redis(settings))
@@ -168,7 +168,7 @@ def gate(self: Task, head_sha: str, base_environment: str, pr_number: int) -> di
         app.send_task(
             GATE_TASK,
             args=[head_sha, base_environment, pr_number],
-            queue=PROMOTIONS_QUEUE,
+            queue=tasks.PROMOTIONS_QUEUE,
             countdown=decision.remaining_seconds + 1,
         )
     return {
@@ -197,11 +197,11 @@ def _reevaluate_gates(store: PromotionStore) -> None:
         app.send_task(
             GATE_TASK,
             args=[watched.head_sha, watched.environment, watched.pr_number],
-            queue=PROMOTIONS_QUEUE,
+            queue=tasks.PROMOTIONS_QUEUE,
         )
 
 
-@app.task(name=WATCH_ROLLOUT_TASK, bind=True, queue=PROMOTIONS_QUEUE, acks_late=True)  # type: ignore[untyped-decorator]
+@app.task(name=WATCH_ROLLOUT_TASK, bind=True, queue=tasks.PROMOTIONS_QUEUE, acks_late=True)  # type: ignore[untyped-decorator]
 def watch_rollout(
     self: Task,
     commit_sha: str,
@@ -240,7 +240,7 @@ def watch_rollout(
                 WATCH_ROLLOUT_TASK,
                 args=[commit_sha, environment, cluster],
                 kwargs={"started_at": started_at},
-                queue=PROMOTIONS_QUEUE,
+                queue=tasks.PROMOTIONS_QUEUE,
             )
             return {pool: state.phase.value for pool, state in states.items()}
         if updating:
@@ -260,7 +260,7 @@ def watch_rollout(
     return {pool: state.phase.value for pool, state in states.items()}
 
 
-@app.task(name=BASE_DRIFT_TASK, bind=True, queue=PROMOTIONS_QUEUE, acks_late=True)  # type: ignore[untyped-decorator]
+@app.task(name=BASE_DRIFT_TASK, bind=True, queue=tasks.PROMOTIONS_QUEUE, acks_late=True)  # type: ignore[untyped-decorator]
 def base_drift(self: Task) -> dict[str, bool]:
     settings = settings_of(app)
     store = PromotionStore(_redis(settings))

@@ -13,7 +13,9 @@ import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
+
+from pipeline.core import tasks
 
 ZERO_SHA = "0" * 40
 ENV_BRANCH_PREFIX = "env/"
@@ -545,41 +547,28 @@ def event_name(action: Action) -> str:
     return type(action).__name__
 
 
-HANDLE_PUSH_TASK = "layering.handle_push"
-HANDLE_PULL_REQUEST_TASK = "layering.handle_pull_request"
-OK_TO_TEST_TASK = "layering.ok_to_test"
-CLOSE_PULL_REQUEST_TASK = "layering.close_pull_request"
-
-
-@dataclass(frozen=True)
-class TaskCall:
-    """A task to enqueue for an action: name, which queue kind, positional arguments."""
-
-    task: str
-    queue: Literal["events", "promotions"]
-    args: tuple[str | int | bool, ...]
-
-
-def task_call(action: Action, *, promote_task: str, gate_task: str) -> TaskCall | None:
-    """The task an action enqueues (ids as arguments), or None when there is nothing to queue."""
+def task_for(action: Action, *, enqueued_at: float) -> tasks.TaskCall | None:
+    """The task an action enqueues (ids as arguments, see core/tasks.py), or None when there is
+    nothing to queue. `enqueued_at` stamps event tasks for the queue-latency metric."""
     if isinstance(action, BuildPush):
-        return TaskCall(
-            HANDLE_PUSH_TASK, "events", (action.branch, action.before, action.after, action.forced)
-        )
+        return tasks.HandlePush(
+            action.branch, action.before, action.after, action.forced, enqueued_at
+        ).call()
     if isinstance(action, BuildPullRequest):
-        return TaskCall(
-            HANDLE_PULL_REQUEST_TASK,
-            "events",
-            (action.number, action.head_sha, action.head_ref, action.base_ref, action.from_fork),
-        )
+        return tasks.HandlePullRequest(
+            action.number,
+            action.head_sha,
+            action.head_ref,
+            action.base_ref,
+            action.from_fork,
+            enqueued_at,
+        ).call()
     if isinstance(action, ClosePullRequest):
-        return TaskCall(CLOSE_PULL_REQUEST_TASK, "events", (action.number, action.head_sha))
+        return tasks.ClosePullRequest(action.number, action.head_sha, enqueued_at).call()
     if isinstance(action, OkToTest):
-        return TaskCall(OK_TO_TEST_TASK, "events", (action.number, action.user))
+        return tasks.OkToTest(action.number, action.user, enqueued_at).call()
     if isinstance(action, Promote):
-        return TaskCall(promote_task, "promotions", (action.commit_sha, action.environment))
+        return tasks.Promote(action.commit_sha, action.environment).call()
     if isinstance(action, Gate):
-        return TaskCall(
-            gate_task, "promotions", (action.head_sha, action.environment, action.number)
-        )
+        return tasks.Gate(action.head_sha, action.environment, action.number).call()
     return None

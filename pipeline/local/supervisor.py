@@ -40,6 +40,7 @@ import yaml
 
 from pipeline.adapters import standin
 from pipeline.cli import install_hook
+from pipeline.core import tasks
 from pipeline.core.errors import InputError, PipelineError
 
 DEFAULT_PORTS = {"receiver": 8080, "registry": 5000, "redis": 6380}
@@ -48,7 +49,7 @@ DEFAULT_PORTS = {"receiver": 8080, "registry": 5000, "redis": 6380}
 SANDBOX_POOLS = {"debug": "htop", "shell": "fish"}
 SANDBOX_SOAK = {"prod": "2m"}  # prod soaks for minutes here, not a day
 BRANCHES = ("main", "env/nonprod", "env/prod")
-QUEUES = "events,builds,promotions"
+QUEUES = ",".join(tasks.QUEUES)
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "layering up",
     "GIT_AUTHOR_EMAIL": "layering-up@localhost",

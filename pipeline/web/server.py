@@ -35,9 +35,6 @@ from pipeline.web import dashboard
 
 log = logging.getLogger(__name__)
 
-PROMOTE_TASK = "layering.promote"  # workers/promotion_tasks.py: the promotion stage's contract
-GATE_TASK = "layering.gate"
-
 
 class BuildStore(Protocol):
     """What the builds API reads (pipeline/adapters/build_records.py provides it)."""
@@ -246,18 +243,18 @@ def create_app(
             return answer(200, {"pong": True}, event_name, "pong")
         if isinstance(action, events.Ignore):
             return answer(202, {"ignored": action.reason}, event_name, "ignored")
-        call = events.task_call(action, promote_task=PROMOTE_TASK, gate_task=GATE_TASK)
+        call = events.task_for(action, enqueued_at=time.time())
         if call is None:
             return answer(202, {"ignored": events.event_name(action)}, event_name, "ignored")
         dedupe = events.delivery_key(headers)
         if isinstance(dedupe, events.Rejection):
             return answer(dedupe.status, {"error": dedupe.reason}, event_name, "rejected")
         message = queue.TaskMessage(
-            task=call.task,
+            task=call.name,
             queue=call.queue,
             args=call.args,
             task_id=queue.new_task_id(),
-            kwargs=_TIMED_TASKS.get(call.task, _no_kwargs)(),
+            kwargs=call.kwargs,
         )
         enqueue_started = time.perf_counter()
         try:
@@ -275,7 +272,7 @@ def create_app(
         # task names and ids are plain ASCII (uuid4, dotted names): no escaping needed
         return (
             202,
-            b'{"queued":"%s","task_id":"%s"}' % (call.task.encode(), message.task_id.encode()),
+            b'{"queued":"%s","task_id":"%s"}' % (call.name.encode(), message.task_id.encode()),
             {},
         )
 
@@ -336,23 +333,6 @@ def create_app(
 
 
 _KNOWN_EVENTS = frozenset({"push", "pull_request", "issue_comment", "ping", "unknown"})
-
-
-def _no_kwargs() -> dict[str, Any]:
-    return {}
-
-
-def _enqueued_at() -> dict[str, Any]:
-    return {"enqueued_at": time.time()}
-
-
-# Our own event tasks accept `enqueued_at` (for the queue latency metric); others get none.
-_TIMED_TASKS: dict[str, Callable[[], dict[str, Any]]] = {
-    events.HANDLE_PUSH_TASK: _enqueued_at,
-    events.HANDLE_PULL_REQUEST_TASK: _enqueued_at,
-    events.OK_TO_TEST_TASK: _enqueued_at,
-    events.CLOSE_PULL_REQUEST_TASK: _enqueued_at,
-}
 
 
 class StoreView:

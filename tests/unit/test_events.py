@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.core import events
+from pipeline.core import events, tasks
 
 SECRET = b"s3cret-webhook"
 A = "a" * 40
@@ -279,24 +279,30 @@ def test_delivery_key(headers: dict[str, str], expected: Any) -> None:
 
 
 def test_task_calls_carry_ids_only() -> None:
-    options = {"promote_task": "layering.promote", "gate_task": "layering.gate"}
-    assert events.task_call(
-        events.BuildPush("main", A, B, forced=False), **options
-    ) == events.TaskCall("layering.handle_push", "events", ("main", A, B, False))
-    assert events.task_call(events.Promote(B, "prod", "env/prod"), **options) == events.TaskCall(
-        "layering.promote", "promotions", (B, "prod")
+    push = events.task_for(events.BuildPush("main", A, B, forced=False), enqueued_at=1.5)
+    assert push == tasks.TaskCall(
+        "layering.handle_push",
+        "events",
+        {"branch": "main", "before": A, "after": B, "forced": False, "enqueued_at": 1.5},
     )
-    assert events.task_call(events.Gate(B, "prod", 3), **options) == events.TaskCall(
-        "layering.gate", "promotions", (B, "prod", 3)
+    assert events.task_for(events.Promote(B, "prod", "env/prod"), enqueued_at=1.5) == (
+        tasks.TaskCall("layering.promote", "promotions", {"commit_sha": B, "environment": "prod"})
     )
-    assert events.task_call(events.Ignore("x"), **options) is None
+    assert events.task_for(events.Gate(B, "prod", 3), enqueued_at=1.5) == tasks.TaskCall(
+        "layering.gate",
+        "promotions",
+        {"head_sha": B, "base_environment": "prod", "pr_number": 3},
+    )
+    assert events.task_for(events.Ignore("x"), enqueued_at=1.5) is None
 
 
 def test_closed_pull_request_enqueues_its_cancellation() -> None:
-    call = events.task_call(
-        events.ClosePullRequest(7, B), promote_task="layering.promote", gate_task="layering.gate"
+    call = events.task_for(events.ClosePullRequest(7, B), enqueued_at=1.5)
+    assert call == tasks.TaskCall(
+        "layering.close_pull_request",
+        "events",
+        {"number": 7, "head_sha": B, "enqueued_at": 1.5},
     )
-    assert call == events.TaskCall("layering.close_pull_request", "events", (7, B))
 
 
 def _nested(depth: int) -> bytes:
