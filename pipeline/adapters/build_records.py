@@ -10,6 +10,7 @@ expires after LAYERING_BUILD_RETENTION_SECONDS; logs keep at most LAYERING_BUILD
 (the oldest go first). Lines are scrubbed of credentials before they are stored.
 
     BuildStore.from_settings(settings)
+    .create_queued(image=, cluster=, commit_sha=, build_key=) -> BuildRecord (new id, saved)
     .save(record) / .get(build_id) -> BuildRecord | None / .recent(limit=50) -> [BuildRecord]
     .append_log(build_id, line) / .read_log(build_id, offset=0, limit=1000) -> [str]
     .log_length(build_id) -> int
@@ -22,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -76,6 +78,24 @@ class BuildStore:
         )
 
     # -- records ----------------------------------------------------------------------------
+
+    def create_queued(
+        self, *, image: str, cluster: str, commit_sha: str = "", build_key: str = ""
+    ) -> builds.BuildRecord:
+        """The one place a build record is created: a new id, state queued, saved before its
+        task is sent (so a status check's link works before the build starts)."""
+        now = time.time()
+        build_id = time.strftime("%Y%m%d%H%M%S", time.gmtime(now)) + "-" + uuid.uuid4().hex[:12]
+        record = builds.queued(
+            build_id,
+            image=image,
+            cluster=cluster,
+            now=now,
+            commit_sha=commit_sha,
+            build_key=build_key,
+        )
+        self.save(record)
+        return record
 
     def save(self, record: builds.BuildRecord) -> None:
         document = record.to_dict()
