@@ -41,6 +41,7 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 
 typecheck: venv
+	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
 pytest: venv
