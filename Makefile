@@ -39,9 +39,9 @@ venv: $(VENV)/.installed
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports  # the room rules (pyproject.toml [tool.importlinter])
 
 typecheck: venv
-	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
 pytest: venv
