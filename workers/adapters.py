@@ -5,26 +5,62 @@ ones: `worker_process_init` drops what the parent built before the fork. Does no
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import redis
+from celery import Celery
 from celery.signals import worker_process_init
 
+from pipeline.adapters import build_records, github, status_queue
+from pipeline.adapters import task_queue as task_queues
 from pipeline.core.settings import Settings
 
 _built: dict[str, Any] = {}
+T = TypeVar("T")
+
+
+def once(name: str, make: Callable[[], T]) -> T:
+    """The process's `name`, made by `make` on first use (None is kept too)."""
+    if name not in _built:
+        _built[name] = make()
+    return _built[name]  # type: ignore[no-any-return]
 
 
 def redis_client(settings: Settings) -> redis.Redis[bytes]:
     """The process's Redis client for the configured URL."""
-    client = _built.get("redis")
-    if client is None:
-        client = redis.Redis.from_url(
+    return once(
+        "redis",
+        lambda: redis.Redis.from_url(
             settings.redis_url.get_secret_value(), socket_timeout=30, socket_connect_timeout=10
-        )
-        _built["redis"] = client
-    assert isinstance(client, redis.Redis)
-    return client
+        ),
+    )
+
+
+def build_store(settings: Settings) -> build_records.BuildStore:
+    """The process's build records, logs and build-key locks, on its Redis client."""
+    return once(
+        "build_store",
+        lambda: build_records.BuildStore.from_settings(settings, client=redis_client(settings)),
+    )
+
+
+def task_queue(app: Celery) -> task_queues.CeleryTaskQueue:
+    """The process's TaskQueue: sends through `app`."""
+    return once("task_queue", lambda: task_queues.CeleryTaskQueue(app))
+
+
+def status_reporter(app: Celery, settings: Settings) -> status_queue.QueuedStatuses:
+    """The process's StatusReporter: every commit status goes through "layering.report_status"."""
+    return once(
+        "status_reporter",
+        lambda: status_queue.QueuedStatuses(redis_client(settings), task_queue(app)),
+    )
+
+
+def github_client(settings: Settings) -> github.GitHubClient | None:
+    """The process's GitHub client; None when the service has no GitHub credentials."""
+    return once("github", lambda: github.GitHubClient.from_settings(settings))
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]

@@ -16,7 +16,12 @@ from pipeline.core.errors import TemporaryError
 from pipeline.core.settings import RetryKind, Settings
 
 # Task modules register themselves on import; every worker imports all of them.
-TASK_MODULES = ["workers.build_tasks", "workers.head_tasks", "workers.promotion_tasks"]
+TASK_MODULES = [
+    "workers.build_tasks",
+    "workers.head_tasks",
+    "workers.promotion_tasks",
+    "workers.status_tasks",
+]
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -38,6 +43,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_prefetch_multiplier": 1,
         "task_default_queue": tasks.EVENTS_QUEUE,
         "task_queues": [Queue(name) for name in tasks.QUEUES],  # type: ignore[no-untyped-call]
+        # each task on the queue the contract names (core/tasks.py)
+        "task_routes": {task.NAME: {"queue": task.QUEUE} for task in tasks.ALL},
         "task_track_started": True,
         "result_expires": settings.build_retention_seconds,
         "worker_hijack_root_logger": False,

@@ -1,84 +1,47 @@
-"""Celery tasks of the promotion stage (SPEC sections 3, 6, 7), queue `promotions`.
+"""Celery tasks of the promotion stage (SPEC sections 3, 6, 7), queue `promotions`. Thin: build
+the process's adapters (once per worker process), call one flow, return its summary. Names and
+arguments are the contract in core/tasks.py (the receiver enqueues them by name):
 
-Task names and arguments are a stable contract (the webhook receiver enqueues them by name):
+- "layering.promote"(commit_sha, environment): a push to env/<environment> whose head is
+  commit_sha (flows/promote.py).
+- "layering.gate"(head_sha, base_environment, pr_number): a pull request into
+  env/<base_environment> (flows/gate.py).
+- "layering.watch_rollout"(commit_sha, environment, cluster, started_at=None): one cluster's
+  pools after its promotion commit (flows/rollout_watch.py).
+- "layering.base_drift"(): periodic (Celery beat) base image check (flows/drift.py).
 
-- "layering.promote"(commit_sha: str, environment: str): a push to env/<environment> whose head
-  is commit_sha. Writes/deletes MachineConfigs for every cluster of the environment, commits
-  once, pushes, posts `layering/promote/<cluster>`, then starts rollout watches.
-- "layering.gate"(head_sha: str, base_environment: str, pr_number: int): a pull request into
-  env/<base_environment> with head commit head_sha; judges what merging it into the branch's
-  current head gives (the server's refs/pull/<pr_number>/merge when it is that merge, else
-  computed; a conflicting merge fails) and posts `layering/gate/<base_environment>`.
-- "layering.watch_rollout"(commit_sha: str, environment: str, cluster: str): follows one
-  cluster's pools after its promotion commit (enqueued by "layering.promote").
-- "layering.base_drift"(): periodic (Celery beat); compares each kube cluster's
-  machine-config-osimageurl ConfigMap with cluster.yaml.
-
-Enqueue with e.g. `app.send_task(PROMOTE_TASK, args=[sha, env], queue=tasks.PROMOTIONS_QUEUE)`.
-Before enqueueing a promotion for a push, call `promotion.is_promotion_commit(message)` on the
-head commit's message: the pipeline's own promotion commits are ignored.
+Statuses go through the StatusReporter ("layering.report_status": retried, then parked).
+TemporaryError is retried by PipelineTask (workers/app.py) with the "task" retry policy. Does
+I/O (through the adapters it builds).
 """
 
 from __future__ import annotations
 
-import random
 import time
 from typing import Any
 
-import redis
 from celery import Task
 
-from pipeline.adapters import branch_writer, github, kube, registry
+from pipeline.adapters import branch_writer, env_branches, kube, promotion_store, registry
 from pipeline.adapters import git as gitadapter
-from pipeline.adapters.promotion_store import Drift, PromotionStore, WatchedGate
-from pipeline.core import promotion, rollout, tasks
-from pipeline.core.errors import PermanentError, PipelineError, TemporaryError
+from pipeline.core import tasks
+from pipeline.core.errors import PermanentError
 from pipeline.core.settings import Settings
+from pipeline.flows import drift as drift_flow
+from pipeline.flows import gate as gate_flow
 from pipeline.flows import promote as promote_flow
-from workers import head_tasks
+from pipeline.flows import rollout_watch
+from workers import adapters
 from workers.app import app, settings_of
-
-PROMOTE_TASK = "layering.promote"
-GATE_TASK = "layering.gate"
-WATCH_ROLLOUT_TASK = "layering.watch_rollout"
-BASE_DRIFT_TASK = "layering.base_drift"
-
-MAX_RETRIES = 8
 
 app.conf.beat_schedule = {
     **(app.conf.beat_schedule or {}),
     "layering-base-drift": {
-        "task": BASE_DRIFT_TASK,
+        "task": tasks.BaseDrift.NAME,
         "schedule": settings_of(app).base_drift_interval_seconds,
-        "options": {"queue": tasks.PROMOTIONS_QUEUE},
+        "options": {"queue": tasks.BaseDrift.QUEUE},
     },
 }
-
-
-def _redis(settings: Settings) -> redis.Redis[bytes]:
-    return redis.Redis.from_url(settings.redis_url.get_secret_value())
-
-
-class _GitHubReporter:
-    def __init__(self, client: github.GitHubClient) -> None:
-        self._client = client
-
-    def set_status(
-        self, sha: str, *, context: str, state: str, description: str, target_url: str | None
-    ) -> None:
-        assert state in ("pending", "success", "failure", "error")
-        self._client.set_status(
-            sha,
-            context=context,
-            state=state,  # type: ignore[arg-type]
-            description=description,
-            target_url=target_url,
-        )
-
-
-def _reporter(settings: Settings) -> promote_flow.StatusReporter:
-    client = github.GitHubClient.from_settings(settings)
-    return _GitHubReporter(client) if client is not None else promote_flow.LogReporter()
 
 
 def _repo_url(settings: Settings) -> str:
@@ -87,121 +50,75 @@ def _repo_url(settings: Settings) -> str:
     return settings.repo_url
 
 
-def _mirror(settings: Settings) -> gitadapter.GitRepo:
-    url = _repo_url(settings)
-    return gitadapter.GitRepo.ensure_mirror(head_tasks.mirror_path(settings, url), url)
-
-
-def _retry(task: Task, exc: TemporaryError) -> Any:
-    delay = min(exc.retry_after, 300) * (1 + random.random())  # noqa: S311 - jitter
-    return task.retry(exc=exc, countdown=delay, max_retries=MAX_RETRIES)
-
-
-def writer_for(settings: Settings, client: redis.Redis[bytes]) -> branch_writer.BranchWriter:
-    return branch_writer.BranchWriter(
-        url=_repo_url(settings),
-        workdir=settings.workdir / "promotions",
-        mirror=head_tasks.mirror_path(settings, _repo_url(settings)),
-        lock=branch_writer.RedisBranchLock(client),
+def _store(settings: Settings) -> promotion_store.PromotionStore:
+    return adapters.once(
+        "promotion_store",
+        lambda: promotion_store.PromotionStore(adapters.redis_client(settings)),
     )
 
 
-@app.task(name=PROMOTE_TASK, bind=True, queue=tasks.PROMOTIONS_QUEUE, acks_late=True)  # type: ignore[untyped-decorator]
+def _registry(settings: Settings) -> registry.Registry:
+    return adapters.once("registry", lambda: registry.Registry.from_settings(settings))
+
+
+def _branches(settings: Settings) -> env_branches.MirrorBranches:
+    url = _repo_url(settings)
+    return adapters.once(
+        "env_branches", lambda: env_branches.MirrorBranches.for_url(settings.workdir, url)
+    )
+
+
+def _clusters(settings: Settings) -> kube.KubeClusters:
+    return adapters.once("kube_clusters", lambda: kube.KubeClusters(settings.kubeconfig))
+
+
+def _writer(settings: Settings) -> branch_writer.BranchWriter:
+    url = _repo_url(settings)
+    return adapters.once(
+        "branch_writer",
+        lambda: branch_writer.BranchWriter(
+            url=url,
+            workdir=settings.workdir / "promotions",
+            mirror=gitadapter.mirror_path(settings.workdir, url),
+            lock=branch_writer.RedisBranchLock(adapters.redis_client(settings)),
+        ),
+    )
+
+
+@app.task(name=tasks.Promote.NAME, bind=True)  # type: ignore[untyped-decorator]
 def promote(self: Task, commit_sha: str, environment: str) -> dict[str, Any]:
-    settings = settings_of(app)
-    client = _redis(settings)
-    store = PromotionStore(client)
-    try:
-        outcome = promote_flow.promote(
-            commit_sha,
-            environment,
-            writer=writer_for(settings, client),
-            registry=registry.Registry.from_settings(settings),
-            store=store,
-            reporter=_reporter(settings),
-            now=time.time,
-        )
-    except TemporaryError as exc:
-        raise _retry(self, exc) from None
-    for cluster in outcome.clusters_to_watch():
-        app.send_task(
-            WATCH_ROLLOUT_TASK,
-            args=[outcome.commit_sha, environment, cluster],
-            queue=tasks.PROMOTIONS_QUEUE,
-        )
-    _reevaluate_gates(store)
-    return {
-        "commit_sha": outcome.commit_sha,
-        "head_sha": outcome.head_sha,
-        "attempts": outcome.attempts,
-        "refusals": [str(r) for r in outcome.plan.refusals] if outcome.plan else [],
-    }
+    settings = settings_of(self.app)
+    return promote_flow.run(
+        commit_sha,
+        environment,
+        writer=_writer(settings),
+        registry=_registry(settings),
+        store=_store(settings),
+        reporter=adapters.status_reporter(self.app, settings),
+        queue=adapters.task_queue(self.app),
+        now=time.time,
+    )
 
 
-@app.task(name=GATE_TASK, bind=True, queue=tasks.PROMOTIONS_QUEUE, acks_late=True)  # type: ignore[untyped-decorator]
+@app.task(name=tasks.Gate.NAME, bind=True)  # type: ignore[untyped-decorator]
 def gate(self: Task, head_sha: str, base_environment: str, pr_number: int) -> dict[str, Any]:
-    settings = settings_of(app)
-    store = PromotionStore(_redis(settings))
-    try:
-        with _mirror(settings) as mirror:
-            merge = _pull_request_merge(mirror, head_sha, base_environment, pr_number)
-            model = mirror.load(merge.commit_sha) if merge.commit_sha else None
-        decision = promote_flow.gate(
-            model,
-            head_sha=head_sha,
-            environment=base_environment,
-            registry=registry.Registry.from_settings(settings),
-            store=store,
-            reporter=_reporter(settings),
-            now=time.time(),
-            conflicts=merge.conflicts,
-            unrelated=merge.unrelated,
-        )
-    except TemporaryError as exc:
-        raise _retry(self, exc) from None
-    watched = WatchedGate(head_sha, base_environment, pr_number)
-    if decision.state is promotion.GateState.SUCCESS:
-        store.unwatch_gate(base_environment, pr_number)
-    else:
-        store.watch_gate(watched)
-    if decision.state is promotion.GateState.PENDING:
-        app.send_task(
-            GATE_TASK,
-            args=[head_sha, base_environment, pr_number],
-            queue=tasks.PROMOTIONS_QUEUE,
-            countdown=decision.remaining_seconds + 1,
-        )
-    return {
-        "state": decision.state.value,
-        "description": decision.description,
-        "merge_sha": merge.commit_sha,
-        "merge_source": merge.source,
-    }
+    settings = settings_of(self.app)
+    return gate_flow.run(
+        head_sha,
+        base_environment,
+        pr_number,
+        branches=_branches(settings),
+        registry=_registry(settings),
+        store=_store(settings),
+        reporter=adapters.status_reporter(self.app, settings),
+        queue=adapters.task_queue(self.app),
+        now=time.time,
+    )
 
 
-def _pull_request_merge(
-    mirror: gitadapter.GitRepo, head_sha: str, environment: str, pr_number: int
-) -> gitadapter.Merge:
-    """The merge of the pull request's head into the current env/<environment> head (SPEC
-    section 3: the gate judges what the merge would promote, not the head alone)."""
-    branch = f"env/{environment}"
-    # refs/pull/<n>/* (GitHub's head and merge refs) as a pattern: no error where there are none
-    mirror.fetch(branch, f"refs/pull/{pr_number}/*")
-    if not mirror.exists(head_sha):
-        mirror.fetch()
-    return mirror.merge(f"refs/heads/{branch}", head_sha, offered=f"refs/pull/{pr_number}/merge")
-
-
-def _reevaluate_gates(store: PromotionStore) -> None:
-    for watched in store.watched_gates():
-        app.send_task(
-            GATE_TASK,
-            args=[watched.head_sha, watched.environment, watched.pr_number],
-            queue=tasks.PROMOTIONS_QUEUE,
-        )
-
-
-@app.task(name=WATCH_ROLLOUT_TASK, bind=True, queue=tasks.PROMOTIONS_QUEUE, acks_late=True)  # type: ignore[untyped-decorator]
+@app.task(  # type: ignore[untyped-decorator]
+    name=tasks.WatchRollout.NAME, bind=True
+)
 def watch_rollout(
     self: Task,
     commit_sha: str,
@@ -209,87 +126,30 @@ def watch_rollout(
     cluster: str,
     started_at: float | None = None,
 ) -> dict[str, str]:
-    settings = settings_of(app)
-    store = PromotionStore(_redis(settings))
-    started_at = started_at or time.time()
-    reporter = _reporter(settings)
-    try:
-        with _mirror(settings) as mirror:
-            if not mirror.exists(commit_sha):
-                mirror.fetch(f"env/{environment}")
-            model = mirror.load(commit_sha)
-        context = model.clusters[cluster].kube_context
-        if context is None:
-            return {}
-        # one run watches for rollout_watch_seconds at most, and never past the timeout
-        left = started_at + settings.rollout_timeout_seconds - time.time()
-        with kube.KubeCluster.connect(kubeconfig=settings.kubeconfig, context=context) as reader:
-            states = promote_flow.watch_rollout(
-                model,
-                commit_sha=commit_sha,
-                cluster=cluster,
-                reader=reader,
-                store=store,
-                reporter=reporter,
-                now=time.time,
-                timeout=max(1.0, min(settings.rollout_watch_seconds, left)),
-            )
-        updating = any(state.phase is rollout.Phase.UPDATING for state in states.values())
-        if updating and time.time() - started_at < settings.rollout_timeout_seconds:
-            app.send_task(
-                WATCH_ROLLOUT_TASK,
-                args=[commit_sha, environment, cluster],
-                kwargs={"started_at": started_at},
-                queue=tasks.PROMOTIONS_QUEUE,
-            )
-            return {pool: state.phase.value for pool, state in states.items()}
-        if updating:
-            promote_flow.rollout_timed_out(
-                model,
-                commit_sha=commit_sha,
-                cluster=cluster,
-                states=states,
-                waited=time.time() - started_at,
-                store=store,
-                reporter=reporter,
-                now=time.time(),
-            )
-    except TemporaryError as exc:
-        raise _retry(self, exc) from None
-    _reevaluate_gates(store)
-    return {pool: state.phase.value for pool, state in states.items()}
+    settings = settings_of(self.app)
+    return rollout_watch.run(
+        commit_sha,
+        environment,
+        cluster,
+        started_at=started_at,
+        branches=_branches(settings),
+        clusters=_clusters(settings),
+        store=_store(settings),
+        reporter=adapters.status_reporter(self.app, settings),
+        queue=adapters.task_queue(self.app),
+        now=time.time,
+        watch_seconds=settings.rollout_watch_seconds,
+        timeout_seconds=settings.rollout_timeout_seconds,
+    )
 
 
-@app.task(name=BASE_DRIFT_TASK, bind=True, queue=tasks.PROMOTIONS_QUEUE, acks_late=True)  # type: ignore[untyped-decorator]
+@app.task(name=tasks.BaseDrift.NAME, bind=True)  # type: ignore[untyped-decorator]
 def base_drift(self: Task) -> dict[str, bool]:
-    settings = settings_of(app)
-    store = PromotionStore(_redis(settings))
-    drifted: dict[str, bool] = {}
-    try:
-        with _mirror(settings) as mirror:
-            mirror.fetch(settings.default_branch)
-            model = mirror.load(f"refs/heads/{settings.default_branch}")
-    except TemporaryError as exc:
-        raise _retry(self, exc) from None
-    for name, cluster in sorted(model.clusters.items()):
-        if cluster.kube_context is None:
-            continue
-        # one unreachable or misconfigured cluster must not hide the others' drift; the next
-        # beat run checks it again
-        try:
-            with kube.KubeCluster.connect(
-                kubeconfig=settings.kubeconfig, context=cluster.kube_context
-            ) as reader:
-                drift = promote_flow.check_base_drift(cluster, reader, store=store, now=time.time())
-        except PipelineError as exc:
-            drift = Drift(
-                cluster=name,
-                expected=str(cluster.base_image),
-                actual="",
-                release_version="",
-                checked_at=time.time(),
-                error=str(exc),
-            )
-            store.record_drift(drift)
-        drifted[name] = drift.drifted
-    return drifted
+    settings = settings_of(self.app)
+    return drift_flow.run(
+        default_branch=settings.default_branch,
+        branches=_branches(settings),
+        clusters=_clusters(settings),
+        store=_store(settings),
+        now=time.time,
+    )

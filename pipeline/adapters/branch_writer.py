@@ -11,6 +11,8 @@ Bounded; a tree equal to the head's makes no commit.
 
     writer = BranchWriter(url=..., workdir=..., mirror=..., lock=RedisBranchLock(client))
     result = writer.write("env/nonprod", change_for)   # change_for(head_sha, Repository)
+
+The change and the result are core data (core/promotion_commit.py); this is ports.BranchWriter.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import contextlib
 import io
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -30,7 +32,7 @@ from git.util import IterableList
 from gitdb.base import IStream  # type: ignore[import-untyped]
 
 from pipeline.adapters import git as gitadapter
-from pipeline.core import repo
+from pipeline.core import promotion_commit
 from pipeline.core.errors import PermanentError, TemporaryError
 
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "LC_ALL": "C"}
@@ -43,31 +45,6 @@ _REF_RACES = ("failed to update ref", "cannot lock ref", "incorrect old value", 
 class Identity:
     name: str = "coreos-layering-pipeline"
     email: str = "layering-pipeline@users.noreply.localhost"
-
-
-@dataclass(frozen=True)
-class Change:
-    """Files to write (path -> bytes) and delete at a head, and the one commit's message."""
-
-    message: str
-    writes: Mapping[str, bytes] = field(default_factory=dict)
-    deletes: frozenset[str] = frozenset()
-
-    @property
-    def empty(self) -> bool:
-        return not self.writes and not self.deletes
-
-
-# head commit sha, the repository model at that head -> what to change, or None for nothing
-ChangeFor = Callable[[str, repo.Repository], Change | None]
-
-
-@dataclass(frozen=True)
-class WriteResult:
-    head_sha: str  # the branch head the final attempt was based on
-    commit_sha: str | None  # None: nothing to commit (the change was empty or already there)
-    attempts: int
-    change: Change | None
 
 
 class BranchLock(Protocol):
@@ -129,7 +106,9 @@ class BranchWriter:
         self._identity = identity
         self._max_attempts = max_attempts
 
-    def write(self, branch: str, change_for: ChangeFor) -> WriteResult:
+    def write(
+        self, branch: str, change_for: promotion_commit.ChangeFor
+    ) -> promotion_commit.WriteResult:
         with self._lock.hold(branch), self._scratch() as scratch:
             for attempt in range(1, self._max_attempts + 1):
                 head = self._fetch(scratch, branch)
@@ -137,12 +116,12 @@ class BranchWriter:
                     model = reader.load(head)
                 change = change_for(head, model)
                 if change is None or change.empty:
-                    return WriteResult(head, None, attempt, change)
+                    return promotion_commit.WriteResult(head, None, attempt, change)
                 commit = self._commit(scratch, head, change)
                 if commit is None:
-                    return WriteResult(head, None, attempt, change)
+                    return promotion_commit.WriteResult(head, None, attempt, change)
                 if self._push(scratch, commit, branch):
-                    return WriteResult(head, commit, attempt, change)
+                    return promotion_commit.WriteResult(head, commit, attempt, change)
             raise TemporaryError(
                 f"push to {self._safe_url} {branch} rejected {self._max_attempts} times "
                 "(others kept pushing); will retry",
@@ -198,7 +177,7 @@ class BranchWriter:
             ) from exc
         return self._git(scratch, "git rev-parse", "rev-parse", "--verify", f"{ref}^{{commit}}")
 
-    def _commit(self, scratch: git.Repo, head: str, change: Change) -> str | None:
+    def _commit(self, scratch: git.Repo, head: str, change: promotion_commit.Change) -> str | None:
         index = Path(scratch.git_dir) / "promotion.index"
         env = {"GIT_INDEX_FILE": str(index)}
         self._git(scratch, "git read-tree", "read-tree", head, env=env)

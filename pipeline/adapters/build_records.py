@@ -65,10 +65,19 @@ class BuildStore:
         self.secrets = list(secrets)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, secrets: Sequence[str] = ()) -> BuildStore:
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        secrets: Sequence[str] = (),
+        client: redis.Redis[bytes] | None = None,
+    ) -> BuildStore:
+        """`client`: the process's Redis client (workers/adapters.py); a new one if None."""
         url = settings.redis_url.get_secret_value()
         return cls(
-            redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10),
+            client
+            if client is not None
+            else redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10),
             retention_seconds=settings.build_retention_seconds,
             # above the longest build, so a lock outlives its build and a crashed holder's
             # lock still expires

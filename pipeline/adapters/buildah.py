@@ -217,6 +217,10 @@ class Buildah:
     ) -> Buildah:
         return cls(config_of(settings), cancelled=cancelled)
 
+    def has_entitlement(self) -> bool:
+        """Whether the RHEL entitlement certificates are on this machine to mount."""
+        return self.config.entitlement_dir is not None and self.config.entitlement_dir.is_dir()
+
     def _check_cancelled(self, what: str) -> None:
         if self._cancelled():
             raise Cancelled(f"{what} cancelled")

@@ -2,7 +2,9 @@
 
 One `GitRepo` keeps one GitPython `Repo` open and reads objects through its persistent
 `git cat-file --batch` process, so reading a tree or a file costs a pipe round trip, not a
-process. Not thread-safe: one `GitRepo` per thread or worker process.
+process. Not thread-safe: one `GitRepo` per thread or worker process. Its helpers live beside
+it: git_trees.py (raw objects and tree walks), git_mirror.py (the workers' bare mirrors and
+their locks), git_merge.py (merges without a work tree), git_errors.py (Git's failures as ours).
 
 Public API:
 
@@ -25,6 +27,8 @@ Public API:
     repo.load(rev) -> repo.Repository           # repo.parse(listing(rev))
     repo.close()  (also a context manager)
 
+    mirror_path(workdir, url) -> Path           # where a worker keeps its mirror of `url`
+    ensure_commit(path, url, commit_sha)        # the mirror holds the commit (fetching if not)
     branch_commit(git_repo, branch) -> str | None   # refs/heads/<b>, else refs/remotes/origin/<b>
     head_commit(path) -> str                    # HEAD's commit sha of the repository at path
     strip_credentials(text) -> str              # https://user:token@host -> https://***@host
@@ -39,66 +43,28 @@ with credentials stripped from every URL and only a tail of stderr kept.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import re
-import shutil
-import tempfile
-from collections.abc import Collection, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Collection
 from pathlib import Path
 from types import TracebackType
 
 import git
 
+from pipeline.adapters import git_errors, git_merge, git_mirror, git_trees
 from pipeline.core import repo
-from pipeline.core.errors import InputError, PermanentError, TemporaryError
+from pipeline.core.errors import InputError, PermanentError
 
 ZERO_SHA = "0" * 40
 _SHA = re.compile(r"^[0-9a-f]{40}$")
-_TREE_MODE = 0o040000
-_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
-# stderr phrases that mean retrying cannot help; anything else (DNS, refused, reset, 5xx,
-# early EOF, timeouts) is treated as passing
-_PERMANENT_FETCH = (
-    "couldn't find remote ref",
-    "not our ref",
-    "invalid refspec",
-    "is not a valid",
-    "repository not found",
-    "does not appear to be a git repository",
-    "authentication failed",
-    "could not read username",
-    "permission denied",
-    "access denied",
-    "http/2 403",
-    "error: 403",
-    "error: 401",
-    "error: 404",
-)
 # in-process ancestry walk before asking `git merge-base --is-ancestor`
 _ANCESTRY_WALK = 64
 _CACHE_SIZE = 4096
-_STDERR_TAIL = 600
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "LC_ALL": "C"}
 
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def mirror_path(workdir: Path, url: str) -> Path:
-    """Where a worker keeps its bare mirror of `url`: one per repository URL under the workdir,
-    the same path on every machine, so a task can name it and any worker can (re)create it."""
-    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
-    return workdir.resolve() / "mirrors" / f"{digest}.git"
+# defined beside the code that uses them, named here for callers (gitadapter.Merge, ...)
+Merge = git_merge.Merge
+mirror_path = git_mirror.mirror_path
+strip_credentials = git_errors.strip_credentials
 
 
 def ensure_commit(path: Path, url: str, commit_sha: str) -> None:
@@ -111,73 +77,11 @@ def ensure_commit(path: Path, url: str, commit_sha: str) -> None:
             raise PermanentError(f"commit {commit_sha} is not in {strip_credentials(url)}")
 
 
-def strip_credentials(text: str) -> str:
-    """Hide user info in every URL of a message: `https://user:token@host` -> `https://***@host`."""
-    return _CREDENTIALS.sub(r"\g<scheme>***@", text)
-
-
 def _check_rev(rev: str) -> str:
     # cat-file --batch reads one name per line; a rev is also never an option
     if not rev or any(c.isspace() for c in rev) or rev.startswith("-") or "\0" in rev:
         raise InputError(f"revision {rev!r} is not a valid revision name")
     return rev
-
-
-def _stderr_tail(exc: git.GitCommandError) -> str:
-    stderr = exc.stderr if isinstance(exc.stderr, str) else str(exc.stderr or "")
-    stderr = stderr.strip().removeprefix("stderr:").strip().strip("'").strip()
-    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
-    tail = " | ".join(lines)[-_STDERR_TAIL:]
-    return strip_credentials(tail) or f"exit status {exc.status}"
-
-
-def _translate(action: str, exc: git.GitCommandError) -> PermanentError | TemporaryError:
-    tail = _stderr_tail(exc)
-    message = f"{strip_credentials(action)} failed: {tail}"
-    if any(phrase in tail.lower() for phrase in _PERMANENT_FETCH):
-        return PermanentError(message)
-    return TemporaryError(message)
-
-
-_TREE_ENTRY = re.compile(rb"([0-7]+) ([^\0]*)\0(.{20})", re.DOTALL)
-_MODES: dict[bytes, int] = {}
-
-
-def _tree_entries(data: bytes) -> dict[str, tuple[int, str]]:
-    """name -> (mode, sha) of a raw tree object: `<octal mode> <name>\\0<20-byte sha>`...
-
-    GitPython's parser validates every name on the way; this one only splits, with one regular
-    expression pass (the images/ tree of a large repository has hundreds of entries, read on
-    every plan)."""
-    entries: dict[str, tuple[int, str]] = {}
-    for raw_mode, name, sha in _TREE_ENTRY.findall(data):
-        mode = _MODES.get(raw_mode)
-        if mode is None:
-            mode = _MODES[raw_mode] = int(raw_mode, 8)
-        entries[name.decode("utf-8", "surrogateescape")] = (mode, sha.hex())
-    return entries
-
-
-@dataclass(frozen=True)
-class Merge:
-    """What merging a head into a base gives: a merge commit, or the paths that conflict."""
-
-    commit_sha: str | None  # None when the merge conflicts or the histories are unrelated
-    conflicts: tuple[str, ...] = ()
-    source: str = ""  # the ref the merge commit was read from, or "computed"
-    unrelated: bool = False  # no common history: git refuses to merge at all
-
-
-# the merge commits `merge` makes are previews on no ref: fixed identity and dates, so the same
-# base and head always give the same commit
-_MERGE_IDENTITY = {
-    "GIT_AUTHOR_NAME": "coreos-layering-pipeline",
-    "GIT_AUTHOR_EMAIL": "layering-pipeline@users.noreply.localhost",
-    "GIT_AUTHOR_DATE": "1970-01-01T00:00:00+0000",
-    "GIT_COMMITTER_NAME": "coreos-layering-pipeline",
-    "GIT_COMMITTER_EMAIL": "layering-pipeline@users.noreply.localhost",
-    "GIT_COMMITTER_DATE": "1970-01-01T00:00:00+0000",
-}
 
 
 def _text(value: str | bytes) -> str:
@@ -192,7 +96,7 @@ class GitRepo:
         self._repo = repository
         self._repo.git.update_environment(**_GIT_ENV)
         # objects never change, so parsed trees and commits can be kept (bounded)
-        self._trees: dict[str, dict[str, tuple[int, str]]] = {}
+        self._trees: dict[str, git_trees.Entries] = {}
         self._commits: dict[str, tuple[str, list[str]]] = {}
 
     def clear_cache(self) -> None:
@@ -219,26 +123,12 @@ class GitRepo:
         path.parent.mkdir(parents=True, exist_ok=True)
         # workers in several processes may make the first clone at once: one clones, the
         # others wait on the lock and then open what it made
-        with _file_lock(path.parent / f".{path.name}.lock"):
-            if (path / "HEAD").is_file() and (path / "objects").is_dir():
+        with git_mirror.file_lock(git_mirror.clone_lock(path)):
+            if git_mirror.is_repository(path):
                 mirror = cls.open(path)
-                origin = mirror._repo.remotes.origin if mirror._repo.remotes else None
-                if origin is None:
-                    mirror._repo.create_remote("origin", url, mirror=True)
-                elif origin.url != url:
-                    origin.set_url(url)
+                git_mirror.keep_origin(mirror._repo, url)
                 return mirror
-            # clone beside the target and rename, so an interrupted clone leaves nothing
-            staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-            try:
-                git.Repo.clone_from(url, staging, mirror=True, env=_GIT_ENV)
-                if path.exists():
-                    path.rmdir()  # an empty directory only; anything else is not ours
-                staging.rename(path)
-            except git.GitCommandError as exc:
-                raise _translate(f"git clone --mirror {url}", exc) from None
-            finally:
-                shutil.rmtree(staging, ignore_errors=True)
+            git_mirror.clone(url, path, env=_GIT_ENV)
         return cls.open(path)
 
     # -- life cycle -------------------------------------------------------------------------
@@ -278,10 +168,11 @@ class GitRepo:
         # tasks in several processes fetch into one mirror; two fetches moving the same ref
         # at once make one fail ("cannot lock ref ... but expected ..."): one at a time
         try:
-            with _file_lock(Path(self._repo.git_dir) / "layering-fetch.lock"):
+            with git_mirror.file_lock(git_mirror.fetch_lock(Path(self._repo.git_dir))):
                 self._repo.git.fetch(*args, kill_after_timeout=timeout)
         except git.GitCommandError as exc:
-            raise _translate(f"git fetch {url} {' '.join(refs)}".strip(), exc) from None
+            action = f"git fetch {url} {' '.join(refs)}".strip()
+            raise git_errors.translate(action, exc) from None
 
     def _refspec(self, ref: str) -> str:
         if _SHA.match(ref):
@@ -313,13 +204,20 @@ class GitRepo:
             return None
         return _text(kind), data
 
-    def _tree(self, sha: str) -> dict[str, tuple[int, str]]:
+    def _blob(self, name: str) -> bytes | None:
+        """The content of the blob named `name`, or None when it is missing or not a blob."""
+        found = self._data(name)
+        if found is None or found[0] != "blob":
+            return None
+        return found[1]
+
+    def _tree(self, sha: str) -> git_trees.Entries:
         entries = self._trees.get(sha)
         if entries is None:
             found = self._data(sha)
             if found is None or found[0] != "tree":
                 raise InputError(f"{sha}: not a tree in {self.path}")
-            entries = _tree_entries(found[1])
+            entries = git_trees.tree_entries(found[1])
             if len(self._trees) >= _CACHE_SIZE:
                 self._trees.clear()
             self._trees[sha] = entries
@@ -333,19 +231,11 @@ class GitRepo:
         found = self._data(sha)
         if found is None or found[0] != "commit":
             raise InputError(f"{sha}: not a commit in {self.path}")
-        tree = ""
-        parents: list[str] = []
-        for line in found[1].split(b"\n"):
-            if not line:
-                break
-            if line.startswith(b"tree "):
-                tree = line[5:].decode()
-            elif line.startswith(b"parent "):
-                parents.append(line[7:].decode())
+        header = git_trees.commit_header(found[1])
         if len(self._commits) >= _CACHE_SIZE:
             self._commits.clear()
-        self._commits[sha] = (tree, parents)
-        return tree, parents
+        self._commits[sha] = header
+        return header
 
     def resolve(self, rev: str) -> str:
         """The commit sha `rev` names (sha, abbreviation, branch, tag, `HEAD~2`...)."""
@@ -363,21 +253,9 @@ class GitRepo:
             return False
         return True
 
-    def _subtree(self, commit: str, path: str) -> str | None:
-        tree, _ = self._commit_header(commit)
-        for part in path.split("/"):
-            entry = self._tree(tree).get(part)
-            if entry is None or entry[0] != _TREE_MODE:
-                return None
-            tree = entry[1]
-        return tree
-
     def read_file(self, rev: str, path: str) -> bytes | None:
         """A file's content at `rev`, or None when there is no such file."""
-        found = self._data(f"{self.resolve(rev)}:{path}")
-        if found is None or found[0] != "blob":
-            return None
-        return found[1]
+        return self._blob(f"{self.resolve(rev)}:{path}")
 
     # -- history ----------------------------------------------------------------------------
 
@@ -391,7 +269,8 @@ class GitRepo:
         except git.GitCommandError as exc:
             if exc.status == 1:
                 return None
-            raise PermanentError(f"git merge-base {a} {b} failed: {_stderr_tail(exc)}") from None
+            tail = git_errors.stderr_tail(exc)
+            raise PermanentError(f"git merge-base {a} {b} failed: {tail}") from None
         return str(out).strip() or None
 
     def is_ancestor(self, a: str, b: str) -> bool:
@@ -417,15 +296,14 @@ class GitRepo:
         except git.GitCommandError as exc:
             if exc.status == 1:
                 return False
-            raise PermanentError(
-                f"git merge-base --is-ancestor failed: {_stderr_tail(exc)}"
-            ) from None
+            tail = git_errors.stderr_tail(exc)
+            raise PermanentError(f"git merge-base --is-ancestor failed: {tail}") from None
         return True
 
     def parents(self, rev: str) -> list[str]:
         return list(self._commit_header(self.resolve(rev))[1])
 
-    def merge(self, base: str, head: str, *, offered: str | None = None) -> Merge:
+    def merge(self, base: str, head: str, *, offered: str | None = None) -> git_merge.Merge:
         """What merging `head` into `base` gives (what a pull request's merge would commit).
 
         `offered` names a merge the server computed (GitHub's `refs/pull/<n>/merge`); it is
@@ -438,37 +316,10 @@ class GitRepo:
         if offered is not None and self.exists(offered):
             commit = self.resolve(offered)
             if self.parents(commit) == [base, head]:
-                return Merge(commit, source=offered)
+                return git_merge.Merge(commit, source=offered)
         if self.merge_base(base, head) is None:
-            return Merge(None, source="computed", unrelated=True)
-        status, out, err = self._repo.git.merge_tree(
-            "--write-tree",
-            "--name-only",
-            "--no-messages",
-            base,
-            head,
-            with_extended_output=True,
-            with_exceptions=False,
-        )
-        lines = [line for line in str(out).splitlines() if line]
-        if status == 1 and lines:
-            return Merge(None, tuple(sorted(set(lines[1:]))), source="computed")
-        if status != 0 or not lines or not _SHA.match(lines[0]):
-            raise PermanentError(
-                f"git merge-tree {base[:12]} {head[:12]} in {self.path} failed "
-                f"(exit {status}): {strip_credentials(str(err).strip())[-_STDERR_TAIL:]}"
-            )
-        commit = self._repo.git.commit_tree(
-            lines[0],
-            "-p",
-            base,
-            "-p",
-            head,
-            "-m",
-            f"Merge {head} into {base}",
-            env=_MERGE_IDENTITY,
-        )
-        return Merge(str(commit).strip(), source="computed")
+            return git_merge.Merge(None, source="computed", unrelated=True)
+        return git_merge.compute(self._repo.git, base, head, where=self.path)
 
     def changed_paths(
         self, a: str, b: str, *, prefixes: Collection[str] | None = None
@@ -479,46 +330,20 @@ class GitRepo:
         Compares trees in-process and descends only into subtrees whose ids differ."""
         tree_a, _ = self._commit_header(self.resolve(a))
         tree_b, _ = self._commit_header(self.resolve(b))
-        out: list[str] = []
-        self._diff(tree_a, tree_b, "", out, prefixes)
-        return sorted(out)
-
-    def _diff(
-        self,
-        tree_a: str | None,
-        tree_b: str | None,
-        prefix: str,
-        out: list[str],
-        top: Collection[str] | None,
-    ) -> None:
-        entries_a = self._tree(tree_a) if tree_a else {}
-        entries_b = self._tree(tree_b) if tree_b else {}
-        for name in entries_a.keys() | entries_b.keys():
-            if top is not None and name not in top:
-                continue
-            old, new = entries_a.get(name), entries_b.get(name)
-            if old == new:
-                continue
-            path = f"{prefix}{name}"
-            old_tree = old[1] if old and old[0] == _TREE_MODE else None
-            new_tree = new[1] if new and new[0] == _TREE_MODE else None
-            if old_tree or new_tree:
-                self._diff(old_tree, new_tree, f"{path}/", out, None)
-            # a file on either side (file replaced by a directory or the reverse counts too)
-            if (old and old[0] != _TREE_MODE) or (new and new[0] != _TREE_MODE):
-                out.append(path)
+        return git_trees.changed_paths(self._tree, tree_a, tree_b, prefixes=prefixes)
 
     # -- the repository model ---------------------------------------------------------------
 
     def image_trees(self, rev: str) -> dict[str, str]:
         """images/<name> -> Git tree id at `rev` (no entries when images/ is missing)."""
-        images = self._subtree(self.resolve(rev), repo.IMAGES_DIR)
+        root, _ = self._commit_header(self.resolve(rev))
+        images = git_trees.subtree(self._tree, root, repo.IMAGES_DIR)
         if images is None:
             return {}
         return {
             name: sha
             for name, (mode, sha) in sorted(self._tree(images).items())
-            if mode == _TREE_MODE
+            if mode == git_trees.TREE_MODE
         }
 
     def listing(
@@ -531,54 +356,10 @@ class GitRepo:
         """What the repository model reads at `rev`. Every image directory is listed with its
         tree id; `images` limits whose Containerfile and image.yaml are read (None: all);
         `machineconfigs=False` skips clusters/*/machineconfigs/."""
-        commit = self.resolve(rev)
-        root_tree, _ = self._commit_header(commit)
-        root = self._tree(root_tree)
-        image_dirs: dict[str, str | None] = {}
-        cluster_dirs: list[str] = []
-        files: dict[str, bytes] = {}
-        unread: set[str] = set()
-        top = root.get(repo.IMAGES_DIR)
-        if top and top[0] == _TREE_MODE:
-            for name, (mode, sha) in sorted(self._tree(top[1]).items()):
-                if mode != _TREE_MODE:
-                    continue
-                image_dirs[name] = sha
-                if images is not None and name not in images:
-                    unread.add(name)
-                    continue
-                self._read_files(sha, f"{repo.IMAGES_DIR}/{name}", files, nested=False)
-        top = root.get(repo.CLUSTERS_DIR)
-        if top and top[0] == _TREE_MODE:
-            for name, (mode, sha) in sorted(self._tree(top[1]).items()):
-                if mode != _TREE_MODE:
-                    continue
-                cluster_dirs.append(name)
-                self._read_files(sha, f"{repo.CLUSTERS_DIR}/{name}", files, nested=machineconfigs)
-        return repo.TreeListing(image_dirs, cluster_dirs, files, frozenset(unread))
-
-    def _read_files(self, tree: str, prefix: str, files: dict[str, bytes], *, nested: bool) -> None:
-        if not nested:
-            # Containerfile, image.yaml, cluster.yaml: look them up by path (one round trip
-            # each) instead of reading the directory first
-            for name in (repo.CONTAINERFILE, repo.IMAGE_SETTINGS, repo.CLUSTER_FILE):
-                path = f"{prefix}/{name}"
-                if repo.interesting(path):
-                    found = self._data(f"{tree}:{name}")
-                    if found is not None and found[0] == "blob":
-                        files[path] = found[1]
-            if not prefix.endswith(f"/{repo.MACHINECONFIGS_DIR}"):
-                return
-        for name, (mode, sha) in sorted(self._tree(tree).items()):
-            path = f"{prefix}/{name}"
-            if mode == _TREE_MODE:
-                if nested and name == repo.MACHINECONFIGS_DIR:
-                    self._read_files(sha, path, files, nested=False)
-                continue
-            if repo.interesting(path):
-                found = self._data(sha)
-                if found is not None and found[0] == "blob":
-                    files[path] = found[1]
+        root, _ = self._commit_header(self.resolve(rev))
+        return git_trees.listing(
+            self._tree, self._blob, root, images=images, machineconfigs=machineconfigs
+        )
 
     def load(self, rev: str) -> repo.Repository:
         return repo.parse(self.listing(rev))

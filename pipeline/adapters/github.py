@@ -1,6 +1,6 @@
-"""GitHub REST API through PyGithub: commit statuses, collaborator permission, pull request
-heads. Token or GitHub App installation auth; base URL from settings (GitHub Enterprise, tests).
-Does network I/O.
+"""GitHub REST API through PyGithub: commit statuses (the StatusPoster port), collaborator
+permission and pull request heads (the PullRequests port). Token or GitHub App installation
+auth; base URL from settings (GitHub Enterprise, tests). Does network I/O.
 
 Rate limits (403/429 with Retry-After or X-RateLimit-Reset) and 5xx become TemporaryError with
 `retry_after`, so the Celery task retries; PyGithub's own sleeping retry is turned off so that a
@@ -13,27 +13,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Literal
 
 import requests
 from github import Auth, Github, GithubException
 
-from pipeline.core import commit_status, redaction
+from pipeline.core import commit_status, head, redaction
 from pipeline.core.errors import PermanentError, TemporaryError
 from pipeline.core.settings import Settings
 
-State = Literal["pending", "success", "failure", "error"]
 WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
-
-
-@dataclass(frozen=True)
-class PullHead:
-    number: int
-    head_sha: str
-    head_ref: str
-    head_repository: str | None
-    base_ref: str
 
 
 def _retry_after(headers: Mapping[str, str] | None, *, now: float, default: float) -> float:
@@ -136,7 +124,13 @@ class GitHubClient:
         return type(error)(redaction.scrub(str(error), self._secrets), **_retry_kwargs(error))
 
     def set_status(
-        self, sha: str, *, context: str, state: State, description: str, target_url: str | None
+        self,
+        sha: str,
+        *,
+        context: str,
+        state: commit_status.State,
+        description: str,
+        target_url: str | None,
     ) -> None:
         text = commit_status.description(redaction.scrub(description, self._secrets))
         try:
@@ -163,11 +157,11 @@ class GitHubClient:
     def can_write(self, user: str) -> bool:
         return self.permission(user) in WRITE_PERMISSIONS
 
-    def pull_head(self, number: int) -> PullHead:
+    def pull_head(self, number: int) -> head.PullHead:
         try:
             pull = self._repo.get_pull(number)
             head_repo = pull.head.repo
-            return PullHead(
+            return head.PullHead(
                 number=number,
                 head_sha=pull.head.sha,
                 head_ref=pull.head.ref,

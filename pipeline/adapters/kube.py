@@ -3,6 +3,7 @@ MachineConfigPool, the rendered MachineConfig it targets, the machine-config-osi
 ConfigMap; watch a pool until rolled out or degraded. Does network I/O.
 
     cluster = KubeCluster.connect(kubeconfig=settings.kubeconfig, context="nonprod-admin")
+    KubeClusters(settings.kubeconfig).connect("nonprod-admin")   # the same, as ports.Clusters
     cluster.pool("worker") / cluster.machineconfig("rendered-worker-…") / cluster.base_image()
     cluster.rollout_state("worker", expected_os_image_url=...)
     cluster.watch_rollout("worker", expected_os_image_url=..., timeout=600, on_change=...)
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -25,7 +25,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from pipeline.core import rollout
+from pipeline.core import drift, rollout
 from pipeline.core.errors import PermanentError, TemporaryError
 
 GROUP = "machineconfiguration.openshift.io"
@@ -35,14 +35,6 @@ MACHINECONFIGS = "machineconfigs"
 MCO_NAMESPACE = "openshift-machine-config-operator"
 OSIMAGEURL_CONFIGMAP = "machine-config-osimageurl"
 _READ_TIMEOUT = 30
-
-
-@dataclass(frozen=True)
-class BaseImage:
-    """What the MCO says the cluster's stock OS image is (the ConfigMap of SPEC section 7)."""
-
-    base_os_container_image: str
-    release_version: str
 
 
 def _raise(action: str, context: str, exc: Exception) -> NoReturn:
@@ -117,7 +109,8 @@ class KubeCluster:
             ),
         )
 
-    def base_image(self) -> BaseImage | None:
+    def base_image(self) -> drift.BaseImage | None:
+        """What the MCO says the cluster's stock OS image is (the ConfigMap of SPEC 7)."""
         found = self._get(
             f"read ConfigMap {MCO_NAMESPACE}/{OSIMAGEURL_CONFIGMAP}",
             lambda: self._core.read_namespaced_config_map(
@@ -127,7 +120,7 @@ class KubeCluster:
         if found is None:
             return None
         data = found.get("data") or {}
-        return BaseImage(
+        return drift.BaseImage(
             base_os_container_image=str(data.get("baseOSContainerImage", "")),
             release_version=str(data.get("releaseVersion", "")),
         )
@@ -211,3 +204,14 @@ class KubeCluster:
                     last = state
                     on_change(state)
         return last
+
+
+class KubeClusters:
+    """ports.Clusters: a KubeCluster per kube context of one kubeconfig (None: the default,
+    ~/.kube/config or $KUBECONFIG)."""
+
+    def __init__(self, kubeconfig: Path | None) -> None:
+        self._kubeconfig = kubeconfig
+
+    def connect(self, context: str) -> KubeCluster:
+        return KubeCluster.connect(kubeconfig=self._kubeconfig, context=context)

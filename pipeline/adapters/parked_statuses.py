@@ -1,5 +1,6 @@
 """Commit statuses GitHub did not take within their task's retries, parked in Redis until beat
-sends them again (workers/head_tasks.py "layering.resend_statuses"). Does network I/O (Redis).
+sends them again (pipeline/flows/status_delivery.py, run by "layering.resend_statuses"): the
+ParkedStatusStore port. Does network I/O (Redis).
 
 Keys: `layering:status-parked` (a sorted set of slots by due time), `layering:status-parked:docs`
 (a hash slot -> the parked status as JSON). A slot is one (sha, context): only the newest status
@@ -7,19 +8,26 @@ of a slot is kept. Newer is decided by the slot's sequence counter, `layering:st
 <context>` (incremented for every status queued): a status older than the counter, or than the
 status already parked, is not parked. Parking extends the counter's life to the parking time,
 so a counter never restarts below a parked status. Every check-and-write is one Lua script.
+`layering:lock:resend-statuses` is held while parked statuses are resent (one sender at a time).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 
 import redis
 
 from pipeline.core import commit_status
+from pipeline.core.errors import TemporaryError
 
 DUE = "layering:status-parked"
 DOCS = "layering:status-parked:docs"
 SEQ_PREFIX = "layering:status-seq:"
+RESEND_LOCK = "layering:lock:resend-statuses"
+# longer than one resend run (a batch of slow GitHub calls), so that runs never overlap
+RESEND_LOCK_SECONDS = 600
 
 # KEYS: due zset, docs hash, seq counter. ARGV: member, document, seq, due, keep seconds.
 _PARK = """
@@ -68,7 +76,14 @@ class ParkedStatuses:
         document = json.dumps(status.to_json())
         keys = [DUE, DOCS, seq_key(status.sha, status.context)]
         argv = [status.member, document, status.seq, due, self._keep_seconds]
-        return bool(self._park(keys=keys, args=argv))
+        try:
+            return bool(self._park(keys=keys, args=argv))
+        except redis.RedisError as exc:
+            raise TemporaryError(
+                f"parking status {status.context} on {status.sha[:12]}: Redis unavailable "
+                f"({type(exc).__name__})",
+                retry_after=60,
+            ) from exc
 
     def due(self, now: float, *, limit: int = 100) -> list[commit_status.ParkedStatus]:
         """Parked statuses due by `now`, the earliest first."""
@@ -99,3 +114,16 @@ class ParkedStatuses:
 
     def count(self) -> int:
         return int(self._client.zcard(DUE))
+
+    @contextlib.contextmanager
+    def sending(self) -> Iterator[bool]:
+        """Hold the resend lock while the block runs; False when another run holds it."""
+        lock = self._client.lock(RESEND_LOCK, timeout=RESEND_LOCK_SECONDS)
+        if not lock.acquire(blocking=False):
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            with contextlib.suppress(redis.exceptions.LockError):
+                lock.release()

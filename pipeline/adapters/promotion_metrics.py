@@ -9,12 +9,12 @@ from collections.abc import Iterator
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pipeline.adapters.promotion_store import PromotionStore
+from pipeline.adapters import promotion_store
 from pipeline.core.errors import TemporaryError
 
 
 class PromotionCollector(Collector):
-    def __init__(self, store: PromotionStore) -> None:
+    def __init__(self, store: promotion_store.PromotionStore) -> None:
         self._store = store
 
     def collect(self) -> Iterator[Metric]:

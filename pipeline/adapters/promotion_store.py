@@ -12,13 +12,13 @@ docker-compose.yml configures it) loses no verification. Keys (hashes, one JSON 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from collections.abc import Collection
+from dataclasses import asdict
 from typing import Any
 
 import redis
 
-from pipeline.core import promotion, rollout
+from pipeline.core import drift, gate, pool_status, rollout, verification
 from pipeline.core.errors import TemporaryError
 
 VERIFICATIONS = "layering:verifications:"
@@ -28,55 +28,9 @@ DRIFT = "layering:drift"
 GATES = "layering:gates"
 
 
-@dataclass(frozen=True)
-class Promoted:
-    """The image a pool was last promoted to (or removed from, digest empty)."""
-
-    cluster: str
-    pool: str
-    image: str
-    digest: str
-    os_image_url: str
-    build_key: str
-    commit_sha: str
-    promoted_at: float
-
-
-@dataclass(frozen=True)
-class RolloutRecord:
-    cluster: str
-    pool: str
-    commit_sha: str
-    os_image_url: str
-    phase: str
-    updated: int
-    total: int
-    message: str
-    observed_at: float
-
-
-@dataclass(frozen=True)
-class Drift:
-    cluster: str
-    expected: str  # cluster.yaml baseImage
-    actual: str  # the ConfigMap's baseOSContainerImage
-    release_version: str
-    checked_at: float
-    error: str = ""
-
-    @property
-    def drifted(self) -> bool:
-        return not self.error and self.actual != self.expected
-
-
-@dataclass(frozen=True)
-class WatchedGate:
-    head_sha: str
-    environment: str
-    pr_number: int
-
-
 class PromotionStore:
+    """The ports.PromotionStore of the workers, and what the CLI and the web process read."""
+
     def __init__(self, client: redis.Redis[bytes]) -> None:
         self._client = client
 
@@ -100,31 +54,31 @@ class PromotionStore:
 
     # -- verifications ----------------------------------------------------------------------
 
-    def record_verification(self, verification: promotion.Verification) -> bool:
+    def record_verification(self, proven: verification.Verification) -> bool:
         """Store it; True when it changes what the store said (gates then re-evaluate)."""
-        key = f"{VERIFICATIONS}{verification.cluster}"
-        value = json.dumps(asdict(verification), sort_keys=True)
-        previous: bytes | None = self._call("hget", key, verification.digest)
+        key = f"{VERIFICATIONS}{proven.cluster}"
+        value = json.dumps(asdict(proven), sort_keys=True)
+        previous: bytes | None = self._call("hget", key, proven.digest)
         if previous is not None:
             old = json.loads(previous)
-            if old["healthy"] and verification.healthy:
+            if old["healthy"] and proven.healthy:
                 return False  # the first healthy time stands: soak counts from there
-        self._call("hset", key, verification.digest, value)
+        self._call("hset", key, proven.digest, value)
         return True
 
     def verifications(
-        self, clusters: Iterable[str]
-    ) -> dict[tuple[str, str], promotion.Verification]:
-        found: dict[tuple[str, str], promotion.Verification] = {}
+        self, clusters: Collection[str]
+    ) -> dict[tuple[str, str], verification.Verification]:
+        found: dict[tuple[str, str], verification.Verification] = {}
         for cluster in sorted(set(clusters)):
             for digest, value in self._load_hash(f"{VERIFICATIONS}{cluster}").items():
-                value["method"] = promotion.VerificationMethod(value["method"])
-                found[(cluster, digest)] = promotion.Verification(**value)
+                value["method"] = verification.VerificationMethod(value["method"])
+                found[(cluster, digest)] = verification.Verification(**value)
         return found
 
     # -- promoted images and rollouts -------------------------------------------------------
 
-    def record_promoted(self, promoted: Promoted) -> None:
+    def record_promoted(self, promoted: verification.Promoted) -> None:
         value = json.dumps(asdict(promoted), sort_keys=True)
         self._call("hset", f"{PROMOTED}{promoted.cluster}", promoted.pool, value)
 
@@ -140,60 +94,50 @@ class PromotionStore:
             raise TemporaryError(f"promotion store (Redis) unavailable: {exc}") from exc
         return sorted(key.decode().removeprefix(PROMOTED) for key in keys)
 
-    def promoted(self, cluster: str) -> dict[str, Promoted]:
+    def promoted(self, cluster: str) -> dict[str, verification.Promoted]:
         return {
-            pool: Promoted(**value)
+            pool: verification.Promoted(**value)
             for pool, value in self._load_hash(f"{PROMOTED}{cluster}").items()
         }
 
-    def record_rollout(self, record: RolloutRecord) -> None:
+    def record_rollout(self, record: rollout.RolloutRecord) -> None:
         value = json.dumps(asdict(record), sort_keys=True)
         self._call("hset", f"{ROLLOUTS}{record.cluster}", record.pool, value)
 
-    def rollouts(self, cluster: str) -> dict[str, RolloutRecord]:
+    def rollouts(self, cluster: str) -> dict[str, rollout.RolloutRecord]:
         return {
-            pool: RolloutRecord(**value)
+            pool: rollout.RolloutRecord(**value)
             for pool, value in self._load_hash(f"{ROLLOUTS}{cluster}").items()
         }
 
     # -- base drift -------------------------------------------------------------------------
 
-    def record_drift(self, drift: Drift) -> None:
-        self._call("hset", DRIFT, drift.cluster, json.dumps(asdict(drift), sort_keys=True))
+    def record_drift(self, checked: drift.Drift) -> None:
+        self._call("hset", DRIFT, checked.cluster, json.dumps(asdict(checked), sort_keys=True))
 
-    def drift(self) -> dict[str, Drift]:
-        return {cluster: Drift(**value) for cluster, value in self._load_hash(DRIFT).items()}
+    def drift(self) -> dict[str, drift.Drift]:
+        return {cluster: drift.Drift(**value) for cluster, value in self._load_hash(DRIFT).items()}
 
     # -- gates waiting for verifications ----------------------------------------------------
 
-    def watch_gate(self, gate: WatchedGate) -> None:
-        field = f"{gate.environment}#{gate.pr_number}"
-        self._call("hset", GATES, field, json.dumps(asdict(gate), sort_keys=True))
+    def watch_gate(self, watched: gate.WatchedGate) -> None:
+        field = f"{watched.environment}#{watched.pr_number}"
+        self._call("hset", GATES, field, json.dumps(asdict(watched), sort_keys=True))
 
     def unwatch_gate(self, environment: str, pr_number: int) -> None:
         self._call("hdel", GATES, f"{environment}#{pr_number}")
 
-    def watched_gates(self) -> list[WatchedGate]:
-        return [WatchedGate(**value) for _, value in sorted(self._load_hash(GATES).items())]
+    def watched_gates(self) -> list[gate.WatchedGate]:
+        return [gate.WatchedGate(**value) for _, value in sorted(self._load_hash(GATES).items())]
 
+    # -- everything `layering status` and the dashboard show --------------------------------
 
-def rollout_record(
-    *,
-    cluster: str,
-    pool: str,
-    commit_sha: str,
-    os_image_url: str,
-    state: rollout.RolloutState,
-    observed_at: float,
-) -> RolloutRecord:
-    return RolloutRecord(
-        cluster=cluster,
-        pool=pool,
-        commit_sha=commit_sha,
-        os_image_url=os_image_url,
-        phase=state.phase.value,
-        updated=state.updated,
-        total=state.total,
-        message=state.message,
-        observed_at=observed_at,
-    )
+    def pool_records(self, clusters: Collection[str]) -> pool_status.PoolRecords:
+        """The verifications, promoted images and rollouts of `clusters`, and all drift."""
+        names = sorted(set(clusters))
+        return pool_status.PoolRecords(
+            verifications=self.verifications(names),
+            promoted={cluster: self.promoted(cluster) for cluster in names},
+            rollouts={cluster: self.rollouts(cluster) for cluster in names},
+            drift=self.drift(),
+        )

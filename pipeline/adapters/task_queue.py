@@ -32,6 +32,7 @@ class CeleryTaskQueue:
             kwargs=dict(call.kwargs),
             queue=call.queue,
             task_id=call.task_id,
+            countdown=call.countdown,
             link=self._signature(on_success) if on_success is not None else None,
             link_error=self._signature(on_error) if on_error is not None else None,
         )

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 from pipeline.adapters import fs, kube
 from pipeline.adapters.environment import load_settings
 from pipeline.cli import EXIT_FINDINGS, EXIT_OK
+from pipeline.core import drift
 from pipeline.core.errors import InputError
 
 
@@ -39,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             f"cluster {cluster.name}: ConfigMap {kube.MCO_NAMESPACE}/"
             f"{kube.OSIMAGEURL_CONFIGMAP} not found"
         )
-    drifted = found.base_os_container_image != str(cluster.base_image)
+    drifted = drift.check(cluster, found, now=time.time()).drifted
     if args.format == "json":
         document = {
             "cluster": cluster.name,

@@ -15,10 +15,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
-from pipeline.adapters import registry
+from pipeline.adapters import credentials, local_builds, registry, source
 from pipeline.adapters.environment import load_settings
 from pipeline.cli import EXIT_FINDINGS, EXIT_OK
-from pipeline.core import buildah_output, builds
+from pipeline.core import buildah_output, builds, ports, retry
 from pipeline.core.errors import TemporaryError
 from pipeline.core.settings import Settings
 from pipeline.flows import build as build_flow
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    request = build_flow.BuildRequest(
+    request = builds.BuildRequest(
         source=args.repo,
         image=args.image,
         cluster=args.cluster,
@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
 
-def _progress(console: Console, status: Status) -> build_flow.LineSink:
+def _progress(console: Console, status: Status) -> ports.LineSink:
     def on_line(line: str) -> None:
         step = buildah_output.parse_step(line)
         if step is not None:
@@ -76,11 +76,12 @@ def _progress(console: Console, status: Status) -> build_flow.LineSink:
 
 
 def _build(
-    settings: Settings, request: build_flow.BuildRequest, *, on_line: build_flow.LineSink
+    settings: Settings, request: builds.BuildRequest, *, on_line: ports.LineSink
 ) -> builds.BuildRecord:
     from pipeline.adapters import buildah
 
-    records = build_flow.MemoryRecords()
+    records = local_builds.MemoryRecords()
+    secrets = credentials.secret_values(settings)
     build_id = "local-" + time.strftime("%Y%m%d%H%M%S", time.gmtime())
     attempt = 0
     while True:
@@ -90,17 +91,20 @@ def _build(
                 request,
                 build_id=build_id,
                 records=records,
+                sources=source.CheckoutLoader(),
                 builder=buildah.Buildah.from_settings(settings),
                 registry=registry.Registry.from_settings(settings),
-                locks=build_flow.LocalLocks(),
+                locks=local_builds.LocalLocks(),
+                secrets=secrets,
                 on_line=on_line,
                 final_attempt=attempt >= settings.registry_retries,
             )
-        except TemporaryError:
-            delay = builds.retry_delay(
+        except TemporaryError as exc:
+            delay = retry.backoff(
                 attempt,
-                base=settings.retry_backoff_seconds,
-                jitter=random.random(),  # noqa: S311 - spreading retries, not cryptography
+                settings.retry_policy("build"),
+                retry_after=exc.retry_after,
+                draw=random.random(),  # noqa: S311 - spreading retries, not cryptography
             )
             on_line(f"retrying in {delay:.1f}s")
             time.sleep(delay)

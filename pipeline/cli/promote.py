@@ -7,20 +7,20 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import logging
 import re
 import tempfile
 import time
 from pathlib import Path
 
-import redis
-
-from pipeline.adapters import branch_writer, registry
+from pipeline.adapters import branch_writer, promotion_store, registry
 from pipeline.adapters.environment import load_settings
-from pipeline.adapters.promotion_store import PromotionStore
 from pipeline.cli import EXIT_FINDINGS, EXIT_OK
-from pipeline.core import promotion, repo
+from pipeline.core import commit_status, promotion, promotion_commit, promotion_report, repo
 from pipeline.core.errors import InputError
 from pipeline.flows import promote as promote_flow
+
+log = logging.getLogger(__name__)
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,6 +67,14 @@ def repository_url(value: str) -> str:
     return path.resolve().as_uri()
 
 
+class LoggedStatuses:
+    """The StatusReporter of a promotion run by a person: no worker delivers statuses here,
+    so they go to the log (the output shows the plan and its refusals)."""
+
+    def report(self, sha: str, status: commit_status.Status) -> None:
+        log.info("status %s %s=%s: %s", sha[:12], status.context, status.state, status.description)
+
+
 class EnvironmentWriter:
     """Refuses an environment that has no cluster on its branch before anything is planned."""
 
@@ -74,8 +82,10 @@ class EnvironmentWriter:
         self._writer = writer
         self._environment = environment
 
-    def write(self, branch: str, change_for: branch_writer.ChangeFor) -> branch_writer.WriteResult:
-        def checked(head: str, model: repo.Repository) -> branch_writer.Change | None:
+    def write(
+        self, branch: str, change_for: promotion_commit.ChangeFor
+    ) -> promotion_commit.WriteResult:
+        def checked(head: str, model: repo.Repository) -> promotion_commit.Change | None:
             if not model.clusters_in(self._environment):
                 known = sorted({c.environment for c in model.clusters.values()})
                 raise InputError(
@@ -101,7 +111,9 @@ def report(
     lines = [f"Promotion of {branch} at {head[:12]}{mode}", ""]
     if plan is None:
         return "\n".join([*lines, "nothing committed"]) + "\n"
-    summary = [line for line in promotion.diff_summary(plan) if not line.startswith("REFUSED ")]
+    summary = [
+        line for line in promotion_report.diff_summary(plan) if not line.startswith("REFUSED ")
+    ]
     lines += ["Plan", *(f"  {line}" for line in summary or ["(nothing to write or delete)"])]
     if plan.refusals:
         lines += ["", "Refused (one refusal stops the whole promotion)"]
@@ -170,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     if not given:
         raise InputError("no repository: pass --repo or set LAYERING_REPO_URL")
     url = repository_url(given)
-    store = PromotionStore(redis.Redis.from_url(settings.redis_url.get_secret_value()))
+    store = promotion_store.PromotionStore.from_url(settings.redis_url.get_secret_value())
     source = registry.Registry.from_settings(settings)
     plan: promotion.PromotionPlan | None
     before: repo.Repository | None
@@ -186,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
         if args.dry_run:
             seen: list[tuple[promotion.PromotionPlan, repo.Repository]] = []
 
-            def change_for(head: str, model: repo.Repository) -> branch_writer.Change | None:
+            def change_for(head: str, model: repo.Repository) -> promotion_commit.Change | None:
                 seen.append(
                     (
                         promote_flow.decide(
@@ -212,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
                 writer=writer,
                 registry=source,
                 store=store,
-                reporter=promote_flow.LogReporter(),
+                reporter=LoggedStatuses(),
                 now=time.time,
             )
             plan, before = outcome.plan, outcome.repository

@@ -1,4 +1,5 @@
-"""`layering serve`: run the webhook receiver and API (FastAPI) on uvicorn."""
+"""`layering serve`: run the web service (webhook receiver, API and dashboard; pipeline/web) on
+uvicorn."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pipeline.adapters.environment import load_settings
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "serve",
-        help="run the webhook receiver, health checks, metrics and builds API",
+        help="run the webhook receiver, health checks, metrics, builds API and dashboard",
         description="Serve POST /webhook/github, POST /webhook/git, /healthz, /readyz, "
-        "/metrics and /api/builds over HTTP (configuration from LAYERING_* variables).",
+        "/metrics, /api/builds and the dashboard at / over HTTP (configuration from "
+        "LAYERING_* variables).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
     parser.add_argument("--port", type=int, default=8080, help="port to listen on")

@@ -18,12 +18,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from pipeline.adapters import fs
+from pipeline.adapters import fs, promotion_store
 from pipeline.adapters import git as gitadapter
 from pipeline.adapters.environment import load_settings
-from pipeline.adapters.promotion_store import PromotionStore
 from pipeline.cli import EXIT_OK
-from pipeline.flows import promote as promote_flow
+from pipeline.core import pool_status
 
 COLUMNS = ("cluster", "environment", "pool", "image", "digest", "verification", "rollout", "base")
 # the environment is the section heading, not a column
@@ -63,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
             model = reader.load(args.rev)
     else:
         model = fs.load(args.repo)
-    store = PromotionStore.from_url(settings.redis_url.get_secret_value())
-    rows = promote_flow.status_rows(model, store, now=time.time())
+    store = promotion_store.PromotionStore.from_url(settings.redis_url.get_secret_value())
+    rows = pool_status.status_rows(model, store.pool_records(model.clusters), now=time.time())
     if args.format == "json":
         print(json.dumps(rows, indent=2))
         return EXIT_OK

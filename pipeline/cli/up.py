@@ -1,6 +1,6 @@
 """`layering up`: everything on this machine (Redis, registry, receiver, worker, beat), with a
 local sandbox repository unless LAYERING_REPO_URL names one. Ctrl-C stops it all; the data
-stays in the workdir for the next `layering up`. The work is in pipeline/supervisor.py."""
+stays in the workdir for the next `layering up`. The work is in pipeline/local/."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from pipeline.adapters.environment import load_settings
-from pipeline.local import supervisor
+from pipeline.local import services, workdir
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     console = Console(highlight=False, soft_wrap=True)
-    options = supervisor.Options(
+    options = workdir.Options(
         workdir=args.workdir or settings.workdir,
         ports={
             "receiver": args.receiver_port,
@@ -69,16 +69,16 @@ def run(args: argparse.Namespace) -> int:
     def say(text: str) -> None:
         console.print(f"[green]•[/] {escape(text)}")
 
-    def ready(started: supervisor.Started) -> None:
+    def ready(started: workdir.Started) -> None:
         console.rule("layering up: ready")
         console.print(next_steps(started, settings.default_branch))
 
     console.print(f"[bold]layering up[/]: serving {escape(mode)} from {options.workdir}")
-    # children inherit this environment, plus what supervisor.service_environment sets
-    return supervisor.run(options, base_env=dict(os.environ), say=say, ready=ready)
+    # children inherit this environment, plus what services.service_environment sets
+    return services.run(options, base_env=dict(os.environ), say=say, ready=ready)
 
 
-def next_steps(started: supervisor.Started, default_branch: str) -> Text:
+def next_steps(started: workdir.Started, default_branch: str) -> Text:
     """What to do now, as plain text (no markup: paths and URLs are printed as they are)."""
     github_url = started.webhook_url.removesuffix("/git") + "/github"
     text = Text()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from pipeline.cli import EXIT_OK
+from pipeline.core import tasks
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -13,7 +14,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "worker", help="run a Celery worker (builds, events, promotions)"
     )
     parser.add_argument(
-        "--queues", default="events,builds,promotions", help="comma-separated queues to consume"
+        "--queues", default=",".join(tasks.QUEUES), help="comma-separated queues to consume"
     )
     parser.add_argument("--concurrency", type=int, default=2, metavar="N")
     parser.add_argument("--pool", choices=("prefork", "solo", "threads"), default="prefork")

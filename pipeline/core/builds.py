@@ -1,5 +1,6 @@
-"""Build records as data: the record of one (image, cluster) build, its states and the allowed
-transitions between them, and the retry back-off. No I/O (time and randomness are passed in)."""
+"""Builds as data: the request for one (image, cluster) build, its inputs (Checkout) and spec
+(BuildSpec), and the build record with its states and the allowed transitions between them.
+No I/O (time is passed in)."""
 
 from __future__ import annotations
 
@@ -183,17 +184,6 @@ def cancel(record: BuildRecord, *, now: float, reason: str = "") -> BuildRecord:
     return transition(record, BuildState.CANCELLED, now=now, error=reason)
 
 
-def retry_delay(attempt: int, *, base: float, cap: float = 300.0, jitter: float = 0.0) -> float:
-    """Exponential back-off for retry number `attempt` (0 for the first retry): base * 2**attempt,
-    capped, then spread by `jitter` in [0, 1) over [delay/2, delay) ("equal jitter")."""
-    if attempt < 0:
-        raise ValueError("attempt must be >= 0")
-    if not 0 <= jitter < 1:
-        raise ValueError("jitter must be in [0, 1)")
-    delay: float = min(cap, base * (2**attempt))
-    return delay / 2 + delay / 2 * jitter
-
-
 LABEL_SOURCE = "org.opencontainers.image.source"
 LABEL_REVISION = "org.opencontainers.image.revision"
 LABEL_BASE_NAME = "org.opencontainers.image.base.name"
@@ -202,6 +192,29 @@ LABEL_IMAGE = "layering.image"
 LABEL_CLUSTER_BASE = "layering.cluster-base"
 LABEL_BUILD_KEY = "layering.build-key"
 BASE_IMAGE_ARG = "BASE_IMAGE"
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """One (image, cluster) build as asked for. `source`: a checkout directory, or a Git
+    repository (work tree or bare mirror) holding `commit_sha`. `build_key`: the key the
+    planner computed; the build checks it against the key of what it loaded (a stale plan).
+    `push=False` builds only: no registry check, nothing pushed."""
+
+    source: Path
+    image: str
+    cluster: str
+    commit_sha: str | None = None
+    build_key: str | None = None
+    push: bool = True
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """What a build reads from its source: the repository model and the build context."""
+
+    repository: repo.Repository
+    context: Path  # images/<image>/ as a directory on disk
 
 
 @dataclass(frozen=True)

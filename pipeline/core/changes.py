@@ -16,7 +16,7 @@ Rules (SPEC sections 3 and 4):
   removed or moved between environments, or used a deleted image;
 - `before=None` (a new repository, or no common history) means everything changed.
 
-The repositories may be partial (see planning.py): `after` needs every cluster.yaml and the
+The repositories may be partial (see flows/history.py): `after` needs every cluster.yaml and the
 image.yaml of images that get built; `before` needs the cluster.yaml files that changed.
 """
 
@@ -78,7 +78,7 @@ class Plan:
     changed_images: tuple[str, ...] = ()
     changed_clusters: tuple[str, ...] = ()
     problems: tuple[repo.Problem, ...] = ()
-    # filled in by the adapter that chose the range (planning.plan_range)
+    # filled in by the flow that chose the range (flows/history.plan_range)
     base: str | None = None
     head: str | None = None
     note: str = ""
@@ -152,7 +152,7 @@ def rebuilds(
     changed_paths: Iterable[str], *, before: repo.Repository | None, after: repo.Repository
 ) -> dict[tuple[str, str], str]:
     """(image, cluster) -> reason for every assigned pair a change touches (before any check
-    of the image itself). Needs only cluster.yaml files: planning uses it to choose which
+    of the image itself). Needs only cluster.yaml files: flows/history.py uses it to choose which
     image.yaml files to read."""
     paths = list(changed_paths)
     pairs: dict[tuple[str, str], str] = {}

@@ -1,6 +1,6 @@
-"""What the event handling reports and cancels, as data: status contexts and descriptions for
-lint and build results, which builds a newer head supersedes or a closed pull request cancels,
-and when a status GitHub would not take is sent again. No I/O.
+"""Commit statuses as data: the one `Status` type, the contexts (lint, build, promote, gate,
+rollout), the statuses of lint and build results and of cancelled builds, and a status parked
+when GitHub would not take it. No I/O.
 
 Descriptions stay under GitHub's 140 characters (`description` cuts them) and never
 carry secrets: they are built from ids, digests, step names and finding ids only; the adapter
@@ -10,7 +10,7 @@ scrubs them once more.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -54,6 +54,13 @@ def build_context(image: str, cluster: str) -> str:
 def log_url(public_url: str, build_id: str) -> str:
     """The dashboard's page of a build: its record and live log (the check's Details link)."""
     return f"{public_url.rstrip('/')}/builds/{build_id}"
+
+
+def state(text: str) -> State:
+    """`text` as a status state; ValueError names anything else."""
+    if text not in STATES:
+        raise ValueError(f"unknown status state {text!r}")
+    return text  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -130,6 +137,16 @@ def pending_build(image: str, cluster: str, *, build_id: str, public_url: str) -
     )
 
 
+def crashed(image: str, cluster: str, *, build_id: str, public_url: str) -> Status:
+    """A build whose task died without a result (its worker was killed, say)."""
+    return Status(
+        build_context(image, cluster),
+        "error",
+        "build task crashed; see the build log",
+        log_url(public_url, build_id),
+    )
+
+
 def not_built(image: str, cluster: str, reason: str) -> Status:
     return Status(build_context(image, cluster), "failure", f"not built: {reason}")
 
@@ -180,14 +197,11 @@ class ParkedStatus:
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any]) -> ParkedStatus:
-        state = str(document["state"])
-        if state not in ("pending", "success", "failure", "error"):
-            raise ValueError(f"unknown status state {state!r}")
         target_url = document.get("target_url")
         return cls(
             sha=str(document["sha"]),
             context=str(document["context"]),
-            state=state,  # type: ignore[arg-type]
+            state=state(str(document["state"])),
             description=str(document["description"]),
             target_url=str(target_url) if target_url is not None else None,
             seq=int(document["seq"]),
@@ -198,55 +212,3 @@ class ParkedStatus:
 
 def member(sha: str, context: str) -> str:
     return json.dumps([sha, context], separators=(",", ":"))
-
-
-def status_backoff(retries: int, *, base: float, retry_after: float, cap: float = 600.0) -> float:
-    """Seconds before retry number `retries` of a status: base * 2**retries capped at `cap`,
-    but never sooner than the server asked (Retry-After, rate-limit reset; at most an hour)."""
-    return max(min(retry_after, 3600.0), min(cap, base * 2.0 ** min(retries, 32)))
-
-
-def resend_delay(attempts: int, *, retry_after: float, interval: float) -> float:
-    """Seconds before a parked status is tried again after `attempts` failed resends: doubling
-    from the beat interval, at most an hour, at least what the server asked for."""
-    return min(3600.0, max(retry_after, interval * 2.0 ** min(attempts, 16)))
-
-
-@dataclass(frozen=True)
-class HeadBuild:
-    """A build queued for one head of a branch or pull request."""
-
-    build_id: str
-    task_id: str
-    build_key: str
-    image: str
-    cluster: str
-
-    @property
-    def context(self) -> str:
-        return build_context(self.image, self.cluster)
-
-    def to_json(self) -> dict[str, str]:
-        return {
-            "build_id": self.build_id,
-            "task_id": self.task_id,
-            "build_key": self.build_key,
-            "image": self.image,
-            "cluster": self.cluster,
-        }
-
-    @classmethod
-    def from_json(cls, document: Mapping[str, Any]) -> HeadBuild:
-        return cls(
-            **{
-                k: str(document[k])
-                for k in ("build_id", "task_id", "build_key", "image", "cluster")
-            }
-        )
-
-
-def superseded_builds(old: Iterable[HeadBuild], new_keys: Iterable[str]) -> list[HeadBuild]:
-    """Builds of an older head to cancel: all but those whose key the newer head also builds
-    (those keep running and the newer head reuses their result)."""
-    keep = set(new_keys)
-    return [build for build in old if build.build_key not in keep]

@@ -1,14 +1,28 @@
 """The ports: Protocols the flows depend on. Adapters implement them; tests hand in small fakes
-(tests/fakes.py) or the real adapters. No I/O.
+(the unit tests of each flow) or the real adapters. No I/O.
 
 One section per concern; a flow imports this module and the core types, never an adapter.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Protocol
 
-from pipeline.core import commit_status, tasks
+from pipeline.core import (
+    builds,
+    commit_status,
+    drift,
+    gate,
+    head,
+    promotion_commit,
+    repo,
+    rollout,
+    tasks,
+    verification,
+)
 
 # -- shared by every flow -------------------------------------------------------------------
 
@@ -33,3 +47,252 @@ class TaskQueue(Protocol):
     ) -> None: ...
 
     def revoke(self, task_id: str) -> None: ...
+
+
+# -- build: one (image, cluster) build (flows/build.py) -------------------------------------
+
+# where a build's output goes, one line at a time (the record's log, a terminal)
+LineSink = Callable[[str], None]
+
+
+class SourceLoader(Protocol):
+    """The inputs of one build (adapters/source.py): `source` as it is on disk, or at
+    `commit_sha` when given (fetched into the worker's mirror first if it is missing there)."""
+
+    def checkout(
+        self, source: Path, *, image: str, commit_sha: str | None
+    ) -> AbstractContextManager[builds.Checkout]: ...
+
+
+class ImageBuilder(Protocol):
+    """buildah (adapters/buildah.py)."""
+
+    def build(self, spec: builds.BuildSpec, *, on_line: LineSink) -> str:
+        """Build `spec` and tag it `spec.target`; returns the local image id."""
+
+    def push(self, spec: builds.BuildSpec, *, on_line: LineSink) -> str:
+        """Push `spec.target`; returns the manifest digest the registry stored."""
+
+    def discard(self, spec: builds.BuildSpec, *, on_line: LineSink) -> None:
+        """Drop the local copy of a pushed image (after its record is saved)."""
+
+    def has_entitlement(self) -> bool:
+        """Whether the RHEL entitlement certificates are on this machine to mount."""
+
+
+class RegistryReader(Protocol):
+    """skopeo (adapters/registry.py)."""
+
+    def digest_of(self, reference: str) -> str | None:
+        """The manifest digest of `reference`, None when the tag does not exist."""
+
+
+class BuildRecords(Protocol):
+    """Build records and their logs (adapters/build_records.py; in memory for the CLI)."""
+
+    def get(self, build_id: str) -> builds.BuildRecord | None: ...
+
+    def save(self, record: builds.BuildRecord) -> None: ...
+
+    def append_log(self, build_id: str, line: str) -> None: ...
+
+
+class KeyLocks(Protocol):
+    """One build per build key at a time (a Redis lock; free in a single process)."""
+
+    def hold(self, build_key: str, *, on_wait: Callable[[], None]) -> AbstractContextManager[None]:
+        """Hold the lock of one build key, calling `on_wait` first if another holder has it."""
+
+
+# -- head: what a push, pull request, /ok-to-test or close does (flows/head.py, history.py) --
+
+
+class GitHistory(Protocol):
+    """A Git repository's commits and trees, read only (adapters/git.py GitRepo). Unknown
+    revisions raise InputError naming them."""
+
+    def resolve(self, rev: str) -> str: ...
+
+    def is_ancestor(self, a: str, b: str) -> bool: ...
+
+    def merge_base(self, a: str, b: str) -> str | None: ...
+
+    def changed_paths(
+        self, a: str, b: str, *, prefixes: Collection[str] | None = None
+    ) -> list[str]: ...
+
+    def listing(
+        self, rev: str, *, images: Collection[str] | None = None, machineconfigs: bool = True
+    ) -> repo.TreeListing: ...
+
+
+class Mirror(Protocol):
+    """The worker's bare mirror of the GitOps repository (adapters/mirror_source.py)."""
+
+    @property
+    def source(self) -> str:
+        """Its path on the worker's disk: the `source` of "layering.build"."""
+
+    def fetch(self, *refs: str) -> AbstractContextManager[GitHistory]:
+        """Fetch `refs` (none: everything) and open the mirror for reading."""
+
+
+class HeadStore(Protocol):
+    """The head of each branch and pull request (adapters/head_store.py): `claim` and
+    `record_builds` apply head.claim / head.with_builds atomically."""
+
+    def claim(
+        self, scope: str, sha: str, enqueued_at: float, *, closed: bool = False
+    ) -> tuple[bool, head.Head | None]:
+        """(claimed, the previous head)."""
+
+    def record_builds(
+        self, scope: str, sha: str, builds: Sequence[head.HeadBuild]
+    ) -> head.Head | None:
+        """None once recorded; else the newer head that took the scope meanwhile."""
+
+
+class QueuedBuilds(Protocol):
+    """The build records an event creates before it sends their builds, and cancels
+    (adapters/build_records.py BuildStore)."""
+
+    def create_queued(
+        self, *, image: str, cluster: str, commit_sha: str = "", build_key: str = ""
+    ) -> builds.BuildRecord: ...
+
+    def get(self, build_id: str) -> builds.BuildRecord | None: ...
+
+    def save(self, record: builds.BuildRecord) -> None: ...
+
+    def request_cancel(self, build_id: str) -> None: ...
+
+
+class PullRequests(Protocol):
+    """GitHub's view of pull requests and collaborators (adapters/github.py)."""
+
+    def can_write(self, user: str) -> bool: ...
+
+    def pull_head(self, number: int) -> head.PullHead: ...
+
+
+class EventMetrics(Protocol):
+    """Histograms for /metrics (adapters/event_metrics.py): best effort, never raises."""
+
+    def queue_latency(self, seconds: float) -> None: ...
+
+    def build_duration(self, seconds: float, *, outcome: str) -> None: ...
+
+
+# -- status delivery: "layering.report_status" and "layering.resend_statuses" ----------------
+
+
+class StatusPoster(Protocol):
+    """Posts one commit status to GitHub (adapters/github.py): TemporaryError (rate limit, 5xx,
+    refused credentials) is worth retrying, PermanentError is not."""
+
+    def set_status(
+        self,
+        sha: str,
+        *,
+        context: str,
+        state: commit_status.State,
+        description: str,
+        target_url: str | None,
+    ) -> None: ...
+
+
+class ParkedStatusStore(Protocol):
+    """Statuses GitHub did not take, kept until resent (adapters/parked_statuses.py)."""
+
+    def park(self, status: commit_status.ParkedStatus, *, due: float) -> bool: ...
+
+    def due(self, now: float, *, limit: int = 100) -> list[commit_status.ParkedStatus]: ...
+
+    def reschedule(self, status: commit_status.ParkedStatus, *, due: float) -> bool: ...
+
+    def remove(self, status: commit_status.ParkedStatus) -> bool: ...
+
+    def latest_seq(self, sha: str, context: str) -> int | None:
+        """The sequence number of the newest status queued for (sha, context)."""
+
+    def sending(self) -> AbstractContextManager[bool]:
+        """Held while parked statuses are resent; False when another run already sends."""
+
+
+# -- promotion: promote, gate, rollout watch, base drift ------------------------------------
+# (flows/promote.py, gate.py, rollout_watch.py, drift.py; digests: RegistryReader, above)
+
+
+class BranchWriter(Protocol):
+    """One commit to a shared branch (adapters/branch_writer.py): asks `change_for` what to
+    change at the branch's current head, commits once and pushes; a push race asks again at
+    the new head. A change that is None or empty commits nothing."""
+
+    def write(
+        self, branch: str, change_for: promotion_commit.ChangeFor
+    ) -> promotion_commit.WriteResult: ...
+
+
+class EnvBranches(Protocol):
+    """The GitOps repository as the promotion stage reads it (adapters/env_branches.py: the
+    worker's bare mirror, fetched as needed)."""
+
+    def at_commit(self, commit_sha: str, *, branch: str) -> repo.Repository:
+        """The repository at `commit_sha`, fetching `branch` first when it is not there yet."""
+
+    def at_branch(self, branch: str) -> repo.Repository:
+        """The repository at the head of `branch`, freshly fetched."""
+
+    def pull_request_merge(self, head_sha: str, *, branch: str, pr_number: int) -> gate.MergeResult:
+        """What merging pull request `pr_number` (head `head_sha`) into `branch` gives."""
+
+
+class ClusterReader(Protocol):
+    """One cluster's Machine Config Operator (adapters/kube.py KubeCluster)."""
+
+    def watch_rollout(
+        self,
+        pool: str,
+        *,
+        expected_os_image_url: str,
+        timeout: float,
+        on_change: Callable[[rollout.RolloutState], None],
+    ) -> rollout.RolloutState:
+        """Follow `pool` until Updated or Degraded, or `timeout` seconds (then its last state,
+        still Updating); `on_change` sees every distinct state."""
+
+    def base_image(self) -> drift.BaseImage | None:
+        """The MCO's ConfigMap machine-config-osimageurl; None when it does not exist."""
+
+
+class Clusters(Protocol):
+    """Opens a ClusterReader for a kube context (adapters/kube.py KubeClusters); PermanentError
+    for a context the kubeconfig does not have."""
+
+    def connect(self, context: str) -> AbstractContextManager[ClusterReader]: ...
+
+
+class PromotionStore(Protocol):
+    """What the promotion stage remembers (adapters/promotion_store.py, Redis)."""
+
+    def record_verification(self, proven: verification.Verification) -> bool:
+        """True when it changes what the store said (gates then re-evaluate); a digest's first
+        healthy verification stands (soak counts from there)."""
+
+    def verifications(
+        self, clusters: Collection[str]
+    ) -> dict[tuple[str, str], verification.Verification]: ...
+
+    def record_promoted(self, promoted: verification.Promoted) -> None: ...
+
+    def forget_promoted(self, cluster: str, pool: str) -> None: ...
+
+    def record_rollout(self, record: rollout.RolloutRecord) -> None: ...
+
+    def record_drift(self, checked: drift.Drift) -> None: ...
+
+    def watch_gate(self, watched: gate.WatchedGate) -> None: ...
+
+    def unwatch_gate(self, environment: str, pr_number: int) -> None: ...
+
+    def watched_gates(self) -> list[gate.WatchedGate]: ...

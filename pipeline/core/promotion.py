@@ -1,31 +1,19 @@
-"""The promotion stage decided as data (SPEC sections 3, 6, 7): the repository at an environment
+"""The promotion plan decided as data (SPEC sections 3, 6, 7): the repository at an environment
 branch's head, the digests found for each pool's build key and the verifications recorded
-upstream -> a PromotionPlan of file steps (write, delete, skipped) or refusals; the gate decision
-for a pull request into an environment branch; the promotion commit message and its trailers.
-No I/O: adapters gather digests and verifications, workers act on the plan."""
+upstream -> a PromotionPlan of file steps (write, delete, skipped) or refusals. No I/O: the
+promote flow gathers digests and verifications through its ports and acts on the plan.
+
+The gate of a pull request is in gate.py, the promotion commit in promotion_commit.py, and what
+a promotion reports and records in promotion_report.py.
+"""
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pipeline.core import commit_status, content_address, machineconfig, repo
-
-TRAILER_IMAGE = "Layering-Image"
-TRAILER_DIGEST = "Layering-Digest"
-TRAILER_SOURCE_COMMIT = "Layering-Source-Commit"
-TRAILER_BUILD_KEY = "Layering-Build-Key"
-TRAILER_POOL = "Layering-Pool"
-TRAILER_REMOVED = "Layering-Removed"
-TRAILER_ENVIRONMENT = "Layering-Environment"
-_TRAILER_LINE = re.compile(r"^(?P<key>[A-Za-z0-9-]+):\s*(?P<value>.*?)\s*$")
-
-
-class VerificationMethod(StrEnum):
-    ROLLOUT = "rollout"  # the pool was watched until Updated with the digest
-    TIME = "time"  # no kube access: the promotion commit's age counts (SPEC section 7)
+from pipeline.core import commit_status, content_address, machineconfig, repo, verification
 
 
 @dataclass(frozen=True)
@@ -59,19 +47,6 @@ class DigestLookup:
         if self.failure:
             return f"build failed: {self.failure}"
         return "not built: no image under the build key's tag"
-
-
-@dataclass(frozen=True)
-class Verification:
-    """A digest proven on a cluster at `verified_at` (epoch seconds), or seen failing there."""
-
-    cluster: str
-    digest: str
-    verified_at: float
-    method: VerificationMethod
-    healthy: bool = True
-    message: str = ""
-    commit_sha: str = ""
 
 
 @dataclass(frozen=True)
@@ -149,23 +124,6 @@ class PromotionPlan:
         return [refusal for refusal in self.refusals if refusal.cluster == cluster]
 
 
-class GateState(StrEnum):
-    SUCCESS = "success"
-    PENDING = "pending"
-    FAILURE = "failure"
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    state: GateState
-    description: str
-    remaining_seconds: float = 0.0  # when pending: soak time still to wait
-    refusals: tuple[Refusal, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "description", commit_status.description(self.description))
-
-
 def targets(repository: repo.Repository, environment: str) -> list[Target]:
     """Every pool of every cluster of `environment`, with the build key its image has there.
 
@@ -215,13 +173,22 @@ def managed_paths(repository: repo.Repository, cluster: str) -> dict[str, str]:
     return found
 
 
+def upstreams(repository: repo.Repository, environment: str) -> set[str]:
+    """The clusters whose verifications the clusters of `environment` wait for."""
+    return {
+        cluster.promotes_from
+        for cluster in repository.clusters_in(environment)
+        if cluster.promotes_from is not None
+    }
+
+
 def plan(
     repository: repo.Repository,
     *,
     environment: str,
     source_commit: str,
     lookups: Mapping[tuple[str, str], DigestLookup],
-    verifications: Mapping[tuple[str, str], Verification],
+    verifications: Mapping[tuple[str, str], verification.Verification],
     now: float,
 ) -> PromotionPlan:
     """What promoting `environment` at `source_commit` writes and deletes, or why it cannot.
@@ -288,7 +255,7 @@ def _pool_step(
     *,
     source_commit: str,
     lookups: Mapping[tuple[str, str], DigestLookup],
-    verifications: Mapping[tuple[str, str], Verification],
+    verifications: Mapping[tuple[str, str], verification.Verification],
     now: float,
 ) -> Step | Refusal:
     target = _target(repository, cluster, pool, image_name)
@@ -361,7 +328,7 @@ def _upstream_refusal(
     target: Target,
     digest: str,
     *,
-    verifications: Mapping[tuple[str, str], Verification],
+    verifications: Mapping[tuple[str, str], verification.Verification],
     now: float,
 ) -> Refusal | None:
     upstream_name = cluster.promotes_from
@@ -379,13 +346,13 @@ def _upstream_refusal(
             "so the build key differs: the tested bits cannot be promoted; align baseImage",
             RefusalKind.BASE_DIFFERS,
         )
-    verification = verifications.get((upstream.name, digest))
-    if verification is None:
+    proven = verifications.get((upstream.name, digest))
+    if proven is None:
         return refuse(f"{named} is not verified on {upstream.name}")
-    if not verification.healthy:
-        message = f": {verification.message}" if verification.message else ""
+    if not proven.healthy:
+        message = f": {proven.message}" if proven.message else ""
         return refuse(f"{named} failed on {upstream.name}{message}")
-    remaining = verification.verified_at + cluster.soak_seconds - now
+    remaining = proven.verified_at + cluster.soak_seconds - now
     if remaining > 0:
         return refuse(
             f"{named} soaking on {upstream.name}: "
@@ -414,183 +381,8 @@ def format_duration(seconds: float) -> str:
     return "".join(f"{value}{unit}" for value, unit in parts if value)
 
 
-def gate(
-    repository: repo.Repository,
-    *,
-    environment: str,
-    lookups: Mapping[tuple[str, str], DigestLookup],
-    verifications: Mapping[tuple[str, str], Verification],
-    now: float,
-) -> GateDecision:
-    """`layering/gate/<environment>` for a pull request whose merge result is `repository`."""
-    if not repository.clusters_in(environment):
-        return GateDecision(GateState.SUCCESS, f"no cluster in environment {environment}")
-    decided = plan(
-        repository,
-        environment=environment,
-        source_commit="0" * 40,
-        lookups=lookups,
-        verifications=verifications,
-        now=now,
-    )
-    if not decided.refused:
-        promoted = sum(1 for step in decided.steps if not isinstance(step, DeleteFile))
-        return GateDecision(
-            GateState.SUCCESS, f"{promoted} pool(s) verified upstream and soaked; safe to merge"
-        )
-    soaking = [r for r in decided.refusals if r.kind is RefusalKind.SOAKING]
-    if len(soaking) == len(decided.refusals):
-        remaining = max(
-            _remaining(repository, r, verifications=verifications, now=now) for r in soaking
-        )
-        return GateDecision(
-            GateState.PENDING,
-            f"soaking: {format_duration(remaining)} left; {soaking[0]}",
-            remaining_seconds=remaining,
-            refusals=decided.refusals,
-        )
-    blocking = [r for r in decided.refusals if r not in soaking]
-    return GateDecision(GateState.FAILURE, _first_of(blocking), refusals=decided.refusals)
-
-
-def conflicted_gate(
-    environment: str, paths: Sequence[str], *, unrelated: bool = False
-) -> GateDecision:
-    """`layering/gate/<environment>` for a pull request that cannot merge cleanly: nothing
-    can be said about what it would promote until it is rebased."""
-    if unrelated:
-        return GateDecision(
-            GateState.FAILURE,
-            f"no history in common with env/{environment}; "
-            f"open the pull request from a branch based on env/{environment}",
-        )
-    named = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
-    return GateDecision(
-        GateState.FAILURE,
-        f"merge conflicts with env/{environment}"
-        + (f" in {named}" if named else "")
-        + "; rebase the pull request",
-    )
-
-
-def _first_of(refusals: Sequence[Refusal]) -> str:
+def first_refusal(refusals: Sequence[Refusal]) -> str:
     """The first refusal, with the count in front so a cut description still says it."""
     if len(refusals) == 1:
         return str(refusals[0])
     return f"{len(refusals)} pools blocked; {refusals[0]}"
-
-
-def _remaining(
-    repository: repo.Repository,
-    refusal: Refusal,
-    *,
-    verifications: Mapping[tuple[str, str], Verification],
-    now: float,
-) -> float:
-    cluster = repository.clusters[refusal.cluster]
-    assert cluster.promotes_from is not None
-    verification = verifications[(cluster.promotes_from, refusal.digest)]
-    return max(0.0, verification.verified_at + cluster.soak_seconds - now)
-
-
-def promote_statuses(plan: PromotionPlan) -> list[commit_status.Status]:
-    """`layering/promote/<cluster>` for every cluster of the plan."""
-    statuses: list[commit_status.Status] = []
-    first = plan.refusals[0] if plan.refusals else None
-    for cluster in plan.clusters:
-        context = commit_status.promote_context(cluster)
-        own = plan.refusals_for(cluster)
-        if own:
-            statuses.append(
-                commit_status.Status(context, "failure", f"not promoted: {_first_of(own)}")
-            )
-        elif first is not None:
-            statuses.append(
-                commit_status.Status(
-                    context, "failure", f"not promoted: blocked by {first}; nothing committed"
-                )
-            )
-        else:
-            steps = plan.steps_for(cluster)
-            written = sum(isinstance(step, WriteFile) for step in steps)
-            deleted = sum(isinstance(step, DeleteFile) for step in steps)
-            unchanged = sum(isinstance(step, Skipped) for step in steps)
-            statuses.append(
-                commit_status.Status(
-                    context,
-                    "success",
-                    f"{written} written, {deleted} removed, {unchanged} unchanged",
-                )
-            )
-    return statuses
-
-
-def commit_message(plan: PromotionPlan) -> str:
-    """One commit per promotion; trailers per pool, in the order of the steps."""
-    changes = plan.changes
-    written = [step for step in changes if isinstance(step, WriteFile)]
-    removed = [step for step in changes if isinstance(step, DeleteFile)]
-    clusters = sorted({step.cluster for step in changes})
-    subject = (
-        f"layering: promote {plan.environment}: {len(written)} MachineConfig(s) written, "
-        f"{len(removed)} removed"
-    )
-    body = [f"{step.cluster}/{step.pool}: {step.os_image.url}" for step in written]
-    body += [f"{step.cluster}/{step.pool}: removed, back to the stock image" for step in removed]
-    trailers = [
-        (TRAILER_ENVIRONMENT, plan.environment),
-        (TRAILER_SOURCE_COMMIT, plan.source_commit),
-    ]
-    for step in written:
-        trailers += [
-            (TRAILER_POOL, f"{step.cluster}/{step.pool}"),
-            (TRAILER_IMAGE, step.os_image.image),
-            (TRAILER_DIGEST, step.os_image.digest),
-            (TRAILER_BUILD_KEY, step.os_image.build_key),
-        ]
-    trailers += [(TRAILER_REMOVED, f"{step.cluster}/{step.pool}") for step in removed]
-    lines = [subject, "", f"Clusters: {', '.join(clusters)}", "", *body, ""]
-    lines += [f"{key}: {value}" for key, value in trailers]
-    return "\n".join(lines) + "\n"
-
-
-def trailers(message: str) -> list[tuple[str, str]]:
-    """The trailer block (last paragraph of `Key: value` lines) of a commit message."""
-    paragraphs = [p for p in message.strip().split("\n\n") if p.strip()]
-    if not paragraphs:
-        return []
-    found: list[tuple[str, str]] = []
-    for line in paragraphs[-1].splitlines():
-        match = _TRAILER_LINE.match(line)
-        if match is None:
-            return []
-        found.append((match.group("key"), match.group("value")))
-    return found
-
-
-def is_promotion_commit(message: str, environment: str) -> bool:
-    """Whether a pushed head is this pipeline's own promotion commit for `environment`.
-
-    The webhook ignores such pushes. A promotion commit of another environment that arrives by
-    fast-forward (env/nonprod merged into env/prod) is not ignored: prod must still promote.
-    """
-    found = dict(trailers(message))
-    return TRAILER_SOURCE_COMMIT in found and found.get(TRAILER_ENVIRONMENT) == environment
-
-
-def promoted(plan: PromotionPlan) -> Iterable[WriteFile]:
-    return (step for step in plan.changes if isinstance(step, WriteFile))
-
-
-def diff_summary(plan: PromotionPlan) -> Sequence[str]:
-    """One line per step, for the CLI and logs."""
-    lines: list[str] = []
-    for step in plan.steps:
-        if isinstance(step, WriteFile):
-            lines.append(f"write  {step.path}  {step.os_image.url}")
-        elif isinstance(step, DeleteFile):
-            lines.append(f"delete {step.path}")
-        else:
-            lines.append(f"keep   {step.path}  ({step.reason})")
-    lines += [f"REFUSED {refusal}" for refusal in plan.refusals]
-    return lines

@@ -1,24 +1,20 @@
 """The watched repository as data: files of a tree -> Repository(images, clusters) plus every
-configuration problem found, each naming file and field. No I/O: adapters gather the files."""
+configuration problem found, each naming file and field. No I/O: adapters gather the files.
+
+This module holds the model (Image, Cluster, Repository, Problem, the tree layout) and `parse`,
+which reads a TreeListing into it; the schema of image.yaml and cluster.yaml is in
+repo_schema.py (`repo.ImageSettings` and `repo.duration_seconds` name it here too)."""
 
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StrictBool,
-    ValidationError,
-    field_validator,
-)
+from pydantic import ValidationError
 
-from pipeline.core import names, yamlfile
+from pipeline.core import names, repo_schema, yamlfile
 
 IMAGES_DIR = "images"
 CLUSTERS_DIR = "clusters"
@@ -27,7 +23,10 @@ IMAGE_SETTINGS = "image.yaml"
 CLUSTER_FILE = "cluster.yaml"
 MACHINECONFIGS_DIR = "machineconfigs"
 RULE_IDS = tuple(f"LAY00{n}" for n in range(1, 9))
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+# the image.yaml schema and the duration syntax, under the names callers use
+ImageSettings = repo_schema.ImageSettings
+duration_seconds = repo_schema.duration_seconds
 
 
 @dataclass(frozen=True)
@@ -46,123 +45,11 @@ class Problem:
         )
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class Waiver(_Strict):
-    rule: Literal["LAY001", "LAY002", "LAY003", "LAY004", "LAY005", "LAY007", "LAY008"]
-    reason: str = Field(min_length=1)
-
-    @field_validator("reason")
-    @classmethod
-    def _reason_says_something(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("a waiver needs a reason: say why this rule does not apply")
-        return value.strip()
-
-
-class ImageSettings(_Strict):
-    build_args: dict[str, str] = Field(default_factory=dict, alias="buildArgs")
-    entitlement: StrictBool = False
-    allow: tuple[Waiver, ...] = ()
-
-    @field_validator("build_args")
-    @classmethod
-    def _arg_names(cls, value: dict[str, str]) -> dict[str, str]:
-        for key in value:
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-                raise ValueError(f"build argument name {key!r} must match [A-Za-z_][A-Za-z0-9_]*")
-        return value
-
-
-DEFAULT_IMAGE_SETTINGS = ImageSettings()
-
-
-class KubeAccess(_Strict):
-    context: str = Field(min_length=1)
-
-
-class ClusterSettings(_Strict):
-    environment: str
-    base_image: str = Field(alias="baseImage")
-    registry: str
-    pools: dict[str, str] = Field(default_factory=dict)
-    promotes_from: str | None = Field(default=None, alias="promotesFrom")
-    soak: str | int = "0s"
-    kube: KubeAccess | None = None
-
-    @field_validator("environment")
-    @classmethod
-    def _environment_label(cls, value: str) -> str:
-        if not names.is_dns_label(value):
-            raise ValueError("must be a DNS label (lower-case letters, digits, '-'), e.g. nonprod")
-        return value
-
-    @field_validator("base_image")
-    @classmethod
-    def _pinned(cls, value: str) -> str:
-        try:
-            ref = names.parse_image_ref(value)
-        except ValueError as exc:
-            raise ValueError(f"{exc}; expected <repository>@sha256:<64 hex>") from None
-        if ref.digest is None or ref.tag is not None:
-            raise ValueError("must be pinned by digest (<repository>@sha256:<64 hex>, no tag)")
-        return value
-
-    @field_validator("registry")
-    @classmethod
-    def _registry(cls, value: str) -> str:
-        try:
-            ref = names.parse_image_ref(value)
-        except ValueError as exc:
-            raise ValueError(f"{exc}; expected host[:port]/path such as quay.io/team") from None
-        if ref.tag or ref.digest:
-            raise ValueError("must be a repository prefix without tag or digest")
-        return value
-
-    @field_validator("pools", mode="before")
-    @classmethod
-    def _pools(cls, value: object) -> object:
-        if not isinstance(value, dict):
-            raise ValueError("must be a mapping of pool name to image name, e.g. worker: firewalld")
-        for pool, image in value.items():
-            if not isinstance(pool, str) or not names.is_dns_label(pool):
-                raise ValueError(f"pool name {pool!r} must be a DNS label")
-            if not isinstance(image, str) or not names.is_dns_label(image):
-                raise ValueError(
-                    f"pool {pool!r} must name exactly one image (a DNS label); "
-                    "a pool boots one OS image"
-                )
-        return value
-
-    @field_validator("soak", mode="before")
-    @classmethod
-    def _soak(cls, value: object) -> object:
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise ValueError("must be a duration such as 0s, 30m, 24h, 2d or a number of seconds")
-        duration_seconds(value)
-        return value
-
-
-def duration_seconds(value: str | int) -> int:
-    """`90`, `90s`, `30m`, `24h`, `2d`, `1h30m` -> seconds."""
-    if isinstance(value, int):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return value
-    match = _DURATION.match(value.strip())
-    if not value.strip() or match is None:
-        raise ValueError(f"{value!r} is not a duration; use e.g. 0s, 30m, 24h, 2d, 1h30m")
-    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
-
-
 @dataclass(frozen=True)
 class Image:
     name: str
     containerfile: str | None
-    settings: ImageSettings = field(default_factory=ImageSettings)
+    settings: repo_schema.ImageSettings = field(default_factory=repo_schema.ImageSettings)
     tree_id: str | None = None
 
     @property
@@ -315,13 +202,13 @@ def _parse_image(
         containerfile = _decode_containerfile(
             containerfile_path, files[containerfile_path], problems
         )
-    settings = DEFAULT_IMAGE_SETTINGS
+    settings = repo_schema.DEFAULT_IMAGE_SETTINGS
     settings_path = f"{directory}/{IMAGE_SETTINGS}"
     if settings_path in files:
         document = _load_mapping(settings_path, files[settings_path], problems)
         if document is not None:
             try:
-                settings = ImageSettings.model_validate(document)
+                settings = repo_schema.ImageSettings.model_validate(document)
             except ValidationError as exc:
                 problems.extend(_validation_problems(settings_path, files[settings_path], exc))
     return Image(name, containerfile, settings, tree_id)
@@ -352,7 +239,7 @@ def _parse_cluster_file(name: str, raw: bytes) -> tuple[Cluster | None, tuple[Pr
     if document is None:
         return None, tuple(problems)
     try:
-        settings = ClusterSettings.model_validate(document)
+        settings = repo_schema.ClusterSettings.model_validate(document)
     except ValidationError as exc:
         return None, tuple(_validation_problems(path, raw, exc))
     cluster = Cluster(
@@ -362,7 +249,7 @@ def _parse_cluster_file(name: str, raw: bytes) -> tuple[Cluster | None, tuple[Pr
         registry=settings.registry,
         pools=dict(settings.pools),
         promotes_from=settings.promotes_from,
-        soak_seconds=duration_seconds(settings.soak),
+        soak_seconds=repo_schema.duration_seconds(settings.soak),
         kube_context=settings.kube.context if settings.kube else None,
     )
     return cluster, ()
@@ -416,7 +303,7 @@ def parse(listing: TreeListing) -> Repository:
     images: dict[str, Image] = {}
     for name, tree_id in sorted(listing.image_dirs.items()):
         if name in listing.unread_images:
-            images[name] = Image(name, None, DEFAULT_IMAGE_SETTINGS, tree_id)
+            images[name] = Image(name, None, repo_schema.DEFAULT_IMAGE_SETTINGS, tree_id)
             continue
         image = _parse_image(name, tree_id, listing.files, problems)
         if image is not None:

@@ -35,6 +35,7 @@ class TaskCall:
     kwargs: Mapping[str, Any]
     args: tuple[Any, ...] = ()
     task_id: str | None = None
+    countdown: float | None = None  # seconds to wait before it runs (a scheduled re-check)
 
 
 @dataclass(frozen=True)
@@ -43,11 +44,11 @@ class _Task:
     QUEUE: ClassVar[Queue]
     POSITIONAL: ClassVar[bool] = False  # callbacks: Celery prepends the parent's outcome
 
-    def call(self, *, task_id: str | None = None) -> TaskCall:
+    def call(self, *, task_id: str | None = None, countdown: float | None = None) -> TaskCall:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         if self.POSITIONAL:
-            return TaskCall(self.NAME, self.QUEUE, {}, tuple(values.values()), task_id)
-        return TaskCall(self.NAME, self.QUEUE, values, (), task_id)
+            return TaskCall(self.NAME, self.QUEUE, {}, tuple(values.values()), task_id, countdown)
+        return TaskCall(self.NAME, self.QUEUE, values, (), task_id, countdown)
 
 
 # -- events: what a push or pull request does ----------------------------------------------

@@ -1,126 +1,49 @@
 """One build, start to finish, shared by the Celery task "layering.build" and `layering build`:
-load the image at a commit, compute its build key, reuse the registry's tag when it exists,
-otherwise build under a per-key lock and push. Talks to the world only through the adapters
-handed in (Protocols below), so the task, the CLI and tests wire different ones.
+load the image at a commit, check the planner's build key, reuse the registry's tag when it
+exists, otherwise build under a per-key lock and push. Talks to the world only through the
+ports handed in (core/ports.py), so the task, the CLI and tests wire different adapters.
 
-    run_build(settings, request, *, build_id, records, builder, registry, locks,
-              on_line=None, final_attempt=True, clock=time.time) -> builds.BuildRecord
+    run_build(settings, request, *, build_id, records, sources, builder, registry, locks,
+              secrets, on_line=None, final_attempt=True, clock=time.time) -> builds.BuildRecord
 
-- `request`: BuildRequest(source, image, cluster, commit_sha=None, build_key=None, push=True).
-  `source` is a checkout directory, or a Git repository (work tree or bare mirror) when
-  `commit_sha` is given. `build_key`, when given, is what the planner expected; a mismatch is
-  logged and the key computed here wins.
+- `request`: builds.BuildRequest. `request.build_key`, when given, is what the planner
+  computed; a mismatch (a stale plan) is logged and the key of the loaded checkout wins.
+- `secrets`: values masked in every stored line and error (adapters/credentials.py).
 - Returns the final record: succeeded, skipped (tag already in the registry, digest reused;
   buildah not run), failed (PermanentError / BuildFailed: error, failing step and line) or
   cancelled (before buildah started, or the builder raised Cancelled: it killed buildah).
   A record already finished is returned unchanged (safe to run twice).
 - TemporaryError (registry 5xx, refused, reset, timeouts) is re-raised with the record back in
   `queued` unless `final_attempt`, in which case the record fails naming the registry and the
-  last error. The caller owns retries and back-off (`builds.retry_delay`).
+  last error. The caller owns retries and their back-off (retry.backoff, policy "build").
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
+from collections.abc import Callable, Sequence
 
-from pipeline.adapters import git as gitadapter
-from pipeline.adapters import registry as registry_adapter
-from pipeline.adapters import source
-from pipeline.core import buildah_output, builds, redaction
+from pipeline.core import buildah_output, builds, ports, redaction
 from pipeline.core.errors import BuildFailed, Cancelled, PermanentError, TemporaryError
 from pipeline.core.settings import Settings
-
-LineSink = Callable[[str], None]
-
-
-class ImageBuilder(Protocol):
-    def build(self, spec: builds.BuildSpec, *, on_line: LineSink) -> str:
-        """Build `spec` and tag it `spec.target`; returns the local image id."""
-
-    def push(self, spec: builds.BuildSpec, *, on_line: LineSink) -> str:
-        """Push `spec.target`; returns the manifest digest the registry stored."""
-
-    def discard(self, spec: builds.BuildSpec, *, on_line: LineSink) -> None:
-        """Drop the local copy of a pushed image (after its record is saved)."""
-
-
-class RegistryReader(Protocol):
-    def digest_of(self, reference: str) -> str | None:
-        """The manifest digest of `reference`, None when the tag does not exist."""
-
-
-class BuildRecords(Protocol):
-    def get(self, build_id: str) -> builds.BuildRecord | None: ...
-
-    def save(self, record: builds.BuildRecord) -> None: ...
-
-    def append_log(self, build_id: str, line: str) -> None: ...
-
-
-class KeyLocks(Protocol):
-    def hold(self, build_key: str, *, on_wait: Callable[[], None]) -> AbstractContextManager[None]:
-        """Hold the lock of one build key, calling `on_wait` first if another holder has it."""
-
-
-@dataclass(frozen=True)
-class BuildRequest:
-    source: Path
-    image: str
-    cluster: str
-    commit_sha: str | None = None
-    build_key: str | None = None
-    push: bool = True
-    # when `source` is a worker's mirror of this URL: clone/fetch it first if the commit is
-    # missing (the event task that fetched it may have run on another machine)
-    remote: str | None = None
-
-
-class MemoryRecords:
-    """Records and logs kept in this process (the CLI without a shared store)."""
-
-    def __init__(self) -> None:
-        self.records: dict[str, builds.BuildRecord] = {}
-        self.logs: dict[str, list[str]] = {}
-
-    def get(self, build_id: str) -> builds.BuildRecord | None:
-        return self.records.get(build_id)
-
-    def save(self, record: builds.BuildRecord) -> None:
-        self.records[record.id] = record
-
-    def append_log(self, build_id: str, line: str) -> None:
-        self.logs.setdefault(build_id, []).append(line)
-
-
-class LocalLocks:
-    """No other process to coordinate with: every lock is free."""
-
-    @contextmanager
-    def hold(self, build_key: str, *, on_wait: Callable[[], None]) -> Iterator[None]:
-        yield
 
 
 def run_build(
     settings: Settings,
-    request: BuildRequest,
+    request: builds.BuildRequest,
     *,
     build_id: str,
-    records: BuildRecords,
-    builder: ImageBuilder,
-    registry: RegistryReader,
-    locks: KeyLocks,
-    on_line: LineSink | None = None,
+    records: ports.BuildRecords,
+    sources: ports.SourceLoader,
+    builder: ports.ImageBuilder,
+    registry: ports.RegistryReader,
+    locks: ports.KeyLocks,
+    secrets: Sequence[str],
+    on_line: ports.LineSink | None = None,
     final_attempt: bool = True,
     clock: Callable[[], float] = time.time,
 ) -> builds.BuildRecord:
-    secrets = settings_secrets(settings)
-
     def emit(line: str) -> None:
         line = redaction.scrub(line, secrets)
         records.append_log(build_id, line)
@@ -149,12 +72,10 @@ def run_build(
     )
     spec: builds.BuildSpec | None = None
     try:
-        if request.remote is not None and request.commit_sha is not None:
-            gitadapter.ensure_commit(request.source, request.remote, request.commit_sha)
-        with source.checkout(
+        with sources.checkout(
             request.source, image=request.image, commit_sha=request.commit_sha
         ) as checkout:
-            spec = _spec(settings, request, checkout)
+            spec = _spec(settings, request, checkout, builder=builder)
             record = save(
                 dataclasses.replace(
                     record,
@@ -229,7 +150,13 @@ def run_build(
         raise
 
 
-def _spec(settings: Settings, request: BuildRequest, checkout: source.Source) -> builds.BuildSpec:
+def _spec(
+    settings: Settings,
+    request: builds.BuildRequest,
+    checkout: builds.Checkout,
+    *,
+    builder: ports.ImageBuilder,
+) -> builds.BuildSpec:
     repository = checkout.repository
     image = repository.images.get(request.image)
     cluster = repository.clusters.get(request.cluster)
@@ -241,7 +168,7 @@ def _spec(settings: Settings, request: BuildRequest, checkout: source.Source) ->
         raise PermanentError(f"images/{request.image}: no such image in the repository")
     if cluster is None:
         raise PermanentError(f"clusters/{request.cluster}: no such cluster in the repository")
-    if image.settings.entitlement and not settings.entitlement_dir.is_dir():
+    if image.settings.entitlement and not builder.has_entitlement():
         raise PermanentError(
             f"images/{image.name}/image.yaml sets entitlement: true, but "
             f"{settings.entitlement_dir} does not exist on this worker; mount the RHEL "
@@ -254,16 +181,3 @@ def _spec(settings: Settings, request: BuildRequest, checkout: source.Source) ->
         commit_sha=request.commit_sha or "",
         source_url=redaction.scrub(settings.repo_url or ""),
     )
-
-
-def settings_secrets(settings: Settings) -> list[str]:
-    """Secret values configured in settings, masked wherever build output is stored."""
-    values: list[str] = []
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if hasattr(value, "get_secret_value"):
-            secret = value.get_secret_value()
-            values.append(secret)
-            values.extend(redaction.url_passwords(secret))
-    values.extend(registry_adapter.authfile_secrets(settings.registry_authfile))
-    return values

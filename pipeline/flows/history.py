@@ -1,5 +1,7 @@
 """The build plan of a commit range, from the Git history: chooses what to compare with, reads
-only what the plan needs through adapters.git, and lets changes.plan decide. Does Git I/O.
+only what the plan needs through the GitHistory port (ports.py), and lets changes.plan decide.
+`read_range` also hands back the head's repository model as the plan read it, so that an event
+parses its repository once. I/O only through the port.
 
 Choosing the base (SPEC section 3):
 
@@ -23,17 +25,27 @@ only when some changed.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.adapters import git as gitadapter
-from pipeline.core import changes, repo
+from pipeline.core import changes, head, ports, repo
 from pipeline.core.errors import InputError
 
 _TOP = (repo.IMAGES_DIR, repo.CLUSTERS_DIR)
 
 
+@dataclass(frozen=True)
+class Range:
+    """The plan of a commit range and the head's repository model it was made from (partial:
+    every cluster.yaml, and the Containerfile and image.yaml of the images that changed or get
+    built; None when nothing was read)."""
+
+    plan: changes.Plan
+    repository: repo.Repository | None = None
+
+
 def plan_range(
-    git_repo: gitadapter.GitRepo,
+    git_repo: ports.GitHistory,
     from_rev: str,
     to_rev: str,
     default_branch: str = "main",
@@ -42,66 +54,108 @@ def plan_range(
     unknown_from: Literal["error", "default-branch"] = "error",
 ) -> changes.Plan:
     """What the push of `from_rev..to_rev` (to `branch`, when known) must build and promote."""
-    if to_rev == gitadapter.ZERO_SHA:
-        return changes.Plan(note="branch deleted: nothing to build")
-    head = git_repo.resolve(to_rev)
-    base, note = _base(git_repo, from_rev, head, default_branch, branch, unknown_from)
-    result = plan_commits(git_repo, base, head)
-    return dataclasses.replace(result, base=base, head=head, note=note)
+    return read_range(
+        git_repo, from_rev, to_rev, default_branch, branch=branch, unknown_from=unknown_from
+    ).plan
+
+
+def read_range(
+    git_repo: ports.GitHistory,
+    from_rev: str,
+    to_rev: str,
+    default_branch: str = "main",
+    *,
+    branch: str | None = None,
+    unknown_from: Literal["error", "default-branch"] = "error",
+    machineconfigs: bool = False,
+) -> Range:
+    """`plan_range` with the head's repository model; `machineconfigs` reads the clusters'
+    MachineConfigs into it too (lint needs them; the plan does not)."""
+    if to_rev == head.ZERO_SHA:
+        return Range(changes.Plan(note="branch deleted: nothing to build"))
+    to_commit = git_repo.resolve(to_rev)
+    base, note = _base(git_repo, from_rev, to_commit, default_branch, branch, unknown_from)
+    result = read_commits(git_repo, base, to_commit, machineconfigs=machineconfigs)
+    plan = dataclasses.replace(result.plan, base=base, head=to_commit, note=note)
+    return Range(plan, result.repository)
 
 
 def _base(
-    git_repo: gitadapter.GitRepo,
+    git_repo: ports.GitHistory,
     from_rev: str,
-    head: str,
+    to_commit: str,
     default_branch: str,
     branch: str | None,
     unknown_from: str,
 ) -> tuple[str | None, str]:
-    if from_rev != gitadapter.ZERO_SHA:
+    if from_rev != head.ZERO_SHA:
         try:
             old = git_repo.resolve(from_rev)
         except InputError:
             if unknown_from == "error":
                 raise
-            return _default_branch_base(git_repo, head, default_branch, f"{from_rev} unknown")
-        if git_repo.is_ancestor(old, head):
+            return _default_branch_base(git_repo, to_commit, default_branch, f"{from_rev} unknown")
+        if git_repo.is_ancestor(old, to_commit):
             return old, ""
-        common = git_repo.merge_base(old, head)
+        common = git_repo.merge_base(old, to_commit)
         if common is not None:
-            return common, f"force push: compared with the merge base of {old[:12]} and {head[:12]}"
-        return _default_branch_base(git_repo, head, default_branch, "force push, unrelated history")
+            return (
+                common,
+                f"force push: compared with the merge base of {old[:12]} and {to_commit[:12]}",
+            )
+        return _default_branch_base(
+            git_repo, to_commit, default_branch, "force push, unrelated history"
+        )
     if branch is not None and branch == default_branch:
         return None, f"first push of the default branch {default_branch}: everything counts"
-    return _default_branch_base(git_repo, head, default_branch, "new branch")
+    return _default_branch_base(git_repo, to_commit, default_branch, "new branch")
+
+
+def _branch_commit(git_repo: ports.GitHistory, branch: str) -> str | None:
+    """The commit of a branch: `refs/heads/<branch>`, else `refs/remotes/origin/<branch>`."""
+    for name in (f"refs/heads/{branch}", f"refs/remotes/origin/{branch}"):
+        try:
+            return git_repo.resolve(name)
+        except InputError:
+            continue
+    return None
 
 
 def _default_branch_base(
-    git_repo: gitadapter.GitRepo, head: str, default_branch: str, why: str
+    git_repo: ports.GitHistory, to_commit: str, default_branch: str, why: str
 ) -> tuple[str | None, str]:
-    tip = gitadapter.branch_commit(git_repo, default_branch)
+    tip = _branch_commit(git_repo, default_branch)
     if tip is None:
         return None, f"{why}: default branch {default_branch} not found, everything counts"
-    common = git_repo.merge_base(tip, head)
+    common = git_repo.merge_base(tip, to_commit)
     if common is None:
         return None, f"{why}: no common history with {default_branch}, everything counts"
     return common, f"{why}: compared with the merge base with {default_branch}"
 
 
-def plan_commits(git_repo: gitadapter.GitRepo, base: str | None, head: str) -> changes.Plan:
+def plan_commits(git_repo: ports.GitHistory, base: str | None, to_commit: str) -> changes.Plan:
     """changes.plan for two commits (base None: everything changed), reading lazily."""
+    return read_commits(git_repo, base, to_commit).plan
+
+
+def read_commits(
+    git_repo: ports.GitHistory, base: str | None, to_commit: str, *, machineconfigs: bool = False
+) -> Range:
+    """`plan_commits` with the head's repository model (see `read_range`)."""
     if base is None:
-        after = repo.parse(git_repo.listing(head, machineconfigs=False))
-        return changes.plan([], before=None, after=after)
-    paths = git_repo.changed_paths(base, head, prefixes=_TOP)
+        after = repo.parse(git_repo.listing(to_commit, machineconfigs=machineconfigs))
+        return Range(changes.plan([], before=None, after=after), after)
+    paths = git_repo.changed_paths(base, to_commit, prefixes=_TOP)
     if not paths:
-        return changes.Plan()
+        return Range(changes.Plan())
     wanted = changes.changed_images(paths)
-    after = repo.parse(git_repo.listing(head, images=wanted, machineconfigs=False))
+    after = repo.parse(git_repo.listing(to_commit, images=wanted, machineconfigs=machineconfigs))
     before = after
     if changes.changed_cluster_files(paths):
         before = repo.parse(git_repo.listing(base, images=(), machineconfigs=False))
     more = {image for image, _ in changes.rebuilds(paths, before=before, after=after)} - wanted
     if more:
-        after = repo.parse(git_repo.listing(head, images=wanted | more, machineconfigs=False))
-    return changes.plan(paths, before=before, after=after)
+        after = repo.parse(
+            git_repo.listing(to_commit, images=wanted | more, machineconfigs=machineconfigs)
+        )
+    return Range(changes.plan(paths, before=before, after=after), after)

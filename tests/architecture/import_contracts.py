@@ -37,8 +37,10 @@ class AllowlistContract(Contract):
                     top = imported.split(".")[0]
                     if _within(imported, sources | allowed):
                         continue
-                    if top in stdlib and top not in roots and not _within(
-                        imported, forbidden_stdlib
+                    if (
+                        top in stdlib
+                        and top not in roots
+                        and not _within(imported, forbidden_stdlib)
                     ):
                         continue
                     details = graph.get_import_details(importer=importer, imported=imported)

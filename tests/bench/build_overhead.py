@@ -22,7 +22,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from pipeline.core import containerfile
 from tests import services
 from tests.plugins import builds as fixtures
-from workers import build_tasks
 
 CONTAINERFILE = """\
 FROM quay.io/fedora/fedora-coreos:stable
@@ -78,7 +77,7 @@ def main(rounds: int) -> None:
 def run_worker(worker: fixtures.Worker, checkout: Path, nonce: str) -> float:
     (checkout / "images" / "bench" / "Containerfile").write_text(CONTAINERFILE.format(nonce=nonce))
     start = time.perf_counter()
-    build_id = build_tasks.submit_build(
+    build_id = fixtures.submit_build(
         worker.app,
         worker.settings,
         source=str(checkout),

@@ -8,6 +8,10 @@ request stream) so that it costs as little as possible next to the servers. Ever
 signed and has its own delivery id, so none is deduplicated away.
 
     .venv/bin/python tests/bench/webhook_bench.py [--requests 3000] [--concurrency 1,8,64]
+
+`--baseline-queue FILE` runs a third server in the same rounds: the receiver with FILE loaded
+as `pipeline.adapters.queue` (e.g. an older queue writer, `git show REV:pipeline/adapters/
+queue.py > /tmp/queue_old.py`), to compare two queue writers on the same machine and load.
 """
 
 from __future__ import annotations
@@ -43,6 +47,23 @@ async def app(scope, receive, send):
     await send({"type": "http.response.start", "status": 202,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", b"2")]})
     await send({"type": "http.response.body", "body": b"{}"})
+"""
+
+# The receiver with another queue writer: the file is loaded as pipeline.adapters.queue before
+# pipeline.web.server imports it.
+BASELINE_APP = """
+import importlib.util
+import sys
+
+import pipeline.adapters
+
+spec = importlib.util.spec_from_file_location("pipeline.adapters.queue", {path!r})
+module = importlib.util.module_from_spec(spec)
+sys.modules["pipeline.adapters.queue"] = module
+spec.loader.exec_module(module)
+pipeline.adapters.queue = module
+
+from pipeline.web.server import app_from_environment
 """
 
 
@@ -152,6 +173,9 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=4500, help="requests per level")
     parser.add_argument("--concurrency", default="1,8,64", help="comma-separated levels")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds per level")
+    parser.add_argument(
+        "--baseline-queue", type=Path, help="also run the receiver with this queue module"
+    )
     args = parser.parse_args()
     levels = [int(level) for level in args.concurrency.split(",")]
     missing = services.tool_missing("redis-server")
@@ -170,46 +194,74 @@ def main() -> int:
                 "LAYERING_GITHUB_REPOSITORY": FULL_NAME,
                 "LAYERING_WORKDIR": str(directory / "work"),
             }
-            receiver_port = start_uvicorn(
-                "pipeline.web.server:app_from_environment",
-                directory=directory,
-                env=env,
-                factory=True,
+            ports = {
+                "receiver": start_uvicorn(
+                    "pipeline.web.server:app_from_environment",
+                    directory=directory,
+                    env=env,
+                    factory=True,
+                )
+            }
+            if args.baseline_queue:
+                path = str(args.baseline_queue.resolve())
+                (directory / "baseline_app.py").write_text(BASELINE_APP.format(path=path))
+                ports["baseline"] = start_uvicorn(
+                    "baseline_app:app_from_environment",
+                    directory=directory,
+                    env=env,
+                    factory=True,
+                )
+            ports["bare"] = start_uvicorn(
+                "bare_app:app", directory=directory, env=env, factory=False
             )
-            bare_port = start_uvicorn("bare_app:app", directory=directory, env=env, factory=False)
             print(
                 f"{args.requests} signed push deliveries per level and server in {args.rounds} "
                 "alternating rounds (medians), 127.0.0.1, one uvicorn process each"
             )
+            if args.baseline_queue:
+                print(f"baseline: the receiver with {args.baseline_queue} as its queue writer")
             print(
-                f"{'conc':>5} {'receiver req/s':>15} {'p50 ms':>7} {'p99 ms':>7}   "
-                f"{'bare req/s':>11} {'p50 ms':>7} {'p99 ms':>7}   "
+                f"{'conc':>5} {'server':>8} {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7}   "
+                f"{'bare req/s':>10} {'p50 ms':>7} {'p99 ms':>7}   "
                 f"{'thr ratio':>9} {'p99 ratio':>9}"
             )
             for level in levels:
-                # warm both (connections, imports, the Redis script cache)
-                asyncio.run(drive(receiver_port, requests_for(200, "/webhook/github"), level))
-                asyncio.run(drive(bare_port, requests_for(200, "/webhook/github"), level))
-                # alternate rounds so that both see the same background load; report medians
-                rounds: dict[str, list[dict[str, float]]] = {"ours": [], "bare": []}
+                # warm every server (connections, imports, the Redis script cache)
+                for port in ports.values():
+                    asyncio.run(drive(port, requests_for(200, "/webhook/github"), level))
+                # alternate rounds so that all see the same background load; report medians
+                rounds: dict[str, list[dict[str, float]]] = {name: [] for name in ports}
                 for _ in range(args.rounds):
-                    for name, port in (("ours", receiver_port), ("bare", bare_port)):
+                    for name, port in ports.items():
                         batch = requests_for(args.requests // args.rounds, "/webhook/github")
                         rounds[name].append(asyncio.run(drive(port, batch, level)))
-                ours, bare = (
-                    {
+                figures = {
+                    name: {
                         k: statistics.median(r[k] for r in rounds[name])
                         for k in ("rps", "p50", "p99")
                     }
-                    for name in ("ours", "bare")
-                )
-                print(
-                    f"{level:>5} {ours['rps']:>15.0f} {ours['p50']:>7.2f} {ours['p99']:>7.2f}   "
-                    f"{bare['rps']:>11.0f} {bare['p50']:>7.2f} {bare['p99']:>7.2f}   "
-                    f"{ours['rps'] / bare['rps']:>9.2f} {ours['p99'] / bare['p99']:>9.2f}"
-                )
+                    for name in ports
+                }
+                bare = figures["bare"]
+                for name in ports:
+                    if name == "bare":
+                        continue
+                    ours = figures[name]
+                    print(
+                        f"{level:>5} {name:>8} {ours['rps']:>7.0f} {ours['p50']:>7.2f} "
+                        f"{ours['p99']:>7.2f}   "
+                        f"{bare['rps']:>10.0f} {bare['p50']:>7.2f} {bare['p99']:>7.2f}   "
+                        f"{ours['rps'] / bare['rps']:>9.2f} {ours['p99'] / bare['p99']:>9.2f}"
+                    )
+                if "baseline" in figures:
+                    ours, baseline = figures["receiver"], figures["baseline"]
+                    print(
+                        f"{level:>5} receiver/baseline: throughput "
+                        f"{ours['rps'] / baseline['rps']:.2f}, p99 "
+                        f"{ours['p99'] / baseline['p99']:.2f}"
+                    )
             queued = services_llen(redis_server.port)
-            print(f"tasks queued in Redis by the receiver: {queued}")
+            print(f"tasks queued in Redis by the receivers: {queued}")
         finally:
             for process in PROCESSES:
                 services.stop_process(process)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ import git
 import yaml
 
 from pipeline.adapters import git as gitadapter
-from pipeline.core import promotion, repo
+from pipeline.core import commit_status, promotion, repo
 
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 BASE = "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:"
@@ -137,12 +137,10 @@ class Recorder:
     statuses: list[tuple[str, str, str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def set_status(
-        self, sha: str, *, context: str, state: str, description: str, target_url: str | None
-    ) -> None:
-        assert len(description) <= 140
+    def report(self, sha: str, status: commit_status.Status) -> None:
+        assert len(status.description) <= 140
         with self.lock:
-            self.statuses.append((sha, context, state, description))
+            self.statuses.append((sha, status.context, status.state, status.description))
 
     def last(self, context: str) -> tuple[str, str, str, str]:
         return [s for s in self.statuses if s[1] == context][-1]

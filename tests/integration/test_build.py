@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.adapters import build_records
 from pipeline.adapters import git as gitadapter
-from pipeline.core import content_address
+from pipeline.core import content_address, tasks
 from tests import services
 from tests.plugins.builds import (
     FAKE_REGISTRY_PASSWORD,
@@ -28,9 +29,9 @@ from tests.plugins.builds import (
     Worker,
     WorkerEnv,
     git_commit_all,
+    submit_build,
     write_repository,
 )
-from workers import build_tasks
 
 pytestmark = pytest.mark.integration
 
@@ -107,7 +108,7 @@ def checkout(
 
 
 def submit(worker: Worker, checkout: Checkout, image: str, cluster: str = "dev") -> str:
-    return build_tasks.submit_build(
+    return submit_build(
         worker.app,
         worker.settings,
         source=str(checkout.root),
@@ -312,20 +313,17 @@ def test_worker_on_another_machine_clones_the_mirror_it_is_told_to_use(
     )
     mirror = gitadapter.mirror_path(elsewhere.settings.workdir, repo_url)
     assert not mirror.exists()
-    record = build_tasks.create_build_record(
-        elsewhere.settings, image="remote", cluster="dev", commit_sha=checkout.commit_sha
+    record = build_records.BuildStore.from_settings(elsewhere.settings).create_queued(
+        image="remote", cluster="dev", commit_sha=checkout.commit_sha
     )
-    elsewhere.app.send_task(
-        build_tasks.BUILD_TASK,
-        kwargs={
-            "source": str(mirror),
-            "commit_sha": checkout.commit_sha,
-            "image": "remote",
-            "cluster": "dev",
-            "build_id": record.id,
-        },
-        queue="remote-builds",
-    )
+    call = tasks.Build(
+        source=str(mirror),
+        commit_sha=checkout.commit_sha,
+        image="remote",
+        cluster="dev",
+        build_id=record.id,
+    ).call()
+    elsewhere.app.send_task(call.name, kwargs=dict(call.kwargs), queue="remote-builds")
     result = elsewhere.wait_for_build(record.id)
     assert result["state"] == "succeeded", result["error"]
     assert (mirror / "HEAD").is_file()

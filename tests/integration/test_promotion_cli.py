@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from pipeline.adapters.promotion_store import PromotionStore, RolloutRecord
-from pipeline.core import machineconfig, promotion
+from pipeline.adapters.promotion_store import PromotionStore
+from pipeline.core import machineconfig, promotion_commit, rollout
 from tests import services
 from tests.conftest import require_tools
 from tests.integration.promotion_support import BASE, EnvRepo, chained_repo
@@ -129,7 +129,7 @@ def test_promote_dry_run_then_for_real_then_status(setup: Setup) -> None:
     committed = gitops.origin_head("env/nonprod")
     assert committed != merge
     assert f"committed {committed}" in real.stdout
-    assert promotion.is_promotion_commit(
+    assert promotion_commit.is_promotion_commit(
         str(gitops.origin_history("env/nonprod")[0].message), "nonprod"
     )
     again = setup.layering("promote", "--env", "nonprod", "--repo", origin)
@@ -156,7 +156,7 @@ def test_promote_dry_run_then_for_real_then_status(setup: Setup) -> None:
     promoted = setup.store.promoted("nonprod")["worker"]
     assert promoted.os_image_url.endswith(url)
     setup.store.record_rollout(
-        RolloutRecord(
+        rollout.RolloutRecord(
             cluster="nonprod",
             pool="worker",
             commit_sha=committed,

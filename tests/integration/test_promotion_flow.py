@@ -13,8 +13,17 @@ import redis
 
 from pipeline.adapters import branch_writer
 from pipeline.adapters.promotion_store import PromotionStore
-from pipeline.core import commit_status, machineconfig, promotion, yamlfile
+from pipeline.core import (
+    commit_status,
+    gate,
+    machineconfig,
+    promotion,
+    promotion_commit,
+    verification,
+    yamlfile,
+)
 from pipeline.core.errors import TemporaryError
+from pipeline.flows import gate as gate_flow
 from pipeline.flows import promote as promote_flow
 from tests import crd, services
 from tests.conftest import require_tools
@@ -131,8 +140,8 @@ def test_merge_into_nonprod_commits_a_machineconfig_per_pool(
         assert document["spec"]["osImageURL"].endswith(f"@{digest}")
         assert document["metadata"]["annotations"]["layering/source-commit"] == merge
     message = env_repo.origin_history("env/nonprod")[0].message
-    assert promotion.is_promotion_commit(message, "nonprod")
-    trailers = promotion.trailers(message)
+    assert promotion_commit.is_promotion_commit(message, "nonprod")
+    trailers = promotion_commit.trailers(message)
     assert sorted(v for k, v in trailers if k == "Layering-Digest") == sorted(expected.values())
     assert ("Layering-Source-Commit", merge) in trailers
     assert {(c, s) for _, c, s, _ in recorder.statuses} == {
@@ -147,7 +156,7 @@ def test_merge_into_nonprod_commits_a_machineconfig_per_pool(
         expected[("nonprod", "worker")],
         expected[("nonprod", "infra")],
     }
-    assert all(v.method is promotion.VerificationMethod.TIME for v in verifications.values())
+    assert all(v.method is verification.VerificationMethod.TIME for v in verifications.values())
 
     # the same promotion again: byte-identical, no commit
     again = run_promote(env_repo, tmp_path, redis_client, "nonprod", Clock(), Recorder())
@@ -197,9 +206,11 @@ def test_prod_waits_for_verification_and_soak(
     assert "not verified on nonprod" in text
 
     store.record_verification(
-        promotion.Verification("nonprod", digest, clock.now, promotion.VerificationMethod.ROLLOUT)
+        verification.Verification(
+            "nonprod", digest, clock.now, verification.VerificationMethod.ROLLOUT
+        )
     )
-    gate = promote_flow.gate(
+    decision = gate_flow.judge(
         model,
         head_sha=prod_merge,
         environment="prod",
@@ -208,8 +219,8 @@ def test_prod_waits_for_verification_and_soak(
         reporter=recorder,
         now=clock.now + HOUR,
     )
-    assert gate.state is promotion.GateState.PENDING
-    assert gate.remaining_seconds == 23 * HOUR
+    assert decision.state is gate.GateState.PENDING
+    assert decision.remaining_seconds == 23 * HOUR
     assert recorder.last("layering/gate/prod")[2] == "pending"
     clock.now += 2 * HOUR
     assert (
@@ -225,7 +236,7 @@ def test_prod_waits_for_verification_and_soak(
         machineconfig.path_for("prod", "worker")
     ]
     assert yamlfile.load(raw)["spec"]["osImageURL"].endswith(f"@{digest}")
-    gate = promote_flow.gate(
+    decision = gate_flow.judge(
         model,
         head_sha=prod_merge,
         environment="prod",
@@ -234,7 +245,7 @@ def test_prod_waits_for_verification_and_soak(
         reporter=recorder,
         now=clock.now,
     )
-    assert gate.state is promotion.GateState.SUCCESS
+    assert decision.state is gate.GateState.SUCCESS
 
 
 def test_prod_on_another_base_refuses(
@@ -300,7 +311,7 @@ def test_twenty_racing_writers_all_land(
     lock: branch_writer.BranchLock = (
         branch_writer.RedisBranchLock(redis_client) if locked else branch_writer.NoLock()
     )
-    results: list[branch_writer.WriteResult] = []
+    results: list[promotion_commit.WriteResult] = []
     errors: list[BaseException] = []
     os_image = machineconfig.OsImage(
         image="firewalld",
@@ -318,8 +329,8 @@ def test_twenty_racing_writers_all_land(
         path = machineconfig.path_for(f"c{index:02d}", "worker")
         content = machineconfig.render_yaml(pool="worker", os_image=os_image)
 
-        def change_for(head: str, model: object) -> branch_writer.Change:
-            return branch_writer.Change(
+        def change_for(head: str, model: object) -> promotion_commit.Change:
+            return promotion_commit.Change(
                 f"promote c{index:02d}\n\nLayering-Source-Commit: {head}\n", {path: content}
             )
 

@@ -12,8 +12,9 @@ import redis
 
 from pipeline.adapters import kube
 from pipeline.adapters.promotion_store import PromotionStore
-from pipeline.core import machineconfig, promotion, repo, yamlfile
-from pipeline.flows import promote as promote_flow
+from pipeline.core import machineconfig, repo, verification, yamlfile
+from pipeline.flows import drift as drift_flow
+from pipeline.flows import rollout_watch
 from tests import services
 from tests.integration.promotion_support import Recorder
 from tests.plugins.kube import KubeServer, MachineConfigOperator
@@ -77,7 +78,7 @@ def watch(server: KubeServer, store: PromotionStore, recorder: Recorder) -> dict
     kubeconfig = server.kubeconfig(["nonprod-admin"])
     with kube.KubeCluster.connect(kubeconfig=kubeconfig, context="nonprod-admin") as reader:
         return dict(
-            promote_flow.watch_rollout(
+            rollout_watch.watch_rollout(
                 model_with_machineconfig(),
                 commit_sha=COMMIT,
                 cluster="nonprod",
@@ -112,9 +113,9 @@ def test_statuses_follow_the_mco_to_updated(kube_server: KubeServer, store: Prom
     assert "worker: 1/3 machines updated" in descriptions
     assert "worker: 2/3 machines updated" in descriptions
     assert all(sha == COMMIT for sha, *_ in recorder.statuses)
-    verification = store.verifications(["nonprod"])[("nonprod", "sha256:" + "c" * 64)]
-    assert verification.healthy
-    assert verification.method is promotion.VerificationMethod.ROLLOUT
+    proven = store.verifications(["nonprod"])[("nonprod", "sha256:" + "c" * 64)]
+    assert proven.healthy
+    assert proven.method is verification.VerificationMethod.ROLLOUT
     mco.close()
 
 
@@ -137,9 +138,9 @@ def test_degraded_pool_fails_with_the_mco_message(
     sha, _, state, description = recorder.last("layering/rollout/nonprod")
     assert (sha, state) == (COMMIT, "failure")
     assert "failed to rebase onto the new image" in description
-    verification = store.verifications(["nonprod"])[("nonprod", "sha256:" + "c" * 64)]
-    assert not verification.healthy
-    assert "failed to rebase" in verification.message
+    proven = store.verifications(["nonprod"])[("nonprod", "sha256:" + "c" * 64)]
+    assert not proven.healthy
+    assert "failed to rebase" in proven.message
     mco.close()
 
 
@@ -150,7 +151,7 @@ def test_base_drift_reads_the_configmap(kube_server: KubeServer, store: Promotio
     mco.seed_base(newer, release="4.16.9")
     cluster = model_with_machineconfig().clusters["nonprod"]
     with kube.KubeCluster.connect(kubeconfig=kubeconfig, context="nonprod-admin") as reader:
-        drift = promote_flow.check_base_drift(cluster, reader, store=store, now=time.time())
+        drift = drift_flow.check_base_drift(cluster, reader, store=store, now=time.time())
     assert drift.drifted
     assert (drift.actual, drift.release_version) == (newer, "4.16.9")
     assert store.drift()["nonprod"] == drift

@@ -19,7 +19,7 @@ from celery.result import AsyncResult
 from pytest_httpserver import HTTPServer
 
 from pipeline.adapters.promotion_store import PromotionStore
-from pipeline.core import machineconfig, promotion, yamlfile
+from pipeline.core import machineconfig, promotion, verification, yamlfile
 from tests import services
 from tests.conftest import require_tools
 from tests.integration.promotion_support import BASE, EnvRepo, chained_repo, push_targets
@@ -32,6 +32,8 @@ pytestmark = pytest.mark.integration
 FULL_NAME = "acme/gitops"
 CONTEXT = "nonprod-admin"
 QUEUE = "promotions"
+# statuses are delivered by "layering.report_status" on the events queue
+WORKER_QUEUES = "promotions,events"
 
 
 @dataclass
@@ -129,7 +131,7 @@ def stage(
         "KUBECONFIG": str(kubeconfig),
         "LAYERING_ROLLOUT_WATCH_SECONDS": "30",
     }
-    worker = start_worker("promotions", concurrency=2, queues=QUEUE, extra_env=extra_env)
+    worker = start_worker("promotions", concurrency=2, queues=WORKER_QUEUES, extra_env=extra_env)
     service_env = {**os.environ, **worker.env.variables, **extra_env, "PYTHONPATH": str(REPO_ROOT)}
     client: redis.Redis[bytes] = redis.Redis.from_url(private_redis.url)
     try:
@@ -163,6 +165,7 @@ def test_promote_rollout_and_gate_through_the_worker(stage: Stage) -> None:
     # a pull request main -> env/prod before anything was verified in nonprod
     gate = stage.run("layering.gate", main, "prod", 7)
     assert gate["state"] == "failure"
+    stage.wait_status(main, "layering/gate/prod", "failure")
     assert stage.github.contexts(main) == {"layering/gate/prod": ["failure"]}
     description = stage.github.latest(main)["layering/gate/prod"]["description"]
     firewalld = next(d for ref, d in stage.digests.items() if "/firewalld:" in ref)
@@ -184,6 +187,8 @@ def test_promote_rollout_and_gate_through_the_worker(stage: Stage) -> None:
         )
         assert document["spec"]["osImageURL"].endswith("@" + stage.digests[target.tag_reference])
     assert len(promoted.machineconfigs) == 2
+    for cluster in ("nonprod", "nonprod-b"):
+        stage.wait_status(merge, f"layering/promote/{cluster}", "success")
     assert {c: s[-1] for c, s in stage.github.contexts(merge).items()} == {
         "layering/promote/nonprod": "success",
         "layering/promote/nonprod-b": "success",
@@ -191,7 +196,7 @@ def test_promote_rollout_and_gate_through_the_worker(stage: Stage) -> None:
     # the cluster without kube is verified by time; nonprod waits for its rollout
     verified = stage.store.verifications(["nonprod", "nonprod-b"])
     assert {(c, v.method) for (c, _), v in verified.items()} == {
-        ("nonprod-b", promotion.VerificationMethod.TIME)
+        ("nonprod-b", verification.VerificationMethod.TIME)
     }
 
     # "layering.watch_rollout" was enqueued for nonprod; the MCO rolls the pool out
@@ -204,9 +209,9 @@ def test_promote_rollout_and_gate_through_the_worker(stage: Stage) -> None:
     mco.node_updated("worker", 2)
     states = stage.wait_status(committed, "layering/rollout/nonprod", "success")
     assert set(states[:-1]) == {"pending"}
-    verification = stage.store.verifications(["nonprod"])[("nonprod", firewalld)]
-    assert verification.method is promotion.VerificationMethod.ROLLOUT
-    assert verification.healthy
+    proven = stage.store.verifications(["nonprod"])[("nonprod", firewalld)]
+    assert proven.method is verification.VerificationMethod.ROLLOUT
+    assert proven.healthy
 
     # the verification re-evaluates the watched gate: the pull request may merge now
     # (the promotion re-evaluated it too: still failing then, nonprod had not rolled out)
@@ -298,6 +303,7 @@ def test_gate_judges_the_merge_result_not_the_head(stage: Stage) -> None:
     git.checkout("-q", "main")
     computed = stage.run("layering.gate", head, "prod", 8)
     assert (computed["state"], computed["merge_source"]) == ("failure", "computed")
+    stage.wait_status(head, "layering/gate/prod", "failure")
     description = stage.github.latest(head)["layering/gate/prod"]["description"]
     assert f"htop@sha256:{stage.digest('htop')[7:19]} is not verified on nonprod" in description
 
@@ -335,6 +341,7 @@ def test_gate_judges_the_merge_result_not_the_head(stage: Stage) -> None:
     git.checkout("-q", "main")
     conflicted = stage.run("layering.gate", conflicting, "prod", 9)
     assert (conflicted["state"], conflicted["merge_sha"]) == ("failure", None)
+    stage.wait_status(conflicting, "layering/gate/prod", "failure")
     assert stage.github.latest(conflicting)["layering/gate/prod"]["description"] == (
         "merge conflicts with env/prod in clusters/prod/cluster.yaml; rebase the pull request"
     )
@@ -375,7 +382,7 @@ def test_rollout_watch_times_out_and_fails_the_digest(stage: Stage) -> None:
     worker = stage.start_worker(
         "rollout-timeout",
         concurrency=1,
-        queues=QUEUE,
+        queues=WORKER_QUEUES,
         extra_env={
             **{k: v for k, v in stage.service_env.items() if k.startswith("LAYERING_")},
             "KUBECONFIG": stage.service_env["KUBECONFIG"],
@@ -401,11 +408,11 @@ def test_rollout_watch_times_out_and_fails_the_digest(stage: Stage) -> None:
             description
         )
         client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
-        verification = PromotionStore(client).verifications(["nonprod"])[
+        proven = PromotionStore(client).verifications(["nonprod"])[
             ("nonprod", stage.digest("firewalld"))
         ]
         client.close()
-        assert not verification.healthy
-        assert verification.message == description
+        assert not proven.healthy
+        assert proven.message == description
     finally:
         worker.stop()

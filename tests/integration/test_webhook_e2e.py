@@ -20,9 +20,9 @@ import pytest
 import redis
 from celery.result import AsyncResult
 
-from pipeline.adapters import build_records, parked_statuses
+from pipeline.adapters import build_records, parked_statuses, status_queue, task_queue
 from pipeline.cli import install_hook
-from pipeline.core import commit_status
+from pipeline.core import commit_status, tasks
 from pipeline.core.settings import Settings
 from pipeline.web import server as web
 from tests import receiver, services
@@ -36,7 +36,6 @@ from tests.plugins.builds import (
 )
 from tests.plugins.github import Fault, GitHubStandIn, load_operations
 from tests.plugins.gitrepos import GitopsRepo
-from workers import head_tasks as event_tasks
 
 pytestmark = pytest.mark.integration
 
@@ -104,6 +103,13 @@ class Pipeline:
             f"statuses on {sha[:12]}: {self.github.contexts(sha)}; worker log:\n"
             + self.worker.log.read_text()[-4000:]
         )
+
+    def queue_status(self, sha: str, status: commit_status.Status) -> None:
+        """Through the StatusReporter, as every flow does."""
+        reporter = status_queue.QueuedStatuses(
+            redis.Redis.from_url(self.redis.url), task_queue.CeleryTaskQueue(self.worker.app)
+        )
+        reporter.report(sha, status)
 
     def tags(self, image: str) -> list[str]:
         response = httpx.get(f"http://{self.registry_host}/v2/layering/{image}/tags/list")
@@ -388,12 +394,7 @@ def test_status_is_retried_until_github_takes_it(pipeline: Pipeline) -> None:
         Fault(403, {"Retry-After": "1"}, "You have exceeded a secondary rate limit"),
     )
 
-    event_tasks.queue_status(
-        pipeline.worker.app,
-        pipeline.settings,
-        sha,
-        commit_status.Status("layering/lint", "success", "no findings"),
-    )
+    pipeline.queue_status(sha, commit_status.Status("layering/lint", "success", "no findings"))
     deadline = time.monotonic() + 60
     while not pipeline.github.contexts(sha) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -410,9 +411,9 @@ def test_older_status_never_overwrites_a_newer_one(pipeline: Pipeline) -> None:
 
     sha = "e" * 40
     client = redis.Redis.from_url(pipeline.redis.url)
-    client.set(f"{event_tasks.STATUS_SEQ_PREFIX}{sha}:layering/lint", 5)
+    client.set(parked_statuses.seq_key(sha, "layering/lint"), 5)
     stale = pipeline.worker.app.send_task(
-        event_tasks.REPORT_STATUS_TASK,
+        tasks.ReportStatus.NAME,
         args=[sha, "layering/lint", "pending", "old", None, 4],
         queue="events",
     )
@@ -587,7 +588,7 @@ def test_undeliverable_status_is_parked_and_resent_by_beat(pipeline: Pipeline) -
     try:
         older = commit_status.Status("layering/lint", "pending", "queued: older")
         newer = commit_status.Status("layering/lint", "success", "no findings")
-        event_tasks.queue_status(pipeline.worker.app, pipeline.settings, sha, older)
+        pipeline.queue_status(sha, older)
 
         def wait(condition: Any, what: str, timeout: float = 30) -> None:
             deadline = time.monotonic() + timeout
@@ -600,7 +601,7 @@ def test_undeliverable_status_is_parked_and_resent_by_beat(pipeline: Pipeline) -
         # 1 try + LAYERING_STATUS_RETRIES (2) retries, then parked
         wait(lambda: [s.seq for s in parked.due(time.time() + 3600)] == [1], "older parked")
         assert pipeline.github.attempts(operation, sha) >= 3
-        event_tasks.queue_status(pipeline.worker.app, pipeline.settings, sha, newer)
+        pipeline.queue_status(sha, newer)
         wait(lambda: [s.seq for s in parked.due(time.time() + 3600)] == [2], "newer replaced it")
         # beat keeps trying while GitHub is down
         tried = pipeline.github.attempts(operation, sha)

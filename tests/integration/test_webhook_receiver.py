@@ -16,6 +16,7 @@ import pytest
 import redis
 
 from pipeline.core.settings import Settings
+from pipeline.web import build_source
 from pipeline.web import server as web
 from tests import receiver, services
 from tests.conftest import require_tools
@@ -77,7 +78,10 @@ def test_signed_push_is_queued_once(served: tuple[str, redis.Redis]) -> None:
     assert again.json() == {"duplicate": True}
     [message] = queued(client)
     assert message["task"] == "layering.handle_push"
-    assert message["args"] == ["main", A, B, False]
+    # the task contract (core/tasks.py) sends arguments by name
+    assert message["args"] == []
+    assert isinstance(message["kwargs"].pop("enqueued_at"), float)
+    assert message["kwargs"] == {"branch": "main", "before": A, "after": B, "forced": False}
     assert client.ttl("layering:delivery:github:1:d-1") >= 3 * 24 * 3600
     # the same delivery id from another hook is another delivery
     body, headers = receiver.delivery(SECRET, "push", push(), delivery_id="d-1", hook_id="2")
@@ -131,7 +135,7 @@ def test_status_codes(served: tuple[str, redis.Redis]) -> None:
     assert big.status_code == 413
     assert post("push", push("refs/heads/env/nonprod"), "/webhook/git").status_code == 202
     assert [m["task"] for m in queued(client, "promotions")] == ["layering.promote"]
-    assert queued(client, "promotions")[0]["args"] == [B, "nonprod"]
+    assert queued(client, "promotions")[0]["kwargs"] == {"commit_sha": B, "environment": "nonprod"}
     assert queued(client) == []
 
 
@@ -301,7 +305,7 @@ def test_build_api_path_parameters(private_redis: services.RedisServer) -> None:
     build_store.append_log("b-1", "line one")
     client = redis.Redis.from_url(private_redis.url)
     client.set("layering:build:*", "{not a record")
-    app = web.create_app(settings, store=web.StoreView(build_store))
+    app = web.create_app(settings, store=build_source.StoreView(build_store))
     cases = [
         ("b-1", 200),
         ("nope", 404),
@@ -334,3 +338,71 @@ def test_build_api_path_parameters(private_redis: services.RedisServer) -> None:
         assert httpx.get(f"{server.url}/api/builds?limit=abc").status_code == 422
         assert httpx.get(f"{server.url}/api/builds?limit=99999999999999999999").status_code == 200
     assert problems == []
+
+
+def test_log_tail_reads_only_the_new_lines_from_redis(private_redis: services.RedisServer) -> None:
+    from pipeline.adapters import build_records
+    from pipeline.core import builds
+    from pipeline.web import dashboard
+
+    settings = make_settings(private_redis.url)
+    build_store = build_records.BuildStore.from_settings(settings)
+    build_store.save(builds.queued("b-2", image="i", cluster="c", now=1.0))
+    for line in ("one", "two", "three"):
+        build_store.append_log("b-2", line)
+    client = redis.Redis.from_url(private_redis.url)
+    # the slow log with a threshold of 0 records every command the server runs, with arguments
+    client.config_set("slowlog-log-slower-than", 0)
+    client.config_set("slowlog-max-len", 10_000)
+    app = web.create_app(settings, store=build_source.StoreView(build_store))
+    with receiver.serving(app) as server:
+        assert 'data-offset="3"' in httpx.get(f"{server.url}/builds/b-2").text
+        client.slowlog_reset()
+        tail = f"{server.url}/api/builds/b-2/log/tail"
+        assert httpx.get(tail, params={"offset": 3}).json()["lines"] == []
+        build_store.append_log("b-2", "four")
+        build_store.append_log("b-2", "five")
+        polled = httpx.get(tail, params={"offset": 3}).json()
+        assert (polled["lines"], polled["next_offset"]) == (["four\n", "five\n"], 5)
+        assert httpx.get(tail, params={"offset": 5}).json()["lines"] == []
+    ranges = [
+        entry["command"].decode()
+        for entry in reversed(client.slowlog_get(10_000))
+        if entry["command"].startswith(b"LRANGE")
+    ]
+    end = dashboard.LOG_TAIL_LIMIT - 1
+    assert ranges == [
+        f"LRANGE layering:build:b-2:log 3 {3 + end}",
+        f"LRANGE layering:build:b-2:log 3 {3 + end}",
+        f"LRANGE layering:build:b-2:log 5 {5 + end}",
+    ]
+
+
+def test_requests_reuse_the_connections_built_at_start(
+    private_redis: services.RedisServer, tmp_path: Path
+) -> None:
+    settings = make_settings(private_redis.url, workdir=tmp_path / "work")
+    client = redis.Redis.from_url(private_redis.url)
+    paths = [
+        "/",
+        "/dashboard/fragments/builds",
+        "/dashboard/fragments/promotions",
+        "/api/builds",
+        "/metrics",
+        "/readyz",
+    ]
+
+    def connected() -> int:
+        return int(client.info("clients")["connected_clients"])
+
+    with receiver.serving(web.service_app(settings)) as server, httpx.Client() as http:
+        for path in paths:
+            assert http.get(f"{server.url}{path}").status_code == 200, path
+        after_first = connected()
+        assert after_first == 4  # this test, the build store, the shared client, the enqueuer
+        for _ in range(10):
+            for path in paths:
+                assert http.get(f"{server.url}{path}").status_code == 200, path
+        assert connected() == after_first
+    # the app's lifespan closed every connection it opened: only this test's is left
+    assert connected() == 1

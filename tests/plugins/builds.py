@@ -13,6 +13,8 @@ worker:
   prefork, 2 processes): a real `celery worker` subprocess, ready once `control.ping` answers,
   stopped by PID. `launch_beat(worker, name)`: `celery beat` with that worker's environment.
 - `write_repository(root, base=..., registry=..., images=..., clusters=...)`: a GitOps tree.
+- `submit_build(app, settings, source=..., commit_sha=..., image=..., cluster=...)`: create the
+  queued record (`BuildStore.create_queued`) and send `tasks.Build`, as the event flow does.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ from pathlib import Path
 import pytest
 from celery import Celery
 
-from pipeline.adapters import build_records, standin
+from pipeline.adapters import build_records, standin, task_queue
 from pipeline.adapters.environment import load_settings
+from pipeline.core import tasks
 from pipeline.core.settings import Settings
 from tests import services
 from workers import app as celery_app_module
@@ -381,3 +384,29 @@ def git_commit_all(root: Path, message: str = "images") -> str:
     _run(["git", "-C", str(root), "add", "-A"], env=env)
     _run(["git", "-C", str(root), "commit", "-q", "--allow-empty", "-m", message], env=env)
     return _run(["git", "-C", str(root), "rev-parse", "HEAD"], env=env).strip()
+
+
+def submit_build(
+    app: Celery,
+    settings: Settings,
+    *,
+    source: str,
+    commit_sha: str | None,
+    image: str,
+    cluster: str,
+    build_key: str | None = None,
+) -> str:
+    """Create the queued record and send "layering.build" for it; returns the build id."""
+    record = build_records.BuildStore.from_settings(settings).create_queued(
+        image=image, cluster=cluster, commit_sha=commit_sha or "", build_key=build_key or ""
+    )
+    call = tasks.Build(
+        source=source,
+        commit_sha=commit_sha,
+        image=image,
+        cluster=cluster,
+        build_key=build_key,
+        build_id=record.id,
+    ).call(task_id=f"build-{record.id}")
+    task_queue.CeleryTaskQueue(app).send(call)
+    return record.id

@@ -1,4 +1,4 @@
-"""run_build against fakes of its Protocols, and the buildah argument lists (no buildah run)."""
+"""run_build against fakes of its ports, and the buildah argument lists (no buildah run)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.adapters import buildah
+from pipeline.adapters import buildah, credentials, local_builds, source
 from pipeline.adapters.environment import load_settings
-from pipeline.core import builds
+from pipeline.core import builds, ports
 from pipeline.core.errors import BuildFailed, PermanentError, TemporaryError
 from pipeline.flows import build as build_flow
 
@@ -20,9 +20,10 @@ DIGEST = "sha256:" + "d" * 64
 
 
 class FakeBuilder:
-    def __init__(self, fail: Exception | None = None) -> None:
+    def __init__(self, fail: Exception | None = None, *, entitlement: bool = True) -> None:
         self.calls: list[str] = []
         self.fail = fail
+        self.entitlement = entitlement
 
     def build(self, spec: builds.BuildSpec, *, on_line: Callable[[str], None]) -> str:
         self.calls.append(f"build {spec.target}")
@@ -37,6 +38,9 @@ class FakeBuilder:
 
     def discard(self, spec: builds.BuildSpec, *, on_line: Callable[[str], None]) -> None:
         self.calls.append(f"discard {spec.target}")
+
+    def has_entitlement(self) -> bool:
+        return self.entitlement
 
 
 class FakeRegistry:
@@ -88,20 +92,23 @@ def run(
     *,
     builder: FakeBuilder,
     registry: FakeRegistry,
-    locks: build_flow.KeyLocks | None = None,
+    locks: ports.KeyLocks | None = None,
     final_attempt: bool = True,
-    records: build_flow.MemoryRecords | None = None,
+    records: local_builds.MemoryRecords | None = None,
     **settings: object,
-) -> tuple[builds.BuildRecord, build_flow.MemoryRecords]:
-    records = records or build_flow.MemoryRecords()
+) -> tuple[builds.BuildRecord, local_builds.MemoryRecords]:
+    records = records or local_builds.MemoryRecords()
+    configured = load_settings(**settings)
     result = build_flow.run_build(
-        load_settings(**settings),
-        build_flow.BuildRequest(source=checkout, image="hello", cluster="dev"),
+        configured,
+        builds.BuildRequest(source=checkout, image="hello", cluster="dev"),
         build_id="b1",
         records=records,
+        sources=source.CheckoutLoader(),
         builder=builder,
         registry=registry,
-        locks=locks or build_flow.LocalLocks(),
+        locks=locks or local_builds.LocalLocks(),
+        secrets=credentials.secret_values(configured),
         final_attempt=final_attempt,
         clock=lambda: 100.0,
     )
@@ -134,7 +141,7 @@ def test_a_waiter_reuses_the_digest_the_holder_pushed(checkout: Path) -> None:
 
 
 def test_finished_records_are_returned_unchanged(checkout: Path) -> None:
-    records = build_flow.MemoryRecords()
+    records = local_builds.MemoryRecords()
     done = builds.BuildRecord(id="b1", image="hello", cluster="dev", state=builds.BuildState.FAILED)
     records.save(done)
     builder = FakeBuilder()
@@ -156,7 +163,7 @@ def test_failed_step_is_named_with_its_line(checkout: Path) -> None:
 
 def test_temporary_errors_requeue_until_the_last_attempt(checkout: Path) -> None:
     down = TemporaryError("registry registry.example.com unavailable: connection refused")
-    records = build_flow.MemoryRecords()
+    records = local_builds.MemoryRecords()
     with pytest.raises(TemporaryError):
         run(
             checkout,
@@ -176,13 +183,42 @@ def test_entitlement_without_its_directory_fails_clearly(checkout: Path, tmp_pat
     (checkout / "images" / "hello" / "image.yaml").write_text("entitlement: true\n")
     record, _ = run(
         checkout,
-        builder=FakeBuilder(),
+        builder=FakeBuilder(entitlement=False),
         registry=FakeRegistry([None]),
         entitlement_dir=tmp_path / "missing",
     )
     assert record.state is builds.BuildState.FAILED
     assert "entitlement: true" in record.error
     assert "LAYERING_ENTITLEMENT_DIR" in record.error
+
+
+def test_buildah_has_the_entitlement_only_when_its_directory_exists(tmp_path: Path) -> None:
+    def builder(directory: Path | None) -> buildah.Buildah:
+        return buildah.Buildah(buildah.BuildahConfig(entitlement_dir=directory))
+
+    assert builder(tmp_path).has_entitlement()
+    assert not builder(tmp_path / "missing").has_entitlement()
+    assert not builder(None).has_entitlement()
+
+
+def test_a_stale_planned_key_is_noted_and_the_checkout_key_built(checkout: Path) -> None:
+    records = local_builds.MemoryRecords()
+    record = build_flow.run_build(
+        load_settings(),
+        builds.BuildRequest(source=checkout, image="hello", cluster="dev", build_key="0" * 64),
+        build_id="b1",
+        records=records,
+        sources=source.CheckoutLoader(),
+        builder=FakeBuilder(),
+        registry=FakeRegistry([None]),
+        locks=local_builds.LocalLocks(),
+        secrets=[],
+        clock=lambda: 100.0,
+    )
+    assert record.state is builds.BuildState.SUCCEEDED
+    assert record.build_key != "0" * 64
+    note = f"note: planned key {'0' * 64} differs; building key {record.build_key}"
+    assert note in records.logs["b1"]
 
 
 def test_secrets_are_scrubbed_from_logs_and_errors(checkout: Path) -> None:

@@ -77,16 +77,6 @@ def test_build_ids_are_plain(build_id: str) -> None:
         builds.queued(build_id, image="i", cluster="c", now=0)
 
 
-@pytest.mark.parametrize(
-    ("attempt", "jitter", "expected"),
-    [(0, 0.0, 1.0), (0, 0.999, 1.999), (1, 0.0, 2.0), (3, 0.5, 12.0), (20, 0.0, 150.0)],
-)
-def test_retry_delay_backs_off_exponentially_with_jitter_and_a_cap(
-    attempt: int, jitter: float, expected: float
-) -> None:
-    assert builds.retry_delay(attempt, base=2.0, cap=300, jitter=jitter) == pytest.approx(expected)
-
-
 def _cluster() -> repo.Cluster:
     from pipeline.core import names
 

@@ -1,5 +1,6 @@
 """The dashboard's routes with a fake build store and promotion source: hostile names and log
-lines come out escaped, the log tail pages by offset, unknown builds are 404."""
+lines come out escaped, the log tail pages by offset (and reads only the lines after it), unknown
+builds are 404."""
 
 from __future__ import annotations
 
@@ -10,16 +11,18 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from pipeline.adapters.environment import load_settings
-from pipeline.web import dashboard
+from pipeline.web import dashboard, promotions
 
 HOSTILE = "<script>alert('x')</script>"
 
 
 class FakeBuilds:
+    """A BuildSource; remembers which log lines were asked for."""
+
     def __init__(self) -> None:
         self.builds: dict[str, dict[str, Any]] = {}
         self.logs: dict[str, str] = {}
+        self.log_reads: list[tuple[str, int, int]] = []  # (build id, offset, limit)
 
     def list_builds(self, *, limit: int) -> list[Mapping[str, Any]]:
         return list(self.builds.values())[:limit]
@@ -27,15 +30,17 @@ class FakeBuilds:
     def get_build(self, build_id: str) -> Mapping[str, Any] | None:
         return self.builds.get(build_id)
 
-    def read_log(self, build_id: str) -> str | None:
-        return self.logs.get(build_id)
+    def log_lines(self, build_id: str, *, offset: int, limit: int) -> list[str]:
+        self.log_reads.append((build_id, offset, limit))
+        lines = self.logs.get(build_id, "").splitlines(keepends=True)
+        return lines[offset : offset + limit]
 
 
 class FakePromotions:
-    def __init__(self, view: dashboard.PromotionsView) -> None:
+    def __init__(self, view: promotions.PromotionsView) -> None:
         self.current = view
 
-    def view(self) -> dashboard.PromotionsView:
+    def view(self) -> promotions.PromotionsView:
         return self.current
 
 
@@ -57,35 +62,28 @@ def _build(build_id: str, **fields: Any) -> dict[str, Any]:
 @pytest.fixture
 def setup() -> tuple[TestClient, FakeBuilds, FakePromotions]:
     builds = FakeBuilds()
-    promotions = FakePromotions(
-        dashboard.PromotionsView(
+    source = FakePromotions(
+        promotions.PromotionsView(
             environments=(
-                dashboard.EnvironmentView(
+                promotions.EnvironmentView(
                     "nonprod",
                     "env/nonprod",
                     "b" * 40,
                     (
-                        dashboard.PoolRow(
+                        promotions.PoolRow(
                             "nonprod", "debug", "htop", "sha256:" + "c" * 64, HOSTILE, "-", "-"
                         ),
                     ),
                 ),
             ),
             drift=(
-                dashboard.DriftRow("prod", "q/os@sha256:1", "q/os@sha256:2", "4.16", "drift", 0),
+                promotions.DriftRow("prod", "q/os@sha256:1", "q/os@sha256:2", "4.16", "drift", 0),
             ),
         )
     )
     app = FastAPI()
-    app.include_router(
-        dashboard.router(
-            load_settings(redis_url="redis://127.0.0.1:1/0"),
-            builds,
-            promotions=promotions,
-            clock=lambda: 112.5,
-        )
-    )
-    return TestClient(app), builds, promotions
+    app.include_router(dashboard.router(builds, promotion_source=source, clock=lambda: 112.5))
+    return TestClient(app), builds, source
 
 
 def test_index_escapes_everything_and_sets_a_script_policy(
@@ -97,7 +95,7 @@ def test_index_escapes_everything_and_sets_a_script_policy(
     assert response.status_code == 200
     text = response.text
     assert HOSTILE not in text
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in text
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in text
     assert 'href="/builds/b1"' in text
     assert "3.0s" in text  # duration of a finished build
     assert "env/nonprod" in text
@@ -108,16 +106,35 @@ def test_index_escapes_everything_and_sets_a_script_policy(
     assert "default-src 'none'" in policy
 
 
+def test_every_page_gets_a_fresh_nonce_and_fragments_run_no_script(
+    setup: tuple[TestClient, FakeBuilds, FakePromotions],
+) -> None:
+    client, builds, _ = setup
+    builds.builds["b5"] = _build("b5")
+    nonces = set()
+    for path in ("/", "/", "/builds/b5", "/builds/b5"):
+        response = client.get(path)
+        nonce = response.headers["content-security-policy"].split("'nonce-")[1].split("'")[0]
+        assert response.text.count("<script") == 1
+        assert f'<script nonce="{nonce}">' in response.text
+        nonces.add(nonce)
+    assert len(nonces) == 4
+    for path in ("/dashboard/fragments/builds", "/dashboard/fragments/promotions", "/builds/x"):
+        response = client.get(path)
+        assert "script-src 'none'" in response.headers["content-security-policy"]
+        assert "<script" not in response.text
+
+
 def test_fragments_refresh_builds_and_promotions(
     setup: tuple[TestClient, FakeBuilds, FakePromotions],
 ) -> None:
-    client, builds, promotions = setup
+    client, builds, source = setup
     assert 'id="no-builds"' in client.get("/dashboard/fragments/builds").text
     builds.builds["b2"] = _build("b2")
     fragment = client.get("/dashboard/fragments/builds").text
     assert 'data-build-id="b2"' in fragment
     assert "12.5s" in fragment  # running: measured up to now
-    promotions.current = dashboard.PromotionsView(problem="git fetch failed: <b>")
+    source.current = promotions.PromotionsView(problem="git fetch failed: <b>")
     assert "git fetch failed: &lt;b&gt;" in client.get("/dashboard/fragments/promotions").text
 
 
@@ -141,6 +158,34 @@ def test_build_page_and_log_tail_by_offset(
     assert later["next_offset"] == 3
     assert later["terminal"] is True
     assert later["digest"] == "sha256:" + "d" * 64
+
+
+def test_each_poll_reads_only_the_lines_after_its_offset(
+    setup: tuple[TestClient, FakeBuilds, FakePromotions],
+) -> None:
+    client, builds, _ = setup
+    builds.builds["b4"] = _build("b4")
+    builds.logs["b4"] = "one\ntwo\nthree\n"
+    assert 'data-offset="3"' in client.get("/builds/b4").text
+    assert builds.log_reads == [("b4", 0, dashboard.PAGE_LOG_LINES)]  # the page: once
+    builds.log_reads.clear()
+    assert client.get("/api/builds/b4/log/tail", params={"offset": 3}).json()["lines"] == []
+    builds.logs["b4"] += "four\nfive\n"
+    polled = client.get("/api/builds/b4/log/tail", params={"offset": 3}).json()
+    assert (polled["lines"], polled["next_offset"]) == (["four\n", "five\n"], 5)
+    client.get("/api/builds/b4/log/tail", params={"offset": 5})
+    limit = dashboard.LOG_TAIL_LIMIT
+    assert builds.log_reads == [("b4", 3, limit), ("b4", 3, limit), ("b4", 5, limit)]
+    # a long log is followed in chunks, each read from where the last one ended
+    builds.logs["b4"] = "".join(f"line {n}\n" for n in range(2 * limit + 10))
+    builds.log_reads.clear()
+    offset, chunks = 0, list[int]()
+    while not chunks or chunks[-1]:
+        tail = client.get("/api/builds/b4/log/tail", params={"offset": offset}).json()
+        chunks.append(len(tail["lines"]))
+        offset = tail["next_offset"]
+    assert chunks == [limit, limit, 10, 0]
+    assert [read[1] for read in builds.log_reads] == [0, limit, 2 * limit, 2 * limit + 10]
 
 
 @pytest.mark.parametrize("build_id", ["nope", "../etc", "<x>"])
@@ -173,4 +218,4 @@ def test_environment_order_puts_upstream_first() -> None:
         frozenset(),
     )
     model = repo.parse(listing)
-    assert dashboard.environment_order(model) == ["nonprod", "prod"]
+    assert promotions.environment_order(model) == ["nonprod", "prod"]

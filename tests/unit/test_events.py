@@ -1,4 +1,5 @@
-"""pipeline.events: signatures, parsing, fork detection and the routing table."""
+"""pipeline.core.events (with core.deliveries, which it re-exports): signatures, parsing, fork
+detection and the routing table."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.core import events, tasks
+from pipeline.core import deliveries, events, tasks
 
 SECRET = b"s3cret-webhook"
 A = "a" * 40
@@ -73,6 +74,13 @@ def route(name: str, payload: dict[str, Any], **options: Any) -> events.Action:
     }
     defaults.update(options)
     return events.route(event, **defaults)
+
+
+def test_events_is_the_one_api_of_webhook_handling() -> None:
+    assert events.parse is deliveries.parse
+    assert events.signature_valid is deliveries.signature_valid
+    assert events.Push is deliveries.Push
+    assert events.ZERO_SHA == "0" * 40
 
 
 def test_signature_round_trip() -> None:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core import lint, repo
+from pipeline.core import lint, lint_packages, repo
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "containerfiles"
 BASE_REPO = "quay.io/openshift-release-dev/ocp-v4.0-art-dev"
@@ -462,7 +462,7 @@ def test_finding_formats() -> None:
 
 
 def test_extension_table_matches_the_mco() -> None:
-    assert sorted(lint.EXTENSIONS) == [
+    assert sorted(lint_packages.EXTENSIONS) == [
         "ipsec",
         "kerberos",
         "kernel-devel",
@@ -472,5 +472,5 @@ def test_extension_table_matches_the_mco() -> None:
         "usbguard",
         "wasm",
     ]
-    assert lint.EXTENSION_OF_PACKAGE["libkadm5"] == "kerberos"
-    assert lint.EXTENSION_OF_PACKAGE["fence-agents-all"] == "two-node-ha"
+    assert lint_packages.EXTENSION_OF_PACKAGE["libkadm5"] == "kerberos"
+    assert lint_packages.EXTENSION_OF_PACKAGE["fence-agents-all"] == "two-node-ha"

@@ -11,7 +11,7 @@ import pytest
 from pipeline.adapters import fs
 from pipeline.core import repo
 from pipeline.core.errors import InputError
-from pipeline.local import supervisor
+from pipeline.local import sandbox, supervisor, workdir
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BASE = "127.0.0.1:5000/os/fcos-stand-in@sha256:" + "a" * 64
@@ -27,7 +27,7 @@ def test_sandbox_cluster_rebases_and_keeps_only_standin_pools() -> None:
         "soak": "24h",
         "kube": {"context": "prod-admin"},
     }
-    rewritten = supervisor.sandbox_cluster(
+    rewritten = sandbox.sandbox_cluster(
         document,
         cluster="prod",
         base_ref=BASE,
@@ -46,7 +46,7 @@ def test_sandbox_cluster_rebases_and_keeps_only_standin_pools() -> None:
 
 
 def test_seeded_tree_is_a_valid_repository(tmp_path: Path) -> None:
-    supervisor.write_seed(REPO_ROOT, tmp_path, base_ref=BASE, registry="127.0.0.1:5000/layering")
+    sandbox.write_seed(REPO_ROOT, tmp_path, base_ref=BASE, registry="127.0.0.1:5000/layering")
     model = fs.load(tmp_path)
     assert model.problems == ()
     assert set(model.images) == {p.name for p in (REPO_ROOT / "images").iterdir() if p.is_dir()}
@@ -60,22 +60,22 @@ def test_seeded_tree_is_a_valid_repository(tmp_path: Path) -> None:
 
 def test_webhook_secret_is_made_once_with_mode_0600(tmp_path: Path) -> None:
     path = tmp_path / "webhook-secret"
-    first = supervisor.webhook_secret(path)
+    first = sandbox.webhook_secret(path)
     assert len(first) == 64
     assert path.stat().st_mode & 0o777 == 0o600
-    assert supervisor.webhook_secret(path) == first
+    assert sandbox.webhook_secret(path) == first
 
 
 def test_registry_configuration_listens_on_loopback_only(tmp_path: Path) -> None:
-    text = supervisor.registry_config(host="127.0.0.1:5000", data=tmp_path / "data")
+    text = sandbox.registry_config(host="127.0.0.1:5000", data=tmp_path / "data")
     assert 'addr: "127.0.0.1:5000"' in text
-    assert supervisor.registries_conf("127.0.0.1:5000") == (
+    assert sandbox.registries_conf("127.0.0.1:5000") == (
         '[[registry]]\nlocation = "127.0.0.1:5000"\ninsecure = true\n'
     )
 
 
 def test_taken_ports_move_unless_asked_for_or_named_by_the_sandbox(tmp_path: Path) -> None:
-    layout = supervisor.Layout(tmp_path)
+    layout = workdir.Layout(tmp_path)
     said: list[str] = []
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
@@ -83,12 +83,12 @@ def test_taken_ports_move_unless_asked_for_or_named_by_the_sandbox(tmp_path: Pat
         taken = held.getsockname()[1]
         free = supervisor.free_port()
 
-        def options(**ports: int) -> supervisor.Options:
-            return supervisor.Options(tmp_path, ports, None, None, tmp_path)
+        def options(**ports: int) -> workdir.Options:
+            return workdir.Options(tmp_path, ports, None, None, tmp_path)
 
         saved = {"receiver": free, "registry": taken, "redis": taken}
         # no sandbox yet: the remembered ports that are taken move, the others stay
-        ports = supervisor._ports(layout, options(), saved, said.append)
+        ports = supervisor.choose_ports(layout, options(), saved, said.append)
         assert ports["receiver"] == free
         assert taken not in (ports["registry"], ports["redis"])
         assert said == [
@@ -96,7 +96,7 @@ def test_taken_ports_move_unless_asked_for_or_named_by_the_sandbox(tmp_path: Pat
             f"127.0.0.1:{taken} is in use: redis listens on {ports['redis']} instead",
         ]
         with pytest.raises(InputError, match=f"{taken} is in use; pass another --redis-port"):
-            supervisor._ports(layout, options(redis=taken), saved, said.append)
+            supervisor.choose_ports(layout, options(redis=taken), saved, said.append)
         layout.repository.mkdir()
         with pytest.raises(InputError, match="names the registry there"):
-            supervisor._ports(layout, options(), saved, said.append)
+            supervisor.choose_ports(layout, options(), saved, said.append)

@@ -4,7 +4,18 @@ from collections.abc import Mapping
 
 import pytest
 
-from pipeline.core import commit_status, content_address, machineconfig, promotion, repo, yamlfile
+from pipeline.core import (
+    commit_status,
+    content_address,
+    gate,
+    machineconfig,
+    promotion,
+    promotion_commit,
+    promotion_report,
+    repo,
+    verification,
+    yamlfile,
+)
 from tests import crd
 
 BASE_A = "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:" + "a" * 64
@@ -74,7 +85,7 @@ def plan_of(
     repository_: repo.Repository,
     environment: str,
     lookups: Mapping[tuple[str, str], promotion.DigestLookup],
-    verifications: Mapping[tuple[str, str], promotion.Verification] | None = None,
+    verifications: Mapping[tuple[str, str], verification.Verification] | None = None,
     now: float = NOW,
 ) -> promotion.PromotionPlan:
     return promotion.plan(
@@ -159,7 +170,7 @@ def test_removed_pool_deletes_its_managed_machineconfig_only() -> None:
             "nonprod", "infra", "clusters/nonprod/machineconfigs/99-layering-infra-os-image.yaml"
         )
     ]
-    assert "Layering-Removed: nonprod/infra" in promotion.commit_message(plan)
+    assert "Layering-Removed: nonprod/infra" in promotion_commit.commit_message(plan)
 
 
 @pytest.mark.parametrize(
@@ -183,7 +194,7 @@ def test_a_missing_image_refuses_the_whole_promotion(
     (refusal,) = plan.refusals
     assert (refusal.cluster, refusal.pool, refusal.image) == ("nonprod", "infra", "usbguard")
     assert expected in refusal.reason
-    statuses = promotion.promote_statuses(plan)
+    statuses = promotion_report.promote_statuses(plan)
     assert [(s.context, s.state) for s in statuses] == [("layering/promote/nonprod", "failure")]
     assert "usbguard" in statuses[0].description
     assert len(statuses[0].description) <= 140
@@ -198,13 +209,13 @@ PROD_LOOKUPS = found("firewalld", "prod", digest_of("c"))
 
 def verified(
     at: float, *, cluster: str = "nonprod", digest: str = digest_of("c"), healthy: bool = True
-) -> dict[tuple[str, str], promotion.Verification]:
+) -> dict[tuple[str, str], verification.Verification]:
     return {
-        (cluster, digest): promotion.Verification(
+        (cluster, digest): verification.Verification(
             cluster,
             digest,
             at,
-            promotion.VerificationMethod.ROLLOUT,
+            verification.VerificationMethod.ROLLOUT,
             healthy=healthy,
             message="" if healthy else "Node worker-0 is reporting: boot failed",
         )
@@ -217,40 +228,40 @@ def verified(
         (
             {},
             promotion.RefusalKind.UNVERIFIED,
-            promotion.GateState.FAILURE,
+            gate.GateState.FAILURE,
             "not verified on nonprod",
         ),
         (
             verified(NOW - 2 * HOUR),
             promotion.RefusalKind.SOAKING,
-            promotion.GateState.PENDING,
+            gate.GateState.PENDING,
             "22h left",
         ),
         (
             verified(NOW - 25 * HOUR, healthy=False),
             promotion.RefusalKind.UNVERIFIED,
-            promotion.GateState.FAILURE,
+            gate.GateState.FAILURE,
             "boot failed",
         ),
         (
             verified(NOW - 25 * HOUR, digest=digest_of("e")),
             promotion.RefusalKind.UNVERIFIED,
-            promotion.GateState.FAILURE,
+            gate.GateState.FAILURE,
             "not verified",
         ),
         (
             verified(NOW - 25 * HOUR, cluster="elsewhere"),
             promotion.RefusalKind.UNVERIFIED,
-            promotion.GateState.FAILURE,
+            gate.GateState.FAILURE,
             "not verified",
         ),
-        (verified(NOW - 24 * HOUR), None, promotion.GateState.SUCCESS, "safe to merge"),
+        (verified(NOW - 24 * HOUR), None, gate.GateState.SUCCESS, "safe to merge"),
     ],
 )
 def test_prod_takes_only_digests_verified_upstream_for_the_soak(
-    verifications: dict[tuple[str, str], promotion.Verification],
+    verifications: dict[tuple[str, str], verification.Verification],
     refusal_kind: promotion.RefusalKind | None,
-    gate_state: promotion.GateState,
+    gate_state: gate.GateState,
     text: str,
 ) -> None:
     repository_ = repository(CHAIN)
@@ -263,10 +274,10 @@ def test_prod_takes_only_digests_verified_upstream_for_the_soak(
         assert refusal.kind is refusal_kind
         assert refusal.digest == digest_of("c")
         assert plan.changes == ()
-        status = promotion.promote_statuses(plan)[0]
+        status = promotion_report.promote_statuses(plan)[0]
         assert status.state == "failure"
         assert "sha256:" + "c" * 12 in status.description
-    decision = promotion.gate(
+    decision = gate.decide(
         repository_,
         environment="prod",
         lookups=PROD_LOOKUPS,
@@ -276,7 +287,7 @@ def test_prod_takes_only_digests_verified_upstream_for_the_soak(
     assert decision.state is gate_state
     assert text in decision.description
     assert len(decision.description) <= 140
-    if gate_state is promotion.GateState.PENDING:
+    if gate_state is gate.GateState.PENDING:
         assert decision.remaining_seconds == 22 * HOUR
 
 
@@ -290,26 +301,26 @@ def test_prod_with_another_base_refuses_and_says_why() -> None:
     (refusal,) = plan.refusals
     assert refusal.kind is promotion.RefusalKind.BASE_DIFFERS
     assert "base image differs from nonprod" in refusal.reason
-    decision = promotion.gate(
+    decision = gate.decide(
         repository(chain), environment="prod", lookups=lookups, verifications={}, now=NOW
     )
-    assert decision.state is promotion.GateState.FAILURE
+    assert decision.state is gate.GateState.FAILURE
     assert "base image differs" in decision.description
 
 
 def test_gate_for_an_environment_without_upstream_needs_only_built_images() -> None:
-    decision = promotion.gate(
+    decision = gate.decide(
         repository(NONPROD),
         environment="nonprod",
         lookups=NONPROD_LOOKUPS,
         verifications={},
         now=NOW,
     )
-    assert decision.state is promotion.GateState.SUCCESS
-    missing = promotion.gate(
+    assert decision.state is gate.GateState.SUCCESS
+    missing = gate.decide(
         repository(NONPROD), environment="nonprod", lookups={}, verifications={}, now=NOW
     )
-    assert missing.state is promotion.GateState.FAILURE
+    assert missing.state is gate.GateState.FAILURE
     assert missing.description.startswith("2 pools blocked; ")
 
 
@@ -317,7 +328,7 @@ def test_one_refused_cluster_blocks_the_others() -> None:
     clusters = dict(NONPROD) | {"nonprod-b": cluster_yaml("nonprod", {"worker": "firewalld"})}
     plan = plan_of(repository(clusters), "nonprod", NONPROD_LOOKUPS)
     assert plan.changes == ()
-    states = {s.context: (s.state, s.description) for s in promotion.promote_statuses(plan)}
+    states = {s.context: (s.state, s.description) for s in promotion_report.promote_statuses(plan)}
     assert states["layering/promote/nonprod"][0] == "failure"
     assert states["layering/promote/nonprod"][1].startswith("not promoted: blocked by nonprod-b")
     assert states["layering/promote/nonprod-b"][0] == "failure"
@@ -325,8 +336,8 @@ def test_one_refused_cluster_blocks_the_others() -> None:
 
 def test_commit_message_has_trailers_per_pool_and_is_recognised() -> None:
     plan = plan_of(repository(NONPROD), "nonprod", NONPROD_LOOKUPS)
-    message = promotion.commit_message(plan)
-    trailers = promotion.trailers(message)
+    message = promotion_commit.commit_message(plan)
+    trailers = promotion_commit.trailers(message)
     assert ("Layering-Source-Commit", SOURCE) in trailers
     assert [v for k, v in trailers if k == "Layering-Image"] == ["usbguard", "firewalld"]
     assert [v for k, v in trailers if k == "Layering-Digest"] == [digest_of("d"), digest_of("c")]
@@ -334,9 +345,9 @@ def test_commit_message_has_trailers_per_pool_and_is_recognised() -> None:
         key("usbguard"),
         key("firewalld"),
     ]
-    assert promotion.is_promotion_commit(message, "nonprod")
+    assert promotion_commit.is_promotion_commit(message, "nonprod")
     # fast-forwarded into env/prod, the nonprod promotion commit must still promote prod
-    assert not promotion.is_promotion_commit(message, "prod")
+    assert not promotion_commit.is_promotion_commit(message, "prod")
 
 
 @pytest.mark.parametrize(
@@ -349,7 +360,7 @@ def test_commit_message_has_trailers_per_pool_and_is_recognised() -> None:
     ],
 )
 def test_other_commits_are_not_promotion_commits(message: str) -> None:
-    assert not promotion.is_promotion_commit(message, "nonprod")
+    assert not promotion_commit.is_promotion_commit(message, "nonprod")
 
 
 @pytest.mark.parametrize(
@@ -397,12 +408,96 @@ def test_targets_name_the_content_addressed_tag() -> None:
     ],
 )
 def test_a_conflicting_merge_fails_the_gate(paths: list[str], text: str) -> None:
-    decision = promotion.conflicted_gate("prod", paths)
-    assert (decision.state, decision.description) == (promotion.GateState.FAILURE, text)
+    decision = gate.conflicted("prod", paths)
+    assert (decision.state, decision.description) == (gate.GateState.FAILURE, text)
 
 
 def test_unrelated_history_fails_the_gate_and_says_why() -> None:
-    decision = promotion.conflicted_gate("prod", [], unrelated=True)
-    assert decision.state is promotion.GateState.FAILURE
+    decision = gate.conflicted("prod", [], unrelated=True)
+    assert decision.state is gate.GateState.FAILURE
     assert decision.description.startswith("no history in common with env/prod")
     assert len(decision.description) <= 140
+
+
+def test_what_a_promotion_records_and_commits() -> None:
+    plan = plan_of(repository(NONPROD), "nonprod", NONPROD_LOOKUPS)
+    change = promotion_commit.change_of(plan)
+    assert change is not None
+    assert sorted(change.writes) == [
+        "clusters/nonprod/machineconfigs/99-layering-infra-os-image.yaml",
+        "clusters/nonprod/machineconfigs/99-layering-worker-os-image.yaml",
+    ]
+    assert change.deletes == frozenset()
+    assert change.message == promotion_commit.commit_message(plan)
+    records = promotion_report.promoted_records(plan, commit_sha="8" * 40, now=NOW)
+    assert [(r.pool, r.image, r.digest, r.commit_sha, r.promoted_at) for r in records] == [
+        ("infra", "usbguard", digest_of("d"), "8" * 40, NOW),
+        ("worker", "firewalld", digest_of("c"), "8" * 40, NOW),
+    ]
+    assert promotion_report.removed_pools(plan) == []
+    # no kube: every pool of the plan counts from the promotion commit
+    proven = promotion_report.time_verifications(
+        repository(NONPROD), plan, commit_sha="8" * 40, now=NOW
+    )
+    assert {(v.cluster, v.digest, v.method) for v in proven} == {
+        ("nonprod", digest_of("c"), verification.VerificationMethod.TIME),
+        ("nonprod", digest_of("d"), verification.VerificationMethod.TIME),
+    }
+    assert promotion_report.clusters_to_watch(plan, repository(NONPROD)) == []
+
+
+def test_a_refused_or_applied_plan_commits_and_records_nothing() -> None:
+    refused = plan_of(repository(NONPROD), "nonprod", {})
+    assert promotion_commit.change_of(refused) is None
+    assert promotion_report.promoted_records(refused, commit_sha=SOURCE, now=NOW) == []
+    applied = {
+        step.path: step.content
+        for step in plan_of(repository(NONPROD), "nonprod", NONPROD_LOOKUPS).changes
+        if isinstance(step, promotion.WriteFile)
+    }
+    again = plan_of(repository(NONPROD, applied), "nonprod", NONPROD_LOOKUPS)
+    assert promotion_commit.change_of(again) is None
+    # unchanged pools still count by time from the head that has them
+    assert (
+        len(
+            promotion_report.time_verifications(
+                repository(NONPROD, applied), again, commit_sha=SOURCE, now=NOW
+            )
+        )
+        == 2
+    )
+
+
+def test_kube_clusters_whose_pools_change_are_watched() -> None:
+    kube_yaml = yamlfile.load(NONPROD["nonprod"]) | {"kube": {"context": "nonprod-admin"}}
+    clusters = {"nonprod": yamlfile.dump(kube_yaml)}
+    plan = plan_of(repository(clusters), "nonprod", NONPROD_LOOKUPS)
+    assert promotion_report.clusters_to_watch(plan, repository(clusters)) == ["nonprod"]
+    assert (
+        promotion_report.time_verifications(repository(clusters), plan, commit_sha=SOURCE, now=NOW)
+        == []
+    )
+
+
+def test_removed_pools_are_forgotten() -> None:
+    applied = {
+        step.path: step.content
+        for step in plan_of(repository(NONPROD), "nonprod", NONPROD_LOOKUPS).changes
+        if isinstance(step, promotion.WriteFile)
+    }
+    shrunk = {"nonprod": cluster_yaml("nonprod", {"worker": "firewalld"})}
+    plan = plan_of(repository(shrunk, applied), "nonprod", NONPROD_LOOKUPS)
+    assert promotion_report.removed_pools(plan) == [("nonprod", "infra")]
+    change = promotion_commit.change_of(plan)
+    assert change is not None
+    assert change.deletes == {"clusters/nonprod/machineconfigs/99-layering-infra-os-image.yaml"}
+
+
+def test_gate_status_and_recheck() -> None:
+    pending = gate.GateDecision(gate.GateState.PENDING, "soaking", remaining_seconds=10)
+    assert pending.recheck_after == 11
+    assert pending.status("prod") == commit_status.Status(
+        "layering/gate/prod", "pending", "soaking"
+    )
+    assert gate.GateDecision(gate.GateState.FAILURE, "no").recheck_after is None
+    assert gate.GateDecision(gate.GateState.SUCCESS, "ok").recheck_after is None

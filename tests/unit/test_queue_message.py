@@ -1,5 +1,6 @@
 """pipeline.adapters.queue.celery_message: the Celery protocol 2 envelope kombu's Redis
-transport stores (a real worker consuming it is tested in tests/integration/test_webhook_e2e.py)."""
+transport stores (compared with the one Celery writes, and run by real workers, in
+tests/integration/test_task_contract.py; the receiver's flows in test_webhook_e2e.py)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ def test_envelope_shape() -> None:
     assert headers["id"] == headers["root_id"] == message.task_id
     assert headers["lang"] == "py"
     assert headers["timelimit"] == [None, None]
+    assert headers["ignore_result"] is None  # what Celery writes when the caller says nothing
     properties = envelope["properties"]
     assert properties["delivery_info"] == {"exchange": "", "routing_key": "events"}
     assert properties["correlation_id"] == message.task_id

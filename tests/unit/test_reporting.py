@@ -1,4 +1,5 @@
-"""pipeline.reporting: status contexts and descriptions, and which builds a newer head cancels."""
+"""pipeline.core.commit_status: status contexts and descriptions; core.head: which builds a newer
+head cancels."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.core import commit_status
+from pipeline.core import commit_status, head
 
 URL = "https://layering.example.com"
 DIGEST = "sha256:" + "c7ffdd54818a" + "0" * 52
@@ -91,11 +92,11 @@ def test_lint_status(
 
 def test_superseded_keeps_shared_keys() -> None:
     old = [
-        commit_status.HeadBuild("b1", "build-b1", "k1", "firewalld", "nonprod"),
-        commit_status.HeadBuild("b2", "build-b2", "k2", "chrony", "nonprod"),
+        head.HeadBuild("b1", "build-b1", "k1", "firewalld", "nonprod"),
+        head.HeadBuild("b2", "build-b2", "k2", "chrony", "nonprod"),
     ]
-    assert commit_status.superseded_builds(old, ["k2", "k3"]) == [old[0]]
-    assert commit_status.superseded_builds(old, []) == old
-    assert commit_status.HeadBuild.from_json(old[0].to_json()) == old[0]
+    assert head.superseded_builds(old, ["k2", "k3"]) == [old[0]]
+    assert head.superseded_builds(old, []) == old
+    assert head.HeadBuild.from_json(old[0].to_json()) == old[0]
     status = commit_status.superseded(old[0].context, by_sha="f" * 40)
     assert (status.state, status.description) == ("error", "superseded by ffffffffffff")

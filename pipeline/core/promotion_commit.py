@@ -1,0 +1,110 @@
+"""The promotion commit as data: what a plan changes on its env branch (Change), the one commit's
+message and trailers, how a pushed head is recognised as the pipeline's own promotion commit,
+and what writing a change to a branch gave (WriteResult). No I/O: adapters/branch_writer.py
+writes the Change."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from pipeline.core import promotion, repo
+
+TRAILER_IMAGE = "Layering-Image"
+TRAILER_DIGEST = "Layering-Digest"
+TRAILER_SOURCE_COMMIT = "Layering-Source-Commit"
+TRAILER_BUILD_KEY = "Layering-Build-Key"
+TRAILER_POOL = "Layering-Pool"
+TRAILER_REMOVED = "Layering-Removed"
+TRAILER_ENVIRONMENT = "Layering-Environment"
+_TRAILER_LINE = re.compile(r"^(?P<key>[A-Za-z0-9-]+):\s*(?P<value>.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class Change:
+    """Files to write (path -> bytes) and delete at a head, and the one commit's message."""
+
+    message: str
+    writes: Mapping[str, bytes] = field(default_factory=dict)
+    deletes: frozenset[str] = frozenset()
+
+    @property
+    def empty(self) -> bool:
+        return not self.writes and not self.deletes
+
+
+# head commit sha, the repository model at that head -> what to change, or None for nothing
+ChangeFor = Callable[[str, repo.Repository], Change | None]
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    head_sha: str  # the branch head the final attempt was based on
+    commit_sha: str | None  # None: nothing to commit (the change was empty or already there)
+    attempts: int
+    change: Change | None
+
+
+def change_of(plan: promotion.PromotionPlan) -> Change | None:
+    """The commit a plan makes; None when it is refused or has nothing to change."""
+    if plan.refused or not plan.changes:
+        return None
+    return Change(
+        message=commit_message(plan),
+        writes={s.path: s.content for s in plan.changes if isinstance(s, promotion.WriteFile)},
+        deletes=frozenset(s.path for s in plan.changes if isinstance(s, promotion.DeleteFile)),
+    )
+
+
+def commit_message(plan: promotion.PromotionPlan) -> str:
+    """One commit per promotion; trailers per pool, in the order of the steps."""
+    changes = plan.changes
+    written = [step for step in changes if isinstance(step, promotion.WriteFile)]
+    removed = [step for step in changes if isinstance(step, promotion.DeleteFile)]
+    clusters = sorted({step.cluster for step in changes})
+    subject = (
+        f"layering: promote {plan.environment}: {len(written)} MachineConfig(s) written, "
+        f"{len(removed)} removed"
+    )
+    body = [f"{step.cluster}/{step.pool}: {step.os_image.url}" for step in written]
+    body += [f"{step.cluster}/{step.pool}: removed, back to the stock image" for step in removed]
+    trailers = [
+        (TRAILER_ENVIRONMENT, plan.environment),
+        (TRAILER_SOURCE_COMMIT, plan.source_commit),
+    ]
+    for step in written:
+        trailers += [
+            (TRAILER_POOL, f"{step.cluster}/{step.pool}"),
+            (TRAILER_IMAGE, step.os_image.image),
+            (TRAILER_DIGEST, step.os_image.digest),
+            (TRAILER_BUILD_KEY, step.os_image.build_key),
+        ]
+    trailers += [(TRAILER_REMOVED, f"{step.cluster}/{step.pool}") for step in removed]
+    lines = [subject, "", f"Clusters: {', '.join(clusters)}", "", *body, ""]
+    lines += [f"{key}: {value}" for key, value in trailers]
+    return "\n".join(lines) + "\n"
+
+
+def trailers(message: str) -> list[tuple[str, str]]:
+    """The trailer block (last paragraph of `Key: value` lines) of a commit message."""
+    paragraphs = [p for p in message.strip().split("\n\n") if p.strip()]
+    if not paragraphs:
+        return []
+    found: list[tuple[str, str]] = []
+    for line in paragraphs[-1].splitlines():
+        match = _TRAILER_LINE.match(line)
+        if match is None:
+            return []
+        found.append((match.group("key"), match.group("value")))
+    return found
+
+
+def is_promotion_commit(message: str, environment: str) -> bool:
+    """Whether a pushed head is this pipeline's own promotion commit for `environment`.
+
+    The webhook ignores such pushes. A promotion commit of another environment that arrives by
+    fast-forward (env/nonprod merged into env/prod) is not ignored: prod must still promote.
+    """
+    found = dict(trailers(message))
+    return TRAILER_SOURCE_COMMIT in found and found.get(TRAILER_ENVIRONMENT) == environment

@@ -1,0 +1,116 @@
+"""The gate flow (SPEC section 3): a pull request into env/<environment> -> what merging it gives
+(the server's merge ref when it is that merge, else computed; or the conflicting paths) -> the
+core's gate decision over the digests and upstream verifications -> `layering/gate/<environment>`
+on the pull request's head -> the gate is kept for re-evaluation until it passes, and a gate
+pending on a soak is checked again when the soak is over (a scheduled re-check, not a retry).
+
+Does I/O only through the ports it is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pipeline.core import gate, ports, repo, tasks
+from pipeline.flows import promotion_inputs
+
+
+def decide(
+    merged: repo.Repository | None,
+    *,
+    environment: str,
+    registry: ports.RegistryReader,
+    store: ports.PromotionStore,
+    now: float,
+    conflicts: Sequence[str] = (),
+    unrelated: bool = False,
+) -> gate.GateDecision:
+    """The gate of a pull request from the repository its merge into env/<environment> gives
+    (`merged`), or from the paths that keep it from merging."""
+    if merged is None:
+        return gate.conflicted(environment, conflicts, unrelated=unrelated)
+    inputs = promotion_inputs.load(merged, environment, registry=registry, store=store)
+    return gate.decide(
+        merged,
+        environment=environment,
+        lookups=inputs.lookups,
+        verifications=inputs.verifications,
+        now=now,
+    )
+
+
+def judge(
+    merged: repo.Repository | None,
+    *,
+    head_sha: str,
+    environment: str,
+    registry: ports.RegistryReader,
+    store: ports.PromotionStore,
+    reporter: ports.StatusReporter,
+    now: float,
+    conflicts: Sequence[str] = (),
+    unrelated: bool = False,
+    target_url: str | None = None,
+) -> gate.GateDecision:
+    """Decide the gate (`decide`) and post it on the pull request's head."""
+    decision = decide(
+        merged,
+        environment=environment,
+        registry=registry,
+        store=store,
+        now=now,
+        conflicts=conflicts,
+        unrelated=unrelated,
+    )
+    reporter.report(head_sha, decision.status(environment, target_url=target_url))
+    return decision
+
+
+def run(
+    head_sha: str,
+    environment: str,
+    pr_number: int,
+    *,
+    branches: ports.EnvBranches,
+    registry: ports.RegistryReader,
+    store: ports.PromotionStore,
+    reporter: ports.StatusReporter,
+    queue: ports.TaskQueue,
+    now: Callable[[], float],
+) -> dict[str, Any]:
+    """ "layering.gate": judge what merging the pull request gives now, and keep watching it
+    until it passes."""
+    merge = branches.pull_request_merge(head_sha, branch=f"env/{environment}", pr_number=pr_number)
+    decision = decide(
+        merge.repository,
+        environment=environment,
+        registry=registry,
+        store=store,
+        now=now(),
+        conflicts=merge.conflicts,
+        unrelated=merge.unrelated,
+    )
+    # watched (or not) before the status is out: whoever sees the status sees the store agree
+    if decision.state is gate.GateState.SUCCESS:
+        store.unwatch_gate(environment, pr_number)
+    else:
+        store.watch_gate(gate.WatchedGate(head_sha, environment, pr_number))
+    reporter.report(head_sha, decision.status(environment))
+    if decision.recheck_after is not None:
+        queue.send(
+            tasks.Gate(head_sha, environment, pr_number).call(countdown=decision.recheck_after)
+        )
+    return {
+        "state": decision.state.value,
+        "description": decision.description,
+        "merge_sha": merge.commit_sha,
+        "merge_source": merge.source,
+    }
+
+
+def recheck_watched(store: ports.PromotionStore, queue: ports.TaskQueue) -> None:
+    """Every watched gate decided again: after a promotion or a rollout, a verification it
+    waits for may have changed."""
+    for watched in store.watched_gates():
+        queue.send(tasks.Gate(watched.head_sha, watched.environment, watched.pr_number).call())

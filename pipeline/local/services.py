@@ -1,0 +1,242 @@
+"""`layering up`: the whole pipeline on this machine, each part a real child process on the
+loopback interface: a private Redis (append-only persistence), a docker-registry, the receiver,
+a Celery worker and Celery beat, started in that order, each awaited until it answers. With no
+LAYERING_REPO_URL it also makes the local GitOps sandbox (sandbox.py) and installs the
+post-receive hook into it. `run` starts everything and stops it on Ctrl-C, by process group
+(supervisor.py); the data stays in the workdir (workdir.py) for the next run. Does file,
+process, Git and network I/O.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from pipeline.adapters import hook
+from pipeline.core import tasks
+from pipeline.core.errors import InputError, PipelineError
+from pipeline.local import sandbox, supervisor, workdir
+
+QUEUES = ",".join(tasks.QUEUES)
+
+
+def service_environment(
+    base: Mapping[str, str],
+    *,
+    layout: workdir.Layout,
+    ports: Mapping[str, int],
+    options: workdir.Options,
+    secret: str,
+) -> dict[str, str]:
+    """The environment of the receiver, worker and beat."""
+    env = dict(base)
+    env.update(
+        {
+            "LAYERING_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
+            "LAYERING_WORKDIR": str(layout.service),
+            "LAYERING_PUBLIC_URL": f"http://127.0.0.1:{ports['receiver']}",
+            "LAYERING_WEBHOOK_SECRET": secret,
+            "CONTAINERS_REGISTRIES_CONF": str(layout.registries_conf),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    if options.buildah_storage:
+        env["LAYERING_BUILDAH_ROOT"] = str(layout.buildah / "root")
+        env["LAYERING_BUILDAH_RUNROOT"] = str(layout.buildah / "run")
+        env["LAYERING_BUILDAH_STORAGE_DRIVER"] = "vfs"
+    if options.repo_url is None:
+        env["LAYERING_REPO_URL"] = layout.repository.as_uri()
+        env["LAYERING_DEFAULT_BRANCH"] = "main"
+        env["LAYERING_ENTITLEMENT_DIR"] = str(layout.entitlement)
+        env.pop("LAYERING_GITHUB_REPOSITORY", None)
+    return env
+
+
+def _require(*tools: str) -> None:
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        raise InputError(f"missing tools: {', '.join(missing)} (`make up` installs them)")
+
+
+def start_all(
+    options: workdir.Options,
+    *,
+    processes: supervisor.Supervisor,
+    base_env: Mapping[str, str],
+    say: workdir.Say,
+) -> workdir.Started:
+    """Start every process (recording it in `processes`), prepare the sandbox on first run."""
+    layout = processes.layout
+    local = options.repo_url is None
+    _require("redis-server", "docker-registry", "git", *(("buildah", "busybox") if local else ()))
+    state = workdir.read_json(layout.state_file)
+    ports = supervisor.choose_ports(layout, options, state.get("ports", {}), say)
+    state["ports"] = ports
+    workdir.write_json(layout.state_file, state)
+    secret = options.webhook_secret or sandbox.webhook_secret(layout.secret_file)
+    registry_host = f"127.0.0.1:{ports['registry']}"
+    redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
+
+    layout.redis.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    redis = processes.start(
+        "redis",
+        [
+            shutil.which("redis-server") or "redis-server",
+            "--port",
+            str(ports["redis"]),
+            "--bind",
+            "127.0.0.1",
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+            "--dir",
+            str(layout.redis),
+        ],
+        base_env,
+    )
+    supervisor.wait_until(
+        supervisor.listening(ports["redis"]), child=redis, what="redis", timeout=20
+    )
+    say(f"redis on {redis_url} (append-only file in {layout.redis}) {workdir.since(started)}")
+
+    layout.registry.mkdir(parents=True, exist_ok=True)
+    config = layout.registry / "config.yml"
+    config.write_text(sandbox.registry_config(host=registry_host, data=layout.registry / "data"))
+    layout.registries_conf.write_text(sandbox.registries_conf(registry_host))
+    started = time.monotonic()
+    registry = processes.start("registry", ["docker-registry", "serve", str(config)], base_env)
+    supervisor.wait_until(
+        supervisor.listening(ports["registry"]), child=registry, what="registry", timeout=20
+    )
+    say(
+        f"registry on http://{registry_host} (insecure in {layout.registries_conf}) "
+        f"{workdir.since(started)}"
+    )
+
+    env = service_environment(base_env, layout=layout, ports=ports, options=options, secret=secret)
+    seed_tree: Path | None = None
+    if local:
+        layout.entitlement.mkdir(exist_ok=True)
+        base = sandbox.base_image(layout, state, registry_host, env, say)
+        if not layout.repository.exists():
+            started = time.monotonic()
+            seed_tree = sandbox.create_repository(
+                layout.repository,
+                seed=options.seed,
+                base_ref=base.ref,
+                registry=f"{registry_host}/layering",
+            )
+            say(f"created the sandbox repository {layout.repository} {workdir.since(started)}")
+    webhook_url = f"http://127.0.0.1:{ports['receiver']}/webhook/git"
+    if local:
+        hook.install(layout.repository, url=webhook_url, secret_file=layout.secret_file)
+        say(f"post-receive hook installed (posts to {webhook_url})")
+
+    python = sys.executable
+    started = time.monotonic()
+    receiver = processes.start(
+        "receiver",
+        [python, "-m", "pipeline.cli", "serve", "--port", str(ports["receiver"])],
+        env,
+    )
+    worker = processes.start(
+        "worker",
+        [
+            python,
+            "-m",
+            "pipeline.cli",
+            "worker",
+            f"--queues={QUEUES}",
+            f"--concurrency={options.concurrency}",
+            "--hostname=up@%h",
+        ],
+        env,
+    )
+    layout.service.mkdir(parents=True, exist_ok=True)
+    beat = processes.start(
+        "beat",
+        [
+            python,
+            "-m",
+            "celery",
+            "-A",
+            "workers.app",
+            "beat",
+            "--loglevel=INFO",
+            "--schedule",
+            str(layout.service / "celerybeat-schedule"),
+        ],
+        env,
+    )
+    dashboard = f"http://127.0.0.1:{ports['receiver']}/"
+    supervisor.wait_until(
+        supervisor.http_ok(f"{dashboard}readyz"),
+        child=receiver,
+        what="receiver",
+        timeout=60,
+        interval=0.1,
+    )
+    say(f"receiver on {dashboard} {workdir.since(started)}")
+    supervisor.wait_until(
+        supervisor.worker_answers(redis_url, "up"),
+        child=worker,
+        what="worker",
+        timeout=90,
+        interval=0.2,
+    )
+    say(
+        f"worker ready (queues {QUEUES}, concurrency {options.concurrency}) "
+        f"{workdir.since(started)}"
+    )
+    if beat.process.poll() is not None:
+        raise PipelineError(f"beat exited ({beat.process.returncode}){supervisor.tail(beat)}")
+    say("beat scheduler running")
+    if seed_tree is not None:
+        sandbox.push_seed(seed_tree)
+        say("pushed main: the first build of every image in a pool is under way")
+    return workdir.Started(
+        dashboard_url=dashboard,
+        webhook_url=webhook_url,
+        clone_url=layout.repository.as_uri() if local else None,
+        registry_host=registry_host,
+        redis_url=redis_url,
+        workdir=layout.root,
+        secret_file=layout.secret_file,
+    )
+
+
+def run(
+    options: workdir.Options,
+    *,
+    base_env: Mapping[str, str],
+    say: workdir.Say,
+    ready: Callable[[workdir.Started], None],
+) -> int:
+    """Start everything, call `ready`, then wait for Ctrl-C (or a child dying) and stop."""
+    layout = workdir.Layout(options.workdir.resolve())
+    layout.root.mkdir(parents=True, exist_ok=True)
+    supervisor.check_not_running(layout)
+    processes = supervisor.Supervisor(layout)
+    with supervisor.stop_on_sigterm():
+        try:
+            started = start_all(options, processes=processes, base_env=base_env, say=say)
+            ready(started)
+            while (gone := processes.exited()) is None:
+                time.sleep(0.5)
+            say(f"{gone.name} exited ({gone.process.returncode}){supervisor.tail(gone)}")
+            return 1
+        except KeyboardInterrupt:
+            say("stopping (data stays in the workdir)")
+            return 0
+        finally:
+            # a second Ctrl-C must not cut the stop short and leave processes behind
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
+            processes.stop(say)
+            signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -1,0 +1,323 @@
+"""pipeline.core.head: what a push, a pull request or a close decides (statuses to post, builds
+to send, builds to cancel), claiming a scope, and what a newer head overtakes."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.core import changes, commit_status, head, repo
+
+URL = "https://layering.example.com"
+A = "a" * 40
+B = "b" * 40
+C = "c" * 40
+CLEAN = commit_status.Status("layering/lint", "success", "no findings")
+
+
+def target(image: str, key: str, cluster: str = "nonprod") -> changes.BuildTarget:
+    return changes.BuildTarget(
+        image=image,
+        cluster=cluster,
+        environment="nonprod",
+        build_key=key,
+        tree_id=f"tree-{image}",
+        base_image="quay.io/fedora/fedora-coreos:stable",
+        base_digest="sha256:" + "1" * 64,
+        repository=f"registry.example.com/layering/{image}",
+        pools=("worker",),
+        reason=f"images/{image} changed",
+    )
+
+
+def plan(
+    *targets: changes.BuildTarget, note: str = "", problems: tuple[repo.Problem, ...] = ()
+) -> changes.Plan:
+    changed = tuple(sorted({t.image for t in targets}))
+    return changes.Plan(builds=targets, changed_images=changed, problems=problems, note=note)
+
+
+def queued(build_id: str, image: str, key: str) -> head.HeadBuild:
+    return head.HeadBuild(build_id, f"build-{build_id}", key, image, "nonprod")
+
+
+def superseded(sha: str, build: head.HeadBuild, by: str) -> head.Cancel:
+    return head.Cancel(
+        sha,
+        build,
+        f"superseded by {by}",
+        commit_status.Status(
+            f"layering/build/{build.image}@nonprod",
+            "error",
+            f"superseded by {by[:12]}",
+            f"{URL}/builds/{build.build_id}",
+        ),
+    )
+
+
+def closed(sha: str, build: head.HeadBuild) -> head.Cancel:
+    return head.Cancel(
+        sha,
+        build,
+        "pull request closed",
+        commit_status.Status(
+            f"layering/build/{build.image}@nonprod",
+            "error",
+            "pull request closed",
+            f"{URL}/builds/{build.build_id}",
+        ),
+    )
+
+
+FIREWALLD = target("firewalld", "k-firewalld")
+CHRONY = target("chrony", "k-chrony")
+HTOP = target("htop", "k-htop")
+OLD_FIREWALLD = queued("b1", "firewalld", "k-old-firewalld")
+SHARED_CHRONY = queued("b2", "chrony", "k-chrony")
+WARNING = commit_status.LintFinding("LAY005", "warning", "images/chrony/Containerfile", 3)
+ERROR = commit_status.LintFinding("LAY001", "error", "images/firewalld/Containerfile", 1)
+
+# (case, plan, findings, previous head, options, expected decision)
+CASES = [
+    (
+        "push to the default branch",
+        plan(FIREWALLD),
+        {"firewalld": []},
+        head.Head(A, 1.0),
+        {},
+        head.Decision(statuses=(CLEAN,), builds=(FIREWALLD,)),
+    ),
+    (
+        "new branch: no previous head",
+        plan(CHRONY, note="new branch: compared with the merge base with main"),
+        {"chrony": []},
+        None,
+        {},
+        head.Decision(statuses=(CLEAN,), builds=(CHRONY,)),
+    ),
+    (
+        "force push: the old head's build of another key is cancelled",
+        plan(FIREWALLD, note=f"force push: compared with the merge base of {C[:12]} and {B[:12]}"),
+        {"firewalld": []},
+        head.Head(C, 1.0, (OLD_FIREWALLD,)),
+        {},
+        head.Decision(
+            statuses=(CLEAN,),
+            builds=(FIREWALLD,),
+            cancels=(superseded(C, OLD_FIREWALLD, by=B),),
+        ),
+    ),
+    (
+        "a newer head supersedes an older one; a shared build key keeps running",
+        plan(CHRONY, HTOP),
+        {"chrony": [], "htop": []},
+        head.Head(A, 1.0, (OLD_FIREWALLD, SHARED_CHRONY)),
+        {},
+        head.Decision(
+            statuses=(CLEAN,),
+            builds=(CHRONY, HTOP),
+            cancels=(superseded(A, OLD_FIREWALLD, by=B),),
+        ),
+    ),
+    (
+        "the same head delivered again cancels nothing",
+        plan(CHRONY),
+        {"chrony": []},
+        head.Head(B, 1.0, (SHARED_CHRONY,)),
+        {},
+        head.Decision(statuses=(CLEAN,), builds=(CHRONY,)),
+    ),
+    (
+        "fork pull request: lint only, and the older head's builds are cancelled",
+        plan(CHRONY),
+        {"chrony": [WARNING]},
+        head.Head(A, 1.0, (SHARED_CHRONY,)),
+        {"fork": True},
+        head.Decision(
+            statuses=(
+                commit_status.Status(
+                    "layering/lint",
+                    "success",
+                    f"passed with 1 warning(s): LAY005; {commit_status.FORK_NOTE}",
+                ),
+            ),
+            cancels=(superseded(A, SHARED_CHRONY, by=B),),
+            note="fork: lint only",
+        ),
+    ),
+    (
+        "closed pull request: every build of its head is cancelled",
+        changes.Plan(),
+        {},
+        head.Head(B, 1.0, (OLD_FIREWALLD, SHARED_CHRONY)),
+        {"closed": True},
+        head.Decision(cancels=(closed(B, OLD_FIREWALLD), closed(B, SHARED_CHRONY))),
+    ),
+    (
+        "closed pull request that was never built",
+        changes.Plan(),
+        {},
+        None,
+        {"closed": True},
+        head.Decision(),
+    ),
+    (
+        "closed pull request closed again",
+        changes.Plan(),
+        {},
+        head.Head(B, 1.0, closed=True),
+        {"closed": True},
+        head.Decision(),
+    ),
+    (
+        "lint errors: that image is not built, the others are",
+        plan(FIREWALLD, CHRONY),
+        {"firewalld": [ERROR], "chrony": []},
+        None,
+        {},
+        head.Decision(
+            statuses=(
+                commit_status.Status(
+                    "layering/lint",
+                    "failure",
+                    "1 error(s): LAY001 at images/firewalld/Containerfile:1",
+                ),
+                commit_status.Status(
+                    "layering/build/firewalld@nonprod",
+                    "failure",
+                    "not built: lint errors (see layering/lint)",
+                ),
+            ),
+            builds=(CHRONY,),
+        ),
+    ),
+    (
+        "a repository problem fails lint",
+        plan(
+            CHRONY,
+            problems=(repo.Problem("clusters/nonprod/cluster.yaml", "bad", line=4),),
+        ),
+        {"chrony": []},
+        None,
+        {},
+        head.Decision(
+            statuses=(
+                commit_status.Status(
+                    "layering/lint",
+                    "failure",
+                    "1 error(s): LAY006 at clusters/nonprod/cluster.yaml:4",
+                ),
+            ),
+            builds=(CHRONY,),
+        ),
+    ),
+    (
+        "nothing to build or lint: no status, the older head's builds are cancelled",
+        changes.Plan(note="README.md only"),
+        {},
+        head.Head(A, 1.0, (SHARED_CHRONY,)),
+        {},
+        head.Decision(cancels=(superseded(A, SHARED_CHRONY, by=B),), note="README.md only"),
+    ),
+    (
+        "nothing to build, no note",
+        changes.Plan(),
+        {},
+        None,
+        {},
+        head.Decision(note="nothing to build"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("the_plan", "findings", "previous", "options", "expected"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_decide(
+    the_plan: changes.Plan,
+    findings: dict[str, list[commit_status.LintFinding]],
+    previous: head.Head | None,
+    options: dict[str, bool],
+    expected: head.Decision,
+) -> None:
+    assert head.decide(the_plan, findings, previous, sha=B, public_url=URL, **options) == expected
+
+
+@pytest.mark.parametrize(
+    ("previous", "options", "expected"),
+    [
+        (None, {}, head.Head(B, 5.0)),
+        (head.Head(A, 4.0, (SHARED_CHRONY,)), {}, head.Head(B, 5.0)),
+        (head.Head(B, 4.0, (SHARED_CHRONY,)), {}, head.Head(B, 5.0, (SHARED_CHRONY,))),
+        (head.Head(A, 6.0), {}, None),
+        (head.Head(B, 4.0, (SHARED_CHRONY,)), {"closed": True}, head.Head(B, 5.0, closed=True)),
+        (head.Head(B, 4.0, closed=True), {}, head.Head(B, 5.0)),
+    ],
+    ids=["first", "newer", "same sha keeps builds", "stale", "close", "reopen"],
+)
+def test_claim(
+    previous: head.Head | None, options: dict[str, bool], expected: head.Head | None
+) -> None:
+    assert head.claim(previous, sha=B, enqueued_at=5.0, **options) == expected
+
+
+@pytest.mark.parametrize(
+    ("current", "expected"),
+    [
+        (head.Head(B, 1.0, (SHARED_CHRONY,)), head.Head(B, 1.0, (SHARED_CHRONY, OLD_FIREWALLD))),
+        (head.Head(C, 2.0), None),
+        (head.Head(B, 2.0, closed=True), None),
+        (None, None),
+    ],
+    ids=["recorded", "newer head", "closed meanwhile", "gone"],
+)
+def test_with_builds(current: head.Head | None, expected: head.Head | None) -> None:
+    assert head.with_builds(current, sha=B, builds=[OLD_FIREWALLD]) == expected
+
+
+MINE = head.Head(B, 1.0, (OLD_FIREWALLD, SHARED_CHRONY))
+
+
+@pytest.mark.parametrize(
+    ("newer", "expected"),
+    [
+        (None, ()),
+        (head.Head(C, 2.0, (SHARED_CHRONY,)), (superseded(B, OLD_FIREWALLD, by=C),)),
+        (head.Head(B, 2.0, closed=True), (closed(B, OLD_FIREWALLD), closed(B, SHARED_CHRONY))),
+    ],
+    ids=["recorded", "superseded meanwhile", "closed meanwhile"],
+)
+def test_overtaken(newer: head.Head | None, expected: tuple[head.Cancel, ...]) -> None:
+    assert head.overtaken(MINE, newer, public_url=URL) == expected
+
+
+def test_head_document_round_trip() -> None:
+    for document in (MINE, head.Head(B, 2.5, closed=True), head.Head(A, 0.0)):
+        assert head.Head.from_json(document.to_json()) == document
+    assert head.Head(B, 2.5, closed=True).to_json() == {
+        "sha": B,
+        "enqueued_at": 2.5,
+        "builds": [],
+        "closed": True,
+    }
+
+
+def test_scopes_and_refs() -> None:
+    push = head.push("main", before=A, after=B, enqueued_at=3.0)
+    assert (push.scope, push.from_rev, push.sha, push.branch, push.refs, push.fork) == (
+        "branch:main",
+        A,
+        B,
+        "main",
+        (),
+        False,
+    )
+    pull = head.pull_request(7, head_sha=B, base_ref="main", fork=True, enqueued_at=3.0)
+    assert (pull.scope, pull.from_rev, pull.branch, pull.refs, pull.fork) == (
+        "pr:7",
+        head.ZERO_SHA,
+        None,
+        ("refs/pull/7/head", "main"),
+        True,
+    )
