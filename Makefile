@@ -4,9 +4,10 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := buildah skopeo docker-registry redis-server git busybox-static ca-certificates docker-compose chromium
+# runc: buildah's OCI runtime, so builds can run with oci isolation (private PID and network)
+APT_PACKAGES := buildah runc skopeo docker-registry redis-server git busybox-static ca-certificates docker-compose chromium
 # command or file that proves each package is present, in the same order
-APT_PROBES := buildah skopeo docker-registry redis-server git /bin/busybox /etc/ssl/certs docker-compose chromium
+APT_PROBES := buildah runc skopeo docker-registry redis-server git /bin/busybox /etc/ssl/certs docker-compose chromium
 
 .PHONY: up test setup system-packages venv lint typecheck pytest bench clean
 

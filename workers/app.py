@@ -1,19 +1,38 @@
 """The Celery application: Redis broker and result backend, JSON only, late acks, one task
-prefetched at a time, a queue per capability (core/tasks.py), and the one retry rule every task
-shares (PipelineTask). Reads settings once at import (for `celery -A`)."""
+prefetched at a time, a queue per capability (core/tasks.py), and what every task shares
+(PipelineTask): the one retry rule, and poison messages parked. Reads settings once at import
+(for `celery -A`).
+
+Late acks with reject-on-worker-lost deliver a task again when its worker process dies (an
+OOM kill, a segfault): right for a machine that went away, a crash loop for a message that
+kills every worker that takes it. So PipelineTask counts the deliveries of each (task id,
+retry) in Redis before the body runs and clears the count when it returns or raises; a
+delivery that finds LAYERING_POISON_REDELIVERIES deaths before it is parked instead
+(flows/poison.py: a Redis record, a log line, a status on the commit it is tied to) and
+acknowledged without running or calling its callbacks (celery.exceptions.Ignore).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import random
+import time
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Ignore
 from kombu import Queue  # type: ignore[attr-defined]
 
+from pipeline.adapters import poison as poison_store
 from pipeline.adapters.environment import load_settings
-from pipeline.core import retry, tasks
+from pipeline.core import poison, retry, tasks
 from pipeline.core.errors import TemporaryError
 from pipeline.core.settings import RetryKind, Settings
+from pipeline.flows import poison as poison_flow
+from workers import adapters
+
+log = logging.getLogger(__name__)
 
 # Task modules register themselves on import; every worker imports all of them.
 TASK_MODULES = [
@@ -21,19 +40,24 @@ TASK_MODULES = [
     "workers.head_tasks",
     "workers.promotion_tasks",
     "workers.status_tasks",
+    "workers.startup",  # start-up checks: build isolation, verification key
 ]
+
+
+def visibility_timeout(settings: Settings) -> int:
+    """A task running longer than this is delivered again: keep it above the longest build
+    (acks_late makes the message stay unacknowledged while the task runs)."""
+    return settings.build_timeout_seconds * 2 + 300
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     redis_url = settings.redis_url.get_secret_value()
-    # A task running longer than the visibility timeout is delivered again: keep it above the
-    # longest build (acks_late makes the message stay unacknowledged while the task runs).
-    visibility_timeout = settings.build_timeout_seconds * 2 + 300
+    redelivery = visibility_timeout(settings)
     return {
         "broker_url": redis_url,
         "result_backend": redis_url,
-        "broker_transport_options": {"visibility_timeout": visibility_timeout},
-        "result_backend_transport_options": {"visibility_timeout": visibility_timeout},
+        "broker_transport_options": {"visibility_timeout": redelivery},
+        "result_backend_transport_options": {"visibility_timeout": redelivery},
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
         "result_serializer": "json",
@@ -62,6 +86,39 @@ class PipelineTask(Task):  # type: ignore[misc]
     autoretry_for = (TemporaryError,)
     retry_backoff = False
     retry_kind: RetryKind = "task"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        request = self.request
+        if request.called_directly or request.is_eager or not request.id:
+            return super().__call__(*args, **kwargs)
+        settings = settings_of(self.app)
+        store = poison_guard(settings)
+        retries = int(request.retries or 0)
+        try:
+            deliveries = store.arrived(request.id, retries)
+        except TemporaryError as exc:
+            # the task itself may still work (or fail and retry): run it, uncounted
+            log.warning("task %s[%s]: deliveries not counted: %s", self.name, request.id, exc)
+            return self.run(*args, **kwargs)
+        if poison.should_park(deliveries, limit=settings.poison_redeliveries):
+            parked = poison.ParkedTask(
+                request.id, self.name, args, kwargs, retries, deliveries, time.time()
+            )
+            poison_flow.park(
+                parked,
+                store=store,
+                statuses=adapters.status_reporter(self.app, settings),
+                records=adapters.build_store(settings),
+                public_url=settings.public_url,
+                now=parked.parked_at,
+            )
+            raise Ignore(parked.reason)
+        try:
+            # the worker pushed this delivery's request; Task.__call__ would push a bare one
+            return self.run(*args, **kwargs)
+        finally:
+            with contextlib.suppress(TemporaryError):
+                store.finished(request.id, retries)
 
     def retry(
         self,
@@ -95,6 +152,19 @@ def create_app(settings: Settings) -> Celery:
 
 
 app = create_app(load_settings())
+
+
+def poison_guard(settings: Settings) -> poison_store.PoisonStore:
+    """The process's delivery counts and parked tasks (see the module docstring)."""
+    return adapters.once(
+        "poison_store",
+        lambda: poison_store.PoisonStore(
+            adapters.redis_client(settings),
+            # above the visibility timeout: a message whose whole worker vanished comes back then
+            ttl_seconds=3 * visibility_timeout(settings),
+            keep_seconds=settings.build_retention_seconds,
+        ),
+    )
 
 
 def settings_of(celery_app: Celery) -> Settings:

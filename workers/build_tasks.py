@@ -1,7 +1,9 @@
 """The Celery task of the build stage, queue `builds`: wires the adapters of one build and runs
 `flows.build.run_build`, which `layering build` runs too. Its name and arguments are
 `tasks.Build` (core/tasks.py); the record it updates was created, queued, by whoever sent it
-(`BuildStore.create_queued`), so a status check can link to it before the build starts.
+(`BuildStore.create_queued`), so a status check can link to it before the build starts. The
+digest a build pushes (or reuses) is recorded per build key in the same store: promotion
+takes it from there, never from the tag.
 
 TemporaryError is retried by PipelineTask (workers/app.py) with the "build" retry policy:
 LAYERING_REGISTRY_RETRIES retries; the last attempt fails the record instead of raising.
@@ -55,6 +57,7 @@ def build(
         registry=registry.Registry.from_settings(settings),
         locks=store,
         secrets=credentials.secret_values(settings),
+        built=store,
         final_attempt=int(self.request.retries or 0) >= settings.registry_retries,
     )
     return record.to_dict()

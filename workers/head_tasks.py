@@ -4,7 +4,7 @@ arguments are the contract in pipeline/core/tasks.py (the receiver enqueues them
 
 - "layering.handle_push"(branch, before, after, forced, enqueued_at=None)
 - "layering.handle_pull_request"(number, head_sha, head_ref, base_ref, from_fork, enqueued_at=None)
-- "layering.ok_to_test"(number, user, enqueued_at=None)
+- "layering.ok_to_test"(number, user, enqueued_at=None, sha=None, commented_at=None)
 - "layering.close_pull_request"(number, head_sha, enqueued_at=None)
 - "layering.report_build"(record, sha, scope): `link` of "layering.build": its final status.
 - "layering.report_build_error"(task_id, sha, image, cluster, build_id): its `link_error`.
@@ -18,8 +18,8 @@ from typing import Any
 
 from celery import Celery, Task
 
-from pipeline.adapters import event_metrics, head_store, mirror_source
-from pipeline.core import tasks
+from pipeline.adapters import event_metrics, head_store, mirror_source, sandboxed_lint
+from pipeline.core import repo_limits, tasks
 from pipeline.core.settings import Settings
 from pipeline.flows import head as head_flow
 from workers import adapters
@@ -38,11 +38,14 @@ def _adapters(celery_app: Celery) -> head_flow.Adapters:
         "head_flow",
         lambda: head_flow.Adapters(
             heads=head_store.RedisHeadStore(adapters.redis_client(settings)),
-            mirror=mirror_source.MirrorSource(settings.workdir, settings.repo_url),
+            mirror=mirror_source.MirrorSource(
+                settings.workdir, settings.repo_url, caps=repo_limits.from_settings(settings)
+            ),
             records=adapters.build_store(settings),
             queue=adapters.task_queue(celery_app),
             statuses=adapters.status_reporter(celery_app, settings),
             metrics=_metrics(settings),
+            linter=sandboxed_lint.SandboxedLinter.from_settings(settings),
         ),
     )
 
@@ -85,7 +88,12 @@ def handle_pull_request(
 
 @app.task(name=tasks.OkToTest.NAME, bind=True)  # type: ignore[untyped-decorator]
 def ok_to_test(
-    self: Task, number: int, user: str, enqueued_at: float | None = None
+    self: Task,
+    number: int,
+    user: str,
+    enqueued_at: float | None = None,
+    sha: str | None = None,
+    commented_at: float | None = None,
 ) -> dict[str, Any]:
     settings = settings_of(self.app)
     return head_flow.ok_to_test(
@@ -95,6 +103,8 @@ def ok_to_test(
         number=number,
         user=user,
         enqueued_at=enqueued_at,
+        sha=sha,
+        commented_at=commented_at,
     )
 
 

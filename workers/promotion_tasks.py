@@ -3,7 +3,7 @@ the process's adapters (once per worker process), call one flow, return its summ
 arguments are the contract in core/tasks.py (the receiver enqueues them by name):
 
 - "layering.promote"(commit_sha, environment): a push to env/<environment> whose head is
-  commit_sha (flows/promote.py).
+  commit_sha, whoever made it: the pipeline's own commits plan to nothing (flows/promote.py).
 - "layering.gate"(head_sha, base_environment, pr_number): a pull request into
   env/<base_environment> (flows/gate.py).
 - "layering.watch_rollout"(commit_sha, environment, cluster, started_at=None): one cluster's
@@ -30,7 +30,7 @@ from pipeline.core.settings import Settings
 from pipeline.flows import drift as drift_flow
 from pipeline.flows import gate as gate_flow
 from pipeline.flows import promote as promote_flow
-from pipeline.flows import rollout_watch
+from pipeline.flows import promotion_inputs, rollout_watch
 from workers import adapters
 from workers.app import app, settings_of
 
@@ -53,7 +53,9 @@ def _repo_url(settings: Settings) -> str:
 def _store(settings: Settings) -> promotion_store.PromotionStore:
     return adapters.once(
         "promotion_store",
-        lambda: promotion_store.PromotionStore(adapters.redis_client(settings)),
+        lambda: promotion_store.PromotionStore.from_settings(
+            settings, client=adapters.redis_client(settings)
+        ),
     )
 
 
@@ -70,6 +72,17 @@ def _branches(settings: Settings) -> env_branches.MirrorBranches:
 
 def _clusters(settings: Settings) -> kube.KubeClusters:
     return adapters.once("kube_clusters", lambda: kube.KubeClusters(settings.kubeconfig))
+
+
+def _sources(settings: Settings) -> promotion_inputs.Sources:
+    """Where promotions and gates read digests (what each build recorded, checked in the
+    registry) and verifications (the store's, confirmed on clusters with kube access)."""
+    return promotion_inputs.Sources(
+        registry=_registry(settings),
+        store=_store(settings),
+        built=adapters.build_store(settings),
+        clusters=_clusters(settings),
+    )
 
 
 def _writer(settings: Settings) -> branch_writer.BranchWriter:
@@ -92,8 +105,7 @@ def promote(self: Task, commit_sha: str, environment: str) -> dict[str, Any]:
         commit_sha,
         environment,
         writer=_writer(settings),
-        registry=_registry(settings),
-        store=_store(settings),
+        sources=_sources(settings),
         reporter=adapters.status_reporter(self.app, settings),
         queue=adapters.task_queue(self.app),
         now=time.time,
@@ -108,8 +120,7 @@ def gate(self: Task, head_sha: str, base_environment: str, pr_number: int) -> di
         base_environment,
         pr_number,
         branches=_branches(settings),
-        registry=_registry(settings),
-        store=_store(settings),
+        sources=_sources(settings),
         reporter=adapters.status_reporter(self.app, settings),
         queue=adapters.task_queue(self.app),
         now=time.time,

@@ -32,6 +32,7 @@ from git.util import IterableList
 from gitdb.base import IStream  # type: ignore[import-untyped]
 
 from pipeline.adapters import git as gitadapter
+from pipeline.adapters import git_auth
 from pipeline.core import promotion_commit
 from pipeline.core.errors import PermanentError, TemporaryError
 
@@ -100,6 +101,9 @@ class BranchWriter:
         max_attempts: int = 5,
     ) -> None:
         self._url = url
+        # the scratch repository's remote is the URL without credentials; its git processes
+        # get them from a credential helper in their environment (git_auth.py)
+        self._remote = git_auth.remote(url)
         self._workdir = workdir
         self._mirror = mirror
         self._lock = lock or NoLock()
@@ -138,11 +142,11 @@ class BranchWriter:
         directory = Path(tempfile.mkdtemp(prefix="write-", dir=self._workdir))
         try:
             scratch = git.Repo.init(directory, bare=True)
-            scratch.git.update_environment(**_GIT_ENV)
+            scratch.git.update_environment(**_GIT_ENV, **self._remote.env)
             if self._mirror is not None and (self._mirror / "objects").is_dir():
                 alternates = directory / "objects" / "info" / "alternates"
                 alternates.write_text(f"{(self._mirror / 'objects').resolve()}\n")
-            scratch.create_remote(_REMOTE, self._url)
+            scratch.create_remote(_REMOTE, self._remote.url)
             yield scratch
             scratch.close()
         finally:

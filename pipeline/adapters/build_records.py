@@ -5,9 +5,14 @@ Keys: `layering:build:<id>` (the record as JSON), `layering:build:<id>:log` (a l
 element per output line, appended while buildah runs), `layering:builds` (a sorted set of ids
 by creation time, for listing), `layering:lock:build:<key>` (the build-key lock),
 `layering:cancel:<id>` (set when a build is cancelled; the running build polls it, and unlike
-the record it is never overwritten by the build's own saves). Every key
-expires after LAYERING_BUILD_RETENTION_SECONDS; logs keep at most LAYERING_BUILD_LOG_MAX_LINES
-(the oldest go first). Lines are scrubbed of credentials before they are stored.
+the record it is never overwritten by the build's own saves), `layering:built` (a hash:
+`<repository>@<build key>` -> the digest that build pushed or reused, which promotion takes,
+signed with LAYERING_VERIFICATION_KEY; never expires). Every other key expires after
+LAYERING_BUILD_RETENTION_SECONDS; logs keep at most LAYERING_BUILD_LOG_MAX_LINES (the oldest go
+first), each line at most
+LAYERING_BUILD_LOG_LINE_MAX_BYTES and the whole log at most LAYERING_BUILD_LOG_MAX_BYTES, with a
+marker where it was cut (adapters/build_logs.py). Lines are scrubbed of credentials before they
+are stored.
 
     BuildStore.from_settings(settings)
     .create_queued(image=, cluster=, commit_sha=, build_key=) -> BuildRecord (new id, saved)
@@ -16,12 +21,15 @@ expires after LAYERING_BUILD_RETENTION_SECONDS; logs keep at most LAYERING_BUILD
     .log_length(build_id) -> int
     .hold(build_key, on_wait=...)  # context manager: the Redis lock of one build key
     .request_cancel(build_id) / .cancel_requested(build_id) -> bool
+    .record_built(BuiltImage) / .built(build_key, repository) -> BuiltImage | None
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -30,14 +38,18 @@ from contextlib import contextmanager
 import redis
 from redis.exceptions import LockError, RedisError
 
+from pipeline.adapters import build_logs
 from pipeline.core import builds, redaction
 from pipeline.core.errors import TemporaryError
 from pipeline.core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 PREFIX = "layering:build:"
 INDEX = "layering:builds"
 LOCK_PREFIX = "layering:lock:build:"
 CANCEL_PREFIX = "layering:cancel:"
+BUILT = "layering:built"
 
 
 def _record_key(build_id: str) -> str:
@@ -45,7 +57,7 @@ def _record_key(build_id: str) -> str:
 
 
 def _log_key(build_id: str) -> str:
-    return f"{PREFIX}{build_id}:log"
+    return build_logs.log_key(build_id)
 
 
 class BuildStore:
@@ -56,13 +68,26 @@ class BuildStore:
         retention_seconds: int,
         lock_timeout_seconds: float,
         log_max_lines: int = 20_000,
+        log_line_max_bytes: int = 8 * 1024,
+        log_max_bytes: int = 16 * 1024 * 1024,
         secrets: Sequence[str] = (),
+        key: bytes | None = None,
     ) -> None:
         self.client = client
+        # signs what each build recorded it pushed (LAYERING_VERIFICATION_KEY): with a key,
+        # an unsigned or forged record reads as not built
+        self.key = key
         self.retention_seconds = retention_seconds
         self.lock_timeout_seconds = lock_timeout_seconds
         self.log_max_lines = log_max_lines
+        self.log_line_max_bytes = log_line_max_bytes
         self.secrets = list(secrets)
+        self._append = build_logs.Appender(
+            client,
+            retention_seconds=retention_seconds,
+            max_lines=log_max_lines,
+            max_bytes=log_max_bytes,
+        )
 
     @classmethod
     def from_settings(
@@ -83,7 +108,14 @@ class BuildStore:
             # lock still expires
             lock_timeout_seconds=settings.build_timeout_seconds + 600,
             log_max_lines=settings.build_log_max_lines,
+            log_line_max_bytes=settings.build_log_line_max_bytes,
+            log_max_bytes=settings.build_log_max_bytes,
             secrets=[*secrets, url, *redaction.url_passwords(url)],
+            key=(
+                settings.verification_key.get_secret_value().encode()
+                if settings.verification_key is not None
+                else None
+            ),
         )
 
     # -- records ----------------------------------------------------------------------------
@@ -139,13 +171,13 @@ class BuildStore:
     # -- logs -------------------------------------------------------------------------------
 
     def append_log(self, build_id: str, line: str) -> None:
-        key = _log_key(build_id)
+        """Masked, cut at the line cap, and dropped (after one marker line) once the log is
+        over its byte cap: one Redis call per line."""
+        stored = build_logs.stored_line(
+            line, secrets=self.secrets, max_bytes=self.log_line_max_bytes
+        )
         try:
-            with self.client.pipeline(transaction=False) as pipe:
-                pipe.rpush(key, redaction.scrub(line, self.secrets))
-                pipe.ltrim(key, -self.log_max_lines, -1)
-                pipe.expire(key, self.retention_seconds)
-                pipe.execute()
+            self._append(build_id, stored)
         except RedisError as exc:
             raise _unavailable(exc) from None
 
@@ -165,6 +197,46 @@ class BuildStore:
             return int(self.client.llen(_log_key(build_id)))
         except RedisError as exc:
             raise _unavailable(exc) from None
+
+    # -- what each build pushed: the digests promotion takes (ports.BuiltImages) -------------
+
+    def record_built(self, built: builds.BuiltImage) -> None:
+        """Kept without expiry (one small field per build key and repository): a promotion may
+        come long after its build, and must never fall back to trusting the tag."""
+        field = _built_field(built.build_key, built.repository)
+        document = (
+            builds.signed_built(self.key, built)
+            if self.key is not None
+            else dataclasses.asdict(built)
+        )
+        try:
+            self.client.hset(BUILT, field, json.dumps(document, sort_keys=True))
+        except RedisError as exc:
+            raise _unavailable(exc) from None
+
+    def built(self, build_key: str, repository: str) -> builds.BuiltImage | None:
+        field = _built_field(build_key, repository)
+        try:
+            raw = self.client.hget(BUILT, field)
+        except RedisError as exc:
+            raise _unavailable(exc) from None
+        if raw is None:
+            return None
+        try:
+            document = json.loads(raw)
+            found = (
+                builds.trusted_built(self.key, document)
+                if self.key is not None
+                else builds.BuiltImage(**document)
+            )
+        except (ValueError, TypeError):
+            found = None
+        if found is None or (found.build_key, found.repository) != (build_key, repository):
+            # unreadable, unsigned, forged, or filed under another key: not this build's
+            # record; promotion refuses "not built" and the next build records it again
+            log.warning("ignoring the build record %s[%s]", BUILT, field[:160])
+            return None
+        return found
 
     # -- cancellation -----------------------------------------------------------------------
 
@@ -208,6 +280,10 @@ class BuildStore:
             # LockError: expired (the build outlived the lock timeout); nothing left to release
             with contextlib.suppress(LockError):
                 lock.release()
+
+
+def _built_field(build_key: str, repository: str) -> str:
+    return f"{repository}@{build_key}"
 
 
 def _unavailable(exc: RedisError) -> TemporaryError:

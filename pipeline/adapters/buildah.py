@@ -3,6 +3,10 @@ lists (never a shell string), output streamed line by line, failures translated 
 BuildFailed (a Containerfile step failed: never retried), TemporaryError (registry or network:
 retried) or PermanentError. Does I/O (runs buildah).
 
+Isolation: `build` runs RUN steps with the isolation `isolation_mode` resolves (the setting's
+`chroot`, or `oci` with private PID and network namespaces once adapters/isolation.py's probe
+showed it works here; `auto` never falls back to chroot) and says which in the build log.
+
 The argument lists are built by pure functions (`build_argv`, `push_argv`) so they can be read
 and tested without buildah. Build arguments and labels are single argv elements: a value such
 as `$(id); rm -rf /` reaches buildah verbatim and is never interpreted by a shell.
@@ -25,13 +29,14 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import sh
 
+from pipeline.adapters import isolation as isolation_probe
 from pipeline.adapters import registry as registry_adapter
-from pipeline.core import buildah_output, builds, names
+from pipeline.core import buildah_output, builds, isolation, log_caps, names
 from pipeline.core.errors import BuildFailed, Cancelled, PermanentError, TemporaryError
 from pipeline.core.settings import Settings
 
@@ -84,7 +89,7 @@ def install_signal_handlers() -> None:
 class BuildahConfig:
     command: str = "buildah"
     storage_driver: str = "vfs"
-    isolation: str = "chroot"
+    isolation: isolation.Mode = "chroot"  # config_of: the setting, `auto` by default
     root: Path | None = None
     runroot: Path | None = None
     authfile: Path | None = None
@@ -121,11 +126,12 @@ def build_argv(
     config: BuildahConfig, spec: builds.BuildSpec, *, containerfile: Path, iidfile: Path
 ) -> list[str]:
     _check_reference(spec.target)
+    if config.isolation == "auto":
+        raise PermanentError("build isolation not resolved: ask Buildah.isolation_mode() first")
     argv = [
         *config.global_argv(),
         "build",
-        "--isolation",
-        config.isolation,
+        *isolation.build_argv(config.isolation),
         "--file",
         str(containerfile),
         "--tag",
@@ -167,8 +173,13 @@ def _check_reference(reference: str) -> None:
         raise PermanentError(f"refusing to build {reference!r}: not a plain image reference")
 
 
+# A failing build's error carries the tail of its output; a RUN step may print 10 MB lines,
+# so each kept line is cut (the full line still goes to the sink, whose store caps it).
+TAIL_LINE_BYTES = 2 * log_caps.KIB
+
+
 class _Output:
-    """Streams lines to a sink while keeping the tail and the last STEP seen."""
+    """Streams lines to a sink while keeping the tail (each line cut) and the last STEP seen."""
 
     def __init__(self, sink: LineSink) -> None:
         self.sink = sink
@@ -177,7 +188,7 @@ class _Output:
 
     def __call__(self, chunk: str) -> None:
         for line in chunk.splitlines():
-            self.tail.append(line)
+            self.tail.append(log_caps.cut_line(line, TAIL_LINE_BYTES))
             step = buildah_output.parse_step(line)
             if step is not None:
                 self.step = step
@@ -216,6 +227,16 @@ class Buildah:
         cls, settings: Settings, *, cancelled: Callable[[], bool] = _never
     ) -> Buildah:
         return cls(config_of(settings), cancelled=cancelled)
+
+    def isolation_mode(self) -> isolation.Resolved:
+        """The isolation builds use: `chroot` only when set; `auto` and `oci` once the probe
+        showed oci works here (else PermanentError naming what the host lacks, so the build
+        fails instead of running less isolated than asked)."""
+        return isolation_probe.resolve(
+            command=self.config.command,
+            global_argv=self.config.global_argv(),
+            mode=self.config.isolation,
+        )
 
     def has_entitlement(self) -> bool:
         """Whether the RHEL entitlement certificates are on this machine to mount."""
@@ -263,11 +284,14 @@ class Buildah:
 
     def build(self, spec: builds.BuildSpec, *, on_line: LineSink) -> str:
         output = _Output(on_line)
+        mode = self.isolation_mode()
+        config = replace(self.config, isolation=mode)
+        output.sink(f"build isolation: {isolation.describe(mode)}")
         with tempfile.TemporaryDirectory(prefix="layering-build-") as scratch:
             containerfile = Path(scratch, "Containerfile")
             containerfile.write_text(spec.containerfile)
             iidfile = Path(scratch, "iid")
-            argv = build_argv(self.config, spec, containerfile=containerfile, iidfile=iidfile)
+            argv = build_argv(config, spec, containerfile=containerfile, iidfile=iidfile)
             try:
                 self._run(argv, output, timeout=self.config.timeout_seconds)
             except _TimedOut:

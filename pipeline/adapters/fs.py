@@ -1,4 +1,8 @@
-"""Read a watched repository from a directory on disk into a repo.TreeListing. Does file I/O."""
+"""Read a watched repository from a directory on disk into a repo.TreeListing. Does file I/O.
+
+A file the repository model reads is `stat`ed before it is read: one over its size cap
+(core/repo_limits.py) is listed as oversized and never read, and a read stops one byte past the
+cap, so a file that grows meanwhile cannot make it read more."""
 
 from __future__ import annotations
 
@@ -6,7 +10,7 @@ import os
 import stat
 from pathlib import Path
 
-from pipeline.core import content_address, repo
+from pipeline.core import content_address, repo, repo_limits
 from pipeline.core.errors import InputError
 
 _SKIP_DIRS = {".git"}
@@ -35,8 +39,19 @@ def directory_tree_id(directory: Path) -> str:
     return content_address.tree_id(files)
 
 
-def listing(root: Path) -> repo.TreeListing:
-    """Gather images/, clusters/ and the files the repository model reads."""
+def _read_capped(path: Path, cap: int) -> bytes | int:
+    """The file's bytes, or its size when that is over `cap` (then it is not read)."""
+    size = path.stat().st_size
+    if size > cap:
+        return size
+    with path.open("rb") as handle:
+        content = handle.read(cap + 1)
+    return content if len(content) <= cap else max(size, len(content))
+
+
+def listing(root: Path, caps: repo_limits.FileCaps = repo_limits.DEFAULT_CAPS) -> repo.TreeListing:
+    """Gather images/, clusters/ and the files the repository model reads, each at most its
+    size cap."""
     if not root.is_dir():
         raise InputError(f"{root}: not a directory; pass --repo with a checkout of the repository")
     images_dir = root / repo.IMAGES_DIR
@@ -48,6 +63,7 @@ def listing(root: Path) -> repo.TreeListing:
     image_dirs: dict[str, str | None] = {}
     cluster_dirs: list[str] = []
     files: dict[str, bytes] = {}
+    oversized: dict[str, int] = {}
     if images_dir.is_dir():
         for entry in sorted(images_dir.iterdir()):
             if entry.is_dir():
@@ -66,11 +82,15 @@ def listing(root: Path) -> repo.TreeListing:
                 raise InputError(f"{relative}: is a symbolic link; commit the file itself")
             if path.is_file():
                 try:
-                    files[relative] = path.read_bytes()
+                    found = _read_capped(path, caps.cap_for(relative))
                 except OSError as exc:
                     raise InputError(f"{relative}: cannot be read ({exc.strerror})") from None
-    return repo.TreeListing(image_dirs, cluster_dirs, files)
+                if isinstance(found, int):
+                    oversized[relative] = found
+                else:
+                    files[relative] = found
+    return repo.TreeListing(image_dirs, cluster_dirs, files, oversized=oversized, caps=caps)
 
 
-def load(root: Path) -> repo.Repository:
-    return repo.parse(listing(root))
+def load(root: Path, caps: repo_limits.FileCaps = repo_limits.DEFAULT_CAPS) -> repo.Repository:
+    return repo.parse(listing(root, caps))

@@ -8,7 +8,8 @@ their locks), git_merge.py (merges without a work tree), git_errors.py (Git's fa
 
 Public API:
 
-    GitRepo.open(path) -> GitRepo               # existing work tree or bare repository
+    GitRepo.open(path, caps=...) -> GitRepo     # existing work tree or bare repository;
+                                                # `caps`: file size caps of its listings
     GitRepo.ensure_mirror(path, url) -> GitRepo # bare `--mirror` clone of `url` (from settings,
                                                 # never from a payload); reused when present
     repo.fetch(*refs) -> None                   # no refs: everything (pruned); a ref is a branch
@@ -38,7 +39,8 @@ Public API:
 Errors: unknown or malformed revisions and paths raise `InputError` (exit 2 in the CLI);
 `fetch`/`ensure_mirror` translate `git.GitCommandError` into `TemporaryError` (network, server
 5xx: retry) or `PermanentError` (no such ref, repository not found, authentication refused),
-with credentials stripped from every URL and only a tail of stderr kept.
+with credentials stripped from every URL and only a tail of stderr kept. Credentials in a URL
+reach neither git's argv nor the mirror's config (git_auth.py).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from types import TracebackType
 import git
 
 from pipeline.adapters import git_errors, git_merge, git_mirror, git_trees
-from pipeline.core import repo
+from pipeline.core import repo, repo_limits
 from pipeline.core.errors import InputError, PermanentError
 
 ZERO_SHA = "0" * 40
@@ -92,8 +94,12 @@ def _text(value: str | bytes) -> str:
 class GitRepo:
     """An open repository; see the module docstring for the API."""
 
-    def __init__(self, repository: git.Repo) -> None:
+    def __init__(
+        self, repository: git.Repo, *, caps: repo_limits.FileCaps = repo_limits.DEFAULT_CAPS
+    ) -> None:
         self._repo = repository
+        # the size caps its listings apply (a mirror's owner sets them from settings)
+        self.caps = caps
         self._repo.git.update_environment(**_GIT_ENV)
         # objects never change, so parsed trees and commits can be kept (bounded)
         self._trees: dict[str, git_trees.Entries] = {}
@@ -105,9 +111,11 @@ class GitRepo:
         self._commits.clear()
 
     @classmethod
-    def open(cls, path: Path | str) -> GitRepo:
+    def open(
+        cls, path: Path | str, *, caps: repo_limits.FileCaps = repo_limits.DEFAULT_CAPS
+    ) -> GitRepo:
         try:
-            return cls(git.Repo(path))
+            return cls(git.Repo(path), caps=caps)
         except git.NoSuchPathError:
             raise InputError(f"{path}: no such directory; pass a Git repository") from None
         except git.InvalidGitRepositoryError:
@@ -116,20 +124,12 @@ class GitRepo:
     @classmethod
     def ensure_mirror(cls, path: Path | str, url: str) -> GitRepo:
         """Open the bare mirror at `path`, cloning `url` into it first when it is missing.
-
-        `url` must come from settings: the service never fetches a URL taken from a payload.
-        """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # workers in several processes may make the first clone at once: one clones, the
-        # others wait on the lock and then open what it made
-        with git_mirror.file_lock(git_mirror.clone_lock(path)):
-            if git_mirror.is_repository(path):
-                mirror = cls.open(path)
-                git_mirror.keep_origin(mirror._repo, url)
-                return mirror
-            git_mirror.clone(url, path, env=_GIT_ENV)
-        return cls.open(path)
+        `url` must come from settings: the service never fetches a URL taken from a payload."""
+        remote = git_mirror.prepare(Path(path), url, env=_GIT_ENV)
+        mirror = cls.open(path)
+        # its fetches authenticate through the credential helper in their environment
+        mirror._repo.git.update_environment(**remote.env)
+        return mirror
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -203,6 +203,15 @@ class GitRepo:
         except ValueError:
             return None
         return _text(kind), data
+
+    def _blob_size(self, name: str) -> int | None:
+        """The size of the blob named `name`, or None when it is missing or not a blob; asked
+        of a `cat-file --batch-check` process, so an oversized blob is never read."""
+        try:
+            _, kind, size = self._repo.git.get_object_header(name)
+        except ValueError:
+            return None
+        return int(size) if _text(kind) == "blob" else None
 
     def _blob(self, name: str) -> bytes | None:
         """The content of the blob named `name`, or None when it is missing or not a blob."""
@@ -355,10 +364,17 @@ class GitRepo:
     ) -> repo.TreeListing:
         """What the repository model reads at `rev`. Every image directory is listed with its
         tree id; `images` limits whose Containerfile and image.yaml are read (None: all);
-        `machineconfigs=False` skips clusters/*/machineconfigs/."""
+        `machineconfigs=False` skips clusters/*/machineconfigs/. A file over its size cap
+        (`self.caps`) is listed as oversized, never read."""
         root, _ = self._commit_header(self.resolve(rev))
         return git_trees.listing(
-            self._tree, self._blob, root, images=images, machineconfigs=machineconfigs
+            self._tree,
+            self._blob,
+            root,
+            images=images,
+            machineconfigs=machineconfigs,
+            read_size=self._blob_size,
+            caps=self.caps,
         )
 
     def load(self, rev: str) -> repo.Repository:

@@ -1,6 +1,6 @@
 """GitHub REST API through PyGithub: commit statuses (the StatusPoster port), collaborator
-permission and pull request heads (the PullRequests port). Token or GitHub App installation
-auth; base URL from settings (GitHub Enterprise, tests). Does network I/O.
+permission and pull request heads and states (the PullRequests port). Token or GitHub App
+installation auth; base URL from settings (GitHub Enterprise, tests). Does network I/O.
 
 Rate limits (403/429 with Retry-After or X-RateLimit-Reset) and 5xx become TemporaryError with
 `retry_after`, so the Celery task retries; PyGithub's own sleeping retry is turned off so that a
@@ -167,6 +167,7 @@ class GitHubClient:
                 head_ref=pull.head.ref,
                 head_repository=head_repo.full_name if head_repo is not None else None,
                 base_ref=pull.base.ref,
+                state=pull.state,
             )
         except (GithubException, requests.RequestException) as exc:
             raise self._call_failed(f"pull request #{number}", exc) from exc

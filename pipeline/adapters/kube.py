@@ -6,6 +6,7 @@ ConfigMap; watch a pool until rolled out or degraded. Does network I/O.
     KubeClusters(settings.kubeconfig).connect("nonprod-admin")   # the same, as ports.Clusters
     cluster.pool("worker") / cluster.machineconfig("rendered-worker-…") / cluster.base_image()
     cluster.rollout_state("worker", expected_os_image_url=...)
+    cluster.running("worker")   # what the pool runs now: rendered osImageURL, settled or not
     cluster.watch_rollout("worker", expected_os_image_url=..., timeout=600, on_change=...)
 
 Errors: ApiException and connection failures become TemporaryError (5xx, 429, refused,
@@ -143,6 +144,15 @@ class KubeCluster:
                 f"{self._context!r}; check the pool names in cluster.yaml"
             )
         return self._state(pool_object, expected_os_image_url)
+
+    def running(self, pool: str) -> rollout.Running | None:
+        """What `pool` runs now, read afresh (the prod gate's check of its upstream)."""
+        pool_object = self.pool(pool)
+        if pool_object is None:
+            return None
+        return rollout.running(
+            pool_object, rendered_os_image_url=self.rendered_os_image_url(pool_object)
+        )
 
     def _state(self, pool_object: dict[str, Any], expected: str) -> rollout.RolloutState:
         return rollout.state(

@@ -8,13 +8,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.adapters import git as gitadapter
+from pipeline.core import repo_limits
 from pipeline.core.errors import TemporaryError
 
 
 class MirrorSource:
-    def __init__(self, workdir: Path, url: str | None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        url: str | None,
+        *,
+        caps: repo_limits.FileCaps = repo_limits.DEFAULT_CAPS,
+    ) -> None:
         self._url = url
         self._path = gitadapter.mirror_path(workdir, url or "")
+        self._caps = caps  # the file size caps of the mirror's listings
 
     @property
     def source(self) -> str:
@@ -28,6 +36,7 @@ class MirrorSource:
                 "LAYERING_REPO_URL is not set: no repository to fetch", retry_after=60
             )
         opened = gitadapter.GitRepo.ensure_mirror(self._path, self._url)
+        opened.caps = self._caps
         try:
             opened.fetch(*refs)
         except BaseException:

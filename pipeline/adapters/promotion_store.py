@@ -7,11 +7,19 @@ docker-compose.yml configures it) loses no verification. Keys (hashes, one JSON 
 `layering:verifications:<cluster>` (digest ->), `layering:promoted:<cluster>` (pool ->),
 `layering:rollouts:<cluster>` (pool ->), `layering:drift` (cluster ->), `layering:gates`
 (`<environment>#<pr>` ->).
+
+Verifications are what the prod gate trusts, so each carries an HMAC-SHA256 (core/verification.py)
+under LAYERING_VERIFICATION_KEY, a key that lives in the services' settings and never in Redis:
+one written by anything without the key (a build step that reached Redis) is ignored and
+logged. A store that writes refuses to be built without a key (`verification_key` says how to
+make one): a key generated per process would not verify in the others. A read-only store
+without a key (the dashboard, `layering status`) trusts no verification at all.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Collection
 from dataclasses import asdict
 from typing import Any
@@ -19,7 +27,10 @@ from typing import Any
 import redis
 
 from pipeline.core import drift, gate, pool_status, rollout, verification
-from pipeline.core.errors import TemporaryError
+from pipeline.core.errors import InputError, TemporaryError
+from pipeline.core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 VERIFICATIONS = "layering:verifications:"
 PROMOTED = "layering:promoted:"
@@ -28,19 +39,67 @@ DRIFT = "layering:drift"
 GATES = "layering:gates"
 
 
-class PromotionStore:
-    """The ports.PromotionStore of the workers, and what the CLI and the web process read."""
+def verification_key(settings: Settings) -> bytes:
+    """LAYERING_VERIFICATION_KEY as bytes; InputError saying how to make one when it is
+    missing or too short."""
+    secret = settings.verification_key
+    key = secret.get_secret_value().encode() if secret is not None else b""
+    if len(key) < verification.MIN_KEY_BYTES:
+        state = "is not set" if not key else f"is shorter than {verification.MIN_KEY_BYTES} bytes"
+        raise InputError(
+            f"LAYERING_VERIFICATION_KEY {state}: it signs the verifications the prod gate "
+            "trusts. Make one with `python3 -c 'import secrets; print(secrets.token_hex(32))'` "
+            "and give the same value to every worker, the web service and the CLI (a secret "
+            "in compose or Kubernetes; `layering up` keeps one in its workdir); never store "
+            "it in Redis"
+        )
+    return key
 
-    def __init__(self, client: redis.Redis[bytes]) -> None:
+
+class PromotionStore:
+    """The ports.PromotionStore of the workers, and what the CLI and the web process read.
+    `key` signs the verifications it writes and checks those it reads; None: read-only, and
+    no verification is trusted."""
+
+    def __init__(self, client: redis.Redis[bytes], *, key: bytes | None) -> None:
+        if key is not None and len(key) < verification.MIN_KEY_BYTES:
+            raise InputError(
+                f"a verification key of at least {verification.MIN_KEY_BYTES} bytes is needed"
+            )
         self._client = client
+        self._key = key
 
     @property
     def client(self) -> redis.Redis[bytes]:
         return self._client
 
     @classmethod
-    def from_url(cls, url: str) -> PromotionStore:
-        return cls(redis.Redis.from_url(url))
+    def from_url(cls, url: str, *, key: bytes | None) -> PromotionStore:
+        return cls(redis.Redis.from_url(url), key=key)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        client: redis.Redis[bytes] | None = None,
+        signing: bool = True,
+    ) -> PromotionStore:
+        """On `client`, else a new client for LAYERING_REDIS_URL. `signing` (a writer):
+        InputError without LAYERING_VERIFICATION_KEY; a reader without one trusts nothing."""
+        configured = signing or settings.verification_key is not None
+        key = verification_key(settings) if configured else None
+        if key is None:
+            log.warning("LAYERING_VERIFICATION_KEY is not set: no verification is trusted or shown")
+        return cls(client or redis.Redis.from_url(settings.redis_url.get_secret_value()), key=key)
+
+    def _signing_key(self) -> bytes:
+        if self._key is None:
+            raise InputError(
+                "this promotion store has no LAYERING_VERIFICATION_KEY: it cannot sign "
+                "verifications"
+            )
+        return self._key
 
     def _call(self, action: str, *args: Any) -> Any:
         try:
@@ -55,26 +114,54 @@ class PromotionStore:
     # -- verifications ----------------------------------------------------------------------
 
     def record_verification(self, proven: verification.Verification) -> bool:
-        """Store it; True when it changes what the store said (gates then re-evaluate)."""
+        """Store it, signed; True when it changes what the store said (gates then
+        re-evaluate). A previous record that does not verify counts as none."""
         key = f"{VERIFICATIONS}{proven.cluster}"
-        value = json.dumps(asdict(proven), sort_keys=True)
+        value = json.dumps(verification.signed(self._signing_key(), proven), sort_keys=True)
         previous: bytes | None = self._call("hget", key, proven.digest)
-        if previous is not None:
-            old = json.loads(previous)
-            if old["healthy"] and proven.healthy:
-                return False  # the first healthy time stands: soak counts from there
+        old = self._trusted(key, proven.digest, previous) if previous is not None else None
+        if old is not None and old.healthy and proven.healthy:
+            return False  # the first healthy time stands: soak counts from there
         self._call("hset", key, proven.digest, value)
         return True
 
     def verifications(
         self, clusters: Collection[str]
     ) -> dict[tuple[str, str], verification.Verification]:
+        """The verifications of `clusters` whose MAC verifies (the others are logged)."""
         found: dict[tuple[str, str], verification.Verification] = {}
+        if self._key is None:
+            return found
         for cluster in sorted(set(clusters)):
-            for digest, value in self._load_hash(f"{VERIFICATIONS}{cluster}").items():
-                value["method"] = verification.VerificationMethod(value["method"])
-                found[(cluster, digest)] = verification.Verification(**value)
+            key = f"{VERIFICATIONS}{cluster}"
+            raw: dict[bytes, bytes] = self._call("hgetall", key)
+            for field, value in sorted(raw.items()):
+                proven = self._trusted(key, field.decode(errors="replace"), value)
+                if proven is not None:
+                    found[(cluster, proven.digest)] = proven
         return found
+
+    def _trusted(self, key: str, field: str, value: bytes) -> verification.Verification | None:
+        """The stored verification when it is well-formed, signed with our key and filed under
+        its own cluster and digest; else None, logged (a forged or altered record)."""
+        try:
+            document = json.loads(value)
+        except ValueError:
+            document = None
+        proven = (
+            verification.trusted(self._key, document)
+            if self._key is not None and isinstance(document, dict)
+            else None
+        )
+        if proven is None or (f"{VERIFICATIONS}{proven.cluster}", proven.digest) != (key, field):
+            log.warning(
+                "ignoring verification %s[%s]: its MAC does not verify with "
+                "LAYERING_VERIFICATION_KEY (forged, altered, or written with another key)",
+                key,
+                field[:80],
+            )
+            return None
+        return proven
 
     # -- promoted images and rollouts -------------------------------------------------------
 

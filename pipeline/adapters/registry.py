@@ -1,7 +1,10 @@
 """Read-only registry queries through skopeo (so the host's registries.conf, certificates and the
-authfile apply): does a tag exist, and what is its manifest digest, without pulling. Does I/O.
+authfile apply): does a tag exist, what is its manifest digest, is a digest still served, and
+what labels does an image's config carry, without pulling. Does I/O.
 
     Registry.from_settings(settings).digest_of("host/repo:tag") -> "sha256:…" | None
+    registry.digest_of("host/repo@sha256:…") -> the same digest while the registry serves it
+    registry.image_of("host/repo:tag") -> RegistryImage(digest, labels) | None
 
 Errors: a missing tag or repository -> None; 5xx, refused, reset, timeouts -> TemporaryError
 naming the registry; credentials refused -> PermanentError. Messages carry a scrubbed tail of
@@ -18,7 +21,7 @@ from pathlib import Path
 
 import sh
 
-from pipeline.core import buildah_output, names, redaction
+from pipeline.core import buildah_output, builds, names, redaction
 from pipeline.core.errors import PermanentError, TemporaryError
 from pipeline.core.settings import Settings
 
@@ -51,16 +54,49 @@ class Registry:
 
     def digest_of(self, reference: str) -> str | None:
         """The sha256 of the manifest bytes `reference` names (what a push by digest gives)."""
+        manifest = self._inspect(reference, "--raw")
+        return None if manifest is None else _sha256(manifest)
+
+    def image_of(self, reference: str) -> builds.RegistryImage | None:
+        """The manifest digest under `reference` and the labels of its config, the config read
+        by that digest (so a tag moved in between cannot mix two images). A manifest without a
+        config (an index) has no labels: it is not an image a build pushed."""
+        manifest = self._inspect(reference, "--raw")
+        if manifest is None:
+            return None
+        digest = _sha256(manifest)
+        try:
+            document = json.loads(manifest)
+        except ValueError:
+            document = None
+        config = document.get("config") if isinstance(document, dict) else None
+        if not isinstance(config, dict) or not config.get("digest"):
+            return builds.RegistryImage(digest, {})
+        ref = names.parse_image_ref(reference)
+        raw = self._inspect(f"{ref.repository}@{digest}", "--config", "--raw")
+        try:
+            found = json.loads(raw) if raw is not None else {}
+        except ValueError:
+            found = {}
+        labels = ((found if isinstance(found, dict) else {}).get("config") or {}).get("Labels")
+        if not isinstance(labels, dict):
+            return builds.RegistryImage(digest, {})
+        return builds.RegistryImage(
+            digest, {str(k): str(v) for k, v in labels.items() if isinstance(v, str)}
+        )
+
+    def _inspect(self, reference: str, *flags: str) -> bytes | None:
+        """What `skopeo inspect FLAGS` prints for `reference`; None when it does not exist."""
         ref = names.parse_image_ref(reference)
         argv = []
         if self.registries_conf is not None:
             argv += ["--registries-conf", str(self.registries_conf)]
-        argv += ["inspect", "--raw", "--retry-times", "0"]
+        argv += ["inspect", *flags, "--retry-times", "0"]
         if self.authfile is not None:
             argv += ["--authfile", str(self.authfile)]
         argv.append(f"docker://{ref}")
         try:
-            manifest: bytes = sh.Command(self.command)(
+            output: bytes = sh.Command(self.command)(
                 *argv, _timeout=self.timeout, _return_cmd=True, _tty_out=False
             ).stdout
         except sh.TimeoutException:
@@ -69,11 +105,11 @@ class Registry:
                 f"while inspecting {ref}"
             ) from None
         except sh.ErrorReturnCode as exc:
-            output = exc.stderr.decode(errors="replace")
-            kind = buildah_output.classify(output)
+            stderr = exc.stderr.decode(errors="replace")
+            kind = buildah_output.classify(stderr)
             if kind is buildah_output.Failure.MISSING:
                 return None
-            detail = redaction.scrub(output.strip()[-600:], self.secrets)
+            detail = redaction.scrub(stderr.strip()[-600:], self.secrets)
             host = registry_host(str(ref))
             if kind is buildah_output.Failure.AUTH:
                 raise PermanentError(
@@ -83,7 +119,11 @@ class Registry:
             if kind is buildah_output.Failure.TEMPORARY:
                 raise TemporaryError(f"registry {host} unavailable: {detail}") from None
             raise PermanentError(f"registry {host}: cannot inspect {ref}: {detail}") from None
-        return "sha256:" + hashlib.sha256(manifest).hexdigest()
+        return output
+
+
+def _sha256(manifest: bytes) -> str:
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()
 
 
 def registry_host(reference: str) -> str:

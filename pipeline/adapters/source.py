@@ -19,7 +19,7 @@ import sh
 
 from pipeline.adapters import fs
 from pipeline.adapters import git as gitadapter
-from pipeline.core import builds, names, redaction, repo
+from pipeline.core import builds, names, redaction, repo, repo_limits
 from pipeline.core.errors import InputError, PermanentError
 from pipeline.core.settings import Settings
 
@@ -29,13 +29,24 @@ class CheckoutLoader:
     mirror of `repo_url` is cloned or fetched first when it lacks the commit: the event task
     that fetched it may have run on another machine."""
 
-    def __init__(self, *, workdir: Path | None = None, repo_url: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        workdir: Path | None = None,
+        repo_url: str | None = None,
+        caps: repo_limits.FileCaps = repo_limits.DEFAULT_CAPS,
+    ) -> None:
         self.workdir = workdir
         self.repo_url = repo_url
+        self.caps = caps  # file size caps of the repository files a checkout reads
 
     @classmethod
     def from_settings(cls, settings: Settings) -> CheckoutLoader:
-        return cls(workdir=settings.workdir, repo_url=settings.repo_url)
+        return cls(
+            workdir=settings.workdir,
+            repo_url=settings.repo_url,
+            caps=repo_limits.from_settings(settings),
+        )
 
     @contextmanager
     def checkout(
@@ -44,7 +55,7 @@ class CheckoutLoader:
         if commit_sha is not None and self._is_mirror(source):
             assert self.repo_url is not None
             gitadapter.ensure_commit(source, self.repo_url, commit_sha)
-        with checkout(source, image=image, commit_sha=commit_sha) as loaded:
+        with checkout(source, image=image, commit_sha=commit_sha, caps=self.caps) as loaded:
             yield loaded
 
     def _is_mirror(self, source: Path) -> bool:
@@ -55,16 +66,22 @@ class CheckoutLoader:
 
 
 @contextmanager
-def checkout(root: Path, *, image: str, commit_sha: str | None = None) -> Iterator[builds.Checkout]:
+def checkout(
+    root: Path,
+    *,
+    image: str,
+    commit_sha: str | None = None,
+    caps: repo_limits.FileCaps = repo_limits.DEFAULT_CAPS,
+) -> Iterator[builds.Checkout]:
     """`root` at `commit_sha` (a Git work tree or bare mirror), or as it is on disk when no
     commit is given. The build context of a commit is exported to a temporary directory and
     removed on exit."""
     if not names.is_dns_label(image):
         raise InputError(f"image name {image!r} must be a DNS label (a-z, 0-9, '-')")
     if commit_sha is None:
-        yield builds.Checkout(fs.load(root), root / repo.IMAGES_DIR / image)
+        yield builds.Checkout(fs.load(root, caps), root / repo.IMAGES_DIR / image)
         return
-    with gitadapter.GitRepo.open(root) as git_repo:
+    with gitadapter.GitRepo.open(root, caps=caps) as git_repo:
         commit = git_repo.resolve(commit_sha)
         repository = repo.parse(git_repo.listing(commit, images=[image], machineconfigs=False))
     directory = Path(tempfile.mkdtemp(prefix=f"layering-{image}-"))

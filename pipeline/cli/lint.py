@@ -2,7 +2,9 @@
 Reads the repository directory; prints text, JSON or GitHub Actions annotations.
 
 Exit codes: 0 clean (warnings allowed), 1 when any finding is an error, 2 on unusable input
-(no such directory, unknown --image)."""
+(no such directory, unknown --image, a malformed LAYERING_ setting). Hostile repository content
+(a YAML bomb, an oversized file) is a finding (LAY006) naming the file, never an internal error.
+The size caps come from LAYERING_REPO_CONTAINERFILE_MAX_BYTES and LAYERING_REPO_YAML_MAX_BYTES."""
 
 from __future__ import annotations
 
@@ -12,9 +14,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from pipeline.adapters import fs
+from pipeline.adapters import environment, fs
 from pipeline.cli import EXIT_FINDINGS, EXIT_OK
-from pipeline.core import lint
+from pipeline.core import lint, repo_limits
 from pipeline.core.errors import InputError
 
 FORMATS = ("text", "json", "github")
@@ -80,8 +82,9 @@ def _print_text(report: lint.Report) -> None:
 
 def run(args: argparse.Namespace) -> int:
     root: Path = args.repo
+    caps = repo_limits.from_settings(environment.load_settings())
     try:
-        repository = fs.load(root)
+        repository = fs.load(root, caps)
     except OSError as exc:
         where = exc.filename or root
         raise InputError(f"{where}: cannot read: {exc.strerror or exc}") from None

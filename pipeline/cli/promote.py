@@ -13,12 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.adapters import branch_writer, promotion_store, registry
+from pipeline.adapters import branch_writer, build_records, kube, promotion_store, registry
 from pipeline.adapters.environment import load_settings
 from pipeline.cli import EXIT_FINDINGS, EXIT_OK
 from pipeline.core import commit_status, promotion, promotion_commit, promotion_report, repo
 from pipeline.core.errors import InputError
 from pipeline.flows import promote as promote_flow
+from pipeline.flows import promotion_inputs
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +183,13 @@ def run(args: argparse.Namespace) -> int:
     if not given:
         raise InputError("no repository: pass --repo or set LAYERING_REPO_URL")
     url = repository_url(given)
-    store = promotion_store.PromotionStore.from_url(settings.redis_url.get_secret_value())
-    source = registry.Registry.from_settings(settings)
+    store = promotion_store.PromotionStore.from_settings(settings)
+    sources = promotion_inputs.Sources(
+        registry=registry.Registry.from_settings(settings),
+        store=store,
+        built=build_records.BuildStore.from_settings(settings),
+        clusters=kube.KubeClusters(settings.kubeconfig),
+    )
     plan: promotion.PromotionPlan | None
     before: repo.Repository | None
     with tempfile.TemporaryDirectory(prefix="layering-promote-") as scratch:
@@ -205,8 +211,7 @@ def run(args: argparse.Namespace) -> int:
                             model,
                             environment=args.env,
                             source_commit=head,
-                            registry=source,
-                            store=store,
+                            sources=sources,
                             now=time.time(),
                         ),
                         model,
@@ -222,8 +227,7 @@ def run(args: argparse.Namespace) -> int:
                 "0" * 40,
                 args.env,
                 writer=writer,
-                registry=source,
-                store=store,
+                sources=sources,
                 reporter=LoggedStatuses(),
                 now=time.time,
             )

@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
             model = reader.load(args.rev)
     else:
         model = fs.load(args.repo)
-    store = promotion_store.PromotionStore.from_url(settings.redis_url.get_secret_value())
+    store = promotion_store.PromotionStore.from_settings(settings, signing=False)
     rows = pool_status.status_rows(model, store.pool_records(model.clusters), now=time.time())
     if args.format == "json":
         print(json.dumps(rows, indent=2))

@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         concurrency=args.concurrency,
         buildah_storage=settings.buildah_root is None,
+        # only when set in the environment: otherwise `up` probes for oci (services.py)
+        isolation=(
+            settings.buildah_isolation if "buildah_isolation" in settings.model_fields_set else None
+        ),
     )
     mode = settings.repo_url or "a local sandbox repository"
 
@@ -86,7 +90,8 @@ def next_steps(started: workdir.Started, default_branch: str) -> Text:
         ("Dashboard", started.dashboard_url),
         ("Webhook", f"{started.webhook_url} (GitHub: {github_url})"),
         ("Registry", f"http://{started.registry_host}"),
-        ("Redis", started.redis_url),
+        ("Redis", f"{started.redis_url} (password in {started.redis_password_file})"),
+        ("Isolation", f"builds run with {started.build_isolation} isolation"),
         ("Logs", str(started.workdir / "logs")),
         *((("Clone URL", started.clone_url),) if started.clone_url else ()),
     ):

@@ -1,5 +1,9 @@
 """`layering worker [--queues …] [--concurrency N] [--pool prefork|solo]`: a Celery worker for
-workers.app (events, builds and promotions by default). Does I/O (runs until stopped)."""
+workers.app (events, builds and promotions by default). Before it takes a task it checks what
+its queues need (workers/startup.py): a `builds` worker resolves the build isolation (oci by
+probe, or chroot when set, with a WARNING) and stops with the reason when the host cannot give
+what is asked; a `promotions` worker stops without LAYERING_VERIFICATION_KEY. Does I/O (runs
+until stopped)."""
 
 from __future__ import annotations
 

@@ -1,11 +1,16 @@
 """Builds as data: the request for one (image, cluster) build, its inputs (Checkout) and spec
-(BuildSpec), and the build record with its states and the allowed transitions between them.
-No I/O (time is passed in)."""
+(BuildSpec), the build record with its states and the allowed transitions between them, and
+what a build pushed for its key (BuiltImage, signed when stored: promotion takes that digest,
+never the tag) with when a tag may be reused instead of building (reuse_problem). No I/O (time
+is passed in)."""
 
 from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
+import hmac
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -231,6 +236,74 @@ class BuildSpec:
     build_args: Mapping[str, str]
     labels: Mapping[str, str]
     entitlement: bool = False
+
+    @property
+    def repository(self) -> str:
+        """`target` without its tag: where the build's manifests live."""
+        return self.target.rsplit(":", 1)[0] if _has_tag(self.target) else self.target
+
+
+@dataclass(frozen=True)
+class RegistryImage:
+    """What the registry serves under a reference: the manifest digest and its config's labels."""
+
+    digest: str
+    labels: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """The manifest a build of `build_key` pushed (or reused, its labels checked) to
+    `repository`. Promotion takes this digest, never what the tag names later: anyone who can
+    push to the registry can move a tag."""
+
+    build_key: str
+    repository: str
+    digest: str
+    build_id: str = ""
+    recorded_at: float = 0.0
+
+
+BUILT_MAC_FIELD = "mac"
+
+
+def signed_built(key: bytes, built: BuiltImage) -> dict[str, Any]:
+    """The stored form of a BuiltImage: its fields plus an HMAC-SHA256 over all of them, under
+    the services' key (LAYERING_VERIFICATION_KEY), which no build can reach."""
+    document: dict[str, Any] = dataclasses.asdict(built)
+    document[BUILT_MAC_FIELD] = _built_mac(key, document)
+    return document
+
+
+def trusted_built(key: bytes, stored: Mapping[str, Any]) -> BuiltImage | None:
+    """The BuiltImage in a stored document when its MAC is right; else None (unsigned, forged,
+    altered, or written with another key)."""
+    document = dict(stored)
+    given = document.pop(BUILT_MAC_FIELD, None)
+    if not isinstance(given, str) or not hmac.compare_digest(given, _built_mac(key, document)):
+        return None
+    try:
+        return BuiltImage(**document)
+    except TypeError:
+        return None
+
+
+def _built_mac(key: bytes, document: Mapping[str, Any]) -> str:
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(key, canonical, hashlib.sha256).hexdigest()
+
+
+def reuse_problem(spec: BuildSpec, found: RegistryImage) -> str:
+    """Why the image already under `spec.target` is not this build ("" when it is): build keys
+    are predictable, so a tag is reused only when it carries the build's key and base digest."""
+    for label in (LABEL_BUILD_KEY, LABEL_BASE_DIGEST):
+        expected = spec.labels.get(label, "")
+        actual = found.labels.get(label, "")
+        if not actual:
+            return f"its config has no {label} label"
+        if actual != expected:
+            return f"its {label} label is {actual}, not {expected}"
+    return ""
 
 
 def build_spec(

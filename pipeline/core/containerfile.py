@@ -1,5 +1,8 @@
 """Containerfile text -> stages, FROM references (with ARG substitution), RUN commands and the
-packages they install. Built on dockerfile-parse. No I/O."""
+packages they install. Built on dockerfile-parse. No I/O.
+
+Containerfiles come from forks too: every pattern here runs in time linear in the text it is
+given (tests/security/test_regex_budgets.py feeds each 128 KiB of its worst input)."""
 
 from __future__ import annotations
 
@@ -12,9 +15,10 @@ from dataclasses import dataclass
 
 from dockerfile_parse import DockerfileParser
 
-_VARIABLE = re.compile(
-    r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?P<modifier>:[-+][^}]*)?\}|(?P<plain>[A-Za-z_][A-Za-z0-9_]*))"
-)
+from pipeline.core import containerfile_variables
+
+# ARG substitution, under the name callers use (containerfile.substitute)
+substitute = containerfile_variables.substitute
 _COMMAND_SEPARATORS = {"&&", "||", ";", "|", "&"}
 _KEYWORDS = {
     "ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL",
@@ -76,28 +80,6 @@ class Containerfile:
             seen.add(parent.index)
             stage = parent
         return stage
-
-
-def substitute(text: str, variables: Mapping[str, str | None]) -> str | None:
-    """Expand $VAR, ${VAR}, ${VAR:-default}, ${VAR:+alt}; None when a variable has no value."""
-    missing = False
-
-    def expand(match: re.Match[str]) -> str:
-        nonlocal missing
-        name = match.group("braced") or match.group("plain")
-        value = variables.get(name)
-        modifier = match.group("modifier")
-        if modifier and modifier.startswith(":-"):
-            return value if value else modifier[2:]
-        if modifier and modifier.startswith(":+"):
-            return modifier[2:] if value else ""
-        if value is None:
-            missing = True
-            return ""
-        return value
-
-    result = _VARIABLE.sub(expand, text)
-    return None if missing else result
 
 
 def _parse_arg(value: str) -> tuple[str, str | None]:
@@ -243,7 +225,8 @@ def commands(shell_text: str) -> list[list[str]]:
     return [argv for argv in simple if argv]
 
 
-_RUN_FLAG = re.compile(r"^--(?:mount|network|security)(?:=\S*)?\s+")
+# matched at a position (no `^`): flags are skipped without copying the rest of the text
+_RUN_FLAG = re.compile(r"--(?:mount|network|security)(?:=\S*)?\s+")
 _SHELLS = {"sh", "bash", "dash", "zsh"}
 
 
@@ -251,12 +234,14 @@ def run_argv_text(instruction: Instruction) -> str:
     """A RUN's shell text without RUN flags (`--mount=...`); exec form (JSON array) is joined
     back into words, and `["/bin/sh", "-c", "script"]` becomes the script."""
     value = instruction.value.strip()
-    while match := _RUN_FLAG.match(value):
-        value = value[match.end() :]
+    position = 0
+    while match := _RUN_FLAG.match(value, position):
+        position = match.end()
+    value = value[position:]
     if value.startswith("["):
         try:
             words = json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the recursion limit
             return value
         if isinstance(words, list):
             argv = [str(w) for w in words]
@@ -352,14 +337,16 @@ def installs(stage: Stage) -> list[Install]:
     return [install for run in stage.runs for install in run_installs(run)]
 
 
-_NEVRA = re.compile(r"^(?P<name>.+?)-(?:\d+:)?[^-]+-[^-]+\.[A-Za-z0-9_]+\.rpm$")
+# name-[epoch:]version-release.arch.rpm; the name is the shortest prefix that leaves exactly
+# version and release (neither holds a `-`), so the lazy name tries each `-` once
+_NEVRA = re.compile(r"(?P<name>.+?)-(?:[0-9]+:)?[^-]+-[^-]+\.[A-Za-z0-9_]+\.rpm")
 
 
 def package_name(spec: str) -> str:
     """The RPM name a package argument installs: `kernel-rt-core`, `htop-3.3.0-1.el9` stays as
     written, `https://…/fish-3.3.1-3.el9.x86_64.rpm` -> `fish`."""
     base = spec.rstrip("/").rsplit("/", 1)[-1]
-    match = _NEVRA.match(base)
+    match = _NEVRA.fullmatch(base)
     if match:
         return match.group("name")
     return base.removesuffix(".rpm")

@@ -22,9 +22,11 @@ EVENT_HEADER = "x-github-event"
 DELIVERY_HEADER = "x-github-delivery"
 HOOK_ID_HEADER = "x-github-hook-id"
 INSTALLATION_HEADER = "x-github-hook-installation-target-id"
-_SHA = re.compile(r"^[0-9a-f]{40}$")
-_DELIVERY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
-_HOOK_ID = re.compile(r"^[0-9]{1,20}$")
+# matched whole (`fullmatch`): `$` would also accept a trailing newline, and a sha is later one
+# line of `git cat-file --batch`
+_SHA = re.compile(r"[0-9a-f]{40}")
+_DELIVERY = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_HOOK_ID = re.compile(r"[0-9]{1,20}")
 # GitHub's largest ids are far below this; a number beyond it is not a pull request
 MAX_NUMBER = 2**53
 # how much of a sender-chosen name (ref, event name) an answer echoes back
@@ -86,10 +88,12 @@ class RawPullRequestEvent(TypedDict):
 class RawComment(TypedDict):
     body: str
     user: RawOwner
+    created_at: NotRequired[str]
 
 
 class RawIssue(TypedDict):
     number: int
+    state: NotRequired[str]
     pull_request: NotRequired[dict[str, Any]]
 
 
@@ -154,6 +158,8 @@ class IssueComment:
     on_pull_request: bool
     body: str
     user: str
+    created_at: str | None = None  # ISO 8601, GitHub's clock (what /ok-to-test is bound to)
+    state: str = "open"  # the issue's (pull request's) state: "open" or "closed"
 
 
 @dataclass(frozen=True)
@@ -198,10 +204,10 @@ def delivery_key(headers: Mapping[str, str]) -> str | Rejection:
     delivery = headers.get(DELIVERY_HEADER, "").strip()
     if not delivery:
         return Rejection(400, "missing X-GitHub-Delivery header")
-    if not _DELIVERY.match(delivery):
+    if not _DELIVERY.fullmatch(delivery):
         return Rejection(400, "malformed X-GitHub-Delivery header")
     hook = headers.get(HOOK_ID_HEADER, "").strip() or headers.get(INSTALLATION_HEADER, "").strip()
-    if hook and not _HOOK_ID.match(hook):
+    if hook and not _HOOK_ID.fullmatch(hook):
         return Rejection(400, "malformed X-GitHub-Hook-ID header")
     return f"{hook or '-'}:{delivery}"
 
@@ -235,7 +241,7 @@ def _str(payload: Mapping[str, Any], *path: str) -> str:
 
 def _sha(payload: Mapping[str, Any], *path: str) -> str:
     value = _str(payload, *path)
-    if not _SHA.match(value):
+    if not _SHA.fullmatch(value):
         raise _Malformed(f"field {'.'.join(path)} must be a 40-hex commit id")
     return value
 
@@ -307,7 +313,17 @@ def _issue_comment(payload: Mapping[str, Any]) -> IssueComment:
         on_pull_request=isinstance(issue, Mapping) and issue.get("pull_request") is not None,
         body=_str(payload, "comment", "body"),
         user=_str(payload, "comment", "user", "login"),
+        created_at=_optional_str(payload, "comment", "created_at"),
+        state=_optional_str(payload, "issue", "state") or "open",
     )
+
+
+def _optional_str(payload: Mapping[str, Any], *path: str) -> str | None:
+    """A string field that may be missing or null (None); any other type is malformed."""
+    value = _object(payload, *path[:-1]).get(path[-1])
+    if value is not None and not isinstance(value, str):
+        raise _Malformed(f"field {'.'.join(path)} must be a string")
+    return value
 
 
 class _NotJson(ValueError):

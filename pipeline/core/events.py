@@ -8,8 +8,8 @@ This module is the one API of webhook handling: the verification and parsing of 
 
 from __future__ import annotations
 
+import datetime
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from pipeline.core import deliveries, tasks
@@ -41,6 +41,7 @@ parse = deliveries.parse
 
 ENV_BRANCH_PREFIX = "env/"
 OK_TO_TEST = "/ok-to-test"
+_FULL_SHA = re.compile(r"[0-9a-f]{40}")
 BUILD_ACTIONS = frozenset({"opened", "synchronize", "reopened"})
 
 
@@ -85,10 +86,13 @@ class ClosePullRequest:
 
 @dataclass(frozen=True)
 class OkToTest:
-    """A maintainer asked to build a (fork) pull request; the worker checks the permission."""
+    """A maintainer asked to build a (fork) pull request: the commit `sha` names, else its head
+    as of `commented_at` (core/approval.py); the worker checks the permission."""
 
     number: int
     user: str
+    sha: str | None = None
+    commented_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -131,13 +135,7 @@ def environment_of(branch: str) -> str | None:
     return None
 
 
-def _never(message: str, environment: str) -> bool:
-    return False
-
-
-def _route_push(
-    push: Push, default_branch: str, is_promotion_commit: Callable[[str, str], bool]
-) -> Action:
+def _route_push(push: Push, default_branch: str) -> Action:
     branch = push.branch
     if branch is None:
         return Ignore(f"push to {echo(push.ref)!r}: only branches are built")
@@ -147,8 +145,8 @@ def _route_push(
         return BuildPush(branch=branch, before=push.before, after=push.after, forced=push.forced)
     environment = environment_of(branch)
     if environment is not None:
-        if push.head_message is not None and is_promotion_commit(push.head_message, environment):
-            return Ignore(f"push to {branch}: the pipeline's own promotion commit")
+        # every push is promoted, the pipeline's own too: a message (or its Layering-*
+        # trailers) proves nothing, and the promotion of an own commit has nothing to write
         return Promote(commit_sha=push.after, environment=environment, branch=branch)
     return Ignore(f"push to {echo(branch)!r}: neither {default_branch} nor env/<environment>")
 
@@ -175,13 +173,41 @@ def _route_pull_request(pull: PullRequest, default_branch: str) -> Action:
     return Ignore(f"pull request #{pull.number} into {echo(pull.base_ref)!r}")
 
 
+def _timestamp(text: str | None) -> float | None:
+    """Seconds since the epoch of an ISO 8601 time (UTC when it names no zone); None when
+    missing or malformed."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return moment.timestamp()
+
+
 def _route_comment(comment: IssueComment) -> Action:
     if comment.action != "created" or not comment.on_pull_request:
         return Ignore("comment not on a pull request")
     lines = comment.body.strip().splitlines()
-    if not lines or lines[0].strip() != OK_TO_TEST:
+    words = lines[0].split() if lines else []
+    if not words or words[0] != OK_TO_TEST:
         return Ignore("comment is not /ok-to-test")
-    return OkToTest(number=comment.number, user=comment.user)
+    if comment.state != "open":
+        return Ignore(f"pull request #{comment.number} is {echo(comment.state)}: not built")
+    named = words[1].lower() if len(words) == 2 else None
+    if len(words) > 2 or (named is not None and not _FULL_SHA.fullmatch(named)):
+        return Ignore(
+            f"{OK_TO_TEST} takes nothing or one full 40-hex commit sha, "
+            f"not {echo(' '.join(words[1:]))!r}"
+        )
+    return OkToTest(
+        number=comment.number,
+        user=comment.user,
+        sha=named,
+        commented_at=_timestamp(comment.created_at),
+    )
 
 
 def route(
@@ -190,7 +216,6 @@ def route(
     full_name: str | None,
     repo_url: str | None,
     default_branch: str,
-    is_promotion_commit: Callable[[str, str], bool] = _never,
 ) -> Action:
     """What the service does about an event (SPEC section 3)."""
     if isinstance(event, Ping):
@@ -200,7 +225,7 @@ def route(
     if not is_our_repository(event.repository, full_name=full_name, repo_url=repo_url):
         return Ignore("event for another repository")
     if isinstance(event, Push):
-        return _route_push(event, default_branch, is_promotion_commit)
+        return _route_push(event, default_branch)
     if isinstance(event, PullRequest):
         return _route_pull_request(event, default_branch)
     return _route_comment(event)
@@ -230,7 +255,9 @@ def task_for(action: Action, *, enqueued_at: float) -> tasks.TaskCall | None:
     if isinstance(action, ClosePullRequest):
         return tasks.ClosePullRequest(action.number, action.head_sha, enqueued_at).call()
     if isinstance(action, OkToTest):
-        return tasks.OkToTest(action.number, action.user, enqueued_at).call()
+        return tasks.OkToTest(
+            action.number, action.user, enqueued_at, action.sha, action.commented_at
+        ).call()
     if isinstance(action, Promote):
         return tasks.Promote(action.commit_sha, action.environment).call()
     if isinstance(action, Gate):

@@ -1,5 +1,6 @@
 """The gate of a pull request into an environment branch, decided as data (SPEC section 3): what
-merging it would promote, judged like a promotion -> `layering/gate/<environment>` success,
+merging it would promote, judged like a promotion under the rules in force on the branch head
+(promotion_policy.py; never the pull request's own) -> `layering/gate/<environment>` success,
 pending (only soak time is missing: re-checked when it is over) or failure; a merge that
 conflicts fails. Also the gates kept for re-evaluation when a verification changes. No I/O."""
 
@@ -9,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pipeline.core import commit_status, promotion, repo, verification
+from pipeline.core import commit_status, promotion, promotion_policy, repo, verification
 
 
 class GateState(StrEnum):
@@ -72,16 +73,18 @@ class MergeResult:
 
 
 def decide(
-    repository: repo.Repository,
+    rules: promotion_policy.InForce,
     *,
-    environment: str,
     lookups: Mapping[tuple[str, str], promotion.DigestLookup],
     verifications: Mapping[tuple[str, str], verification.Verification],
     now: float,
 ) -> GateDecision:
-    """`layering/gate/<environment>` for a pull request whose merge result is `repository`."""
-    if not repository.clusters_in(environment):
-        return GateDecision(GateState.SUCCESS, f"no cluster in environment {environment}")
+    """`layering/gate/<environment>` for a pull request whose merge result, under the rules
+    in force on env/<environment>, is `rules`."""
+    repository, environment = rules.repository, rules.environment
+    said = f"{rules.notice}: " if rules.notice else ""
+    if not repository.clusters_in(environment) and not rules.refusals:
+        return GateDecision(GateState.SUCCESS, f"{said}no cluster in environment {environment}")
     decided = promotion.plan(
         repository,
         environment=environment,
@@ -90,25 +93,31 @@ def decide(
         verifications=verifications,
         now=now,
     )
-    if not decided.refused:
+    refusals = (
+        *rules.refusals,
+        *decided.refusals,
+        *promotion_policy.edited(rules, decided.steps),
+    )
+    if not refusals:
         promoted = sum(1 for step in decided.steps if not isinstance(step, promotion.DeleteFile))
         return GateDecision(
-            GateState.SUCCESS, f"{promoted} pool(s) verified upstream and soaked; safe to merge"
+            GateState.SUCCESS,
+            f"{said}{promoted} pool(s) verified upstream and soaked; safe to merge",
         )
-    soaking = [r for r in decided.refusals if r.kind is promotion.RefusalKind.SOAKING]
-    if len(soaking) == len(decided.refusals):
+    soaking = [r for r in refusals if r.kind is promotion.RefusalKind.SOAKING]
+    if len(soaking) == len(refusals):
         remaining = max(
             _remaining(repository, r, verifications=verifications, now=now) for r in soaking
         )
         return GateDecision(
             GateState.PENDING,
-            f"soaking: {promotion.format_duration(remaining)} left; {soaking[0]}",
+            f"{said}soaking: {promotion.format_duration(remaining)} left; {soaking[0]}",
             remaining_seconds=remaining,
-            refusals=decided.refusals,
+            refusals=refusals,
         )
-    blocking = [r for r in decided.refusals if r not in soaking]
+    blocking = [r for r in refusals if r not in soaking]
     return GateDecision(
-        GateState.FAILURE, promotion.first_refusal(blocking), refusals=decided.refusals
+        GateState.FAILURE, said + promotion.first_refusal(blocking), refusals=refusals
     )
 
 

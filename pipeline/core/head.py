@@ -11,11 +11,11 @@ request's builds are all cancelled.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core import changes, commit_status, lint, repo
+from pipeline.core import changes, commit_status, head_lint, lint, lint_packages, repo
 
 ZERO_SHA = "0" * 40
 FORK_NOTE = "fork: lint only"
@@ -99,6 +99,7 @@ class PullHead:
     head_ref: str
     head_repository: str | None
     base_ref: str
+    state: str = "open"  # "open" or "closed" (merged pull requests are closed too)
 
 
 @dataclass(frozen=True)
@@ -168,18 +169,32 @@ def lint_images(plan: changes.Plan) -> list[str]:
 
 
 def lint_findings(
-    plan: changes.Plan, repository: repo.Repository | None
+    plan: changes.Plan,
+    repository: repo.Repository | None,
+    *,
+    on_image: Callable[[str], None] | None = None,
 ) -> dict[str, list[commit_status.LintFinding]]:
-    """image -> its findings, for the images `lint_images` names that `repository` holds."""
+    """image -> its findings, for the images `lint_images` names that `repository` holds:
+    its own, then those of the unreadable MachineConfigs of the clusters that use it (its
+    LAY004/LAY005 checks cannot read them; `layering lint` reports them repository-wide).
+    `on_image` hears each image's directory before it is linted (the lint subprocess names
+    it on stderr, so a limit hit names the image)."""
     found: dict[str, list[commit_status.LintFinding]] = {}
     if repository is None:
         return found
+    _, unreadable = lint_packages.read_machineconfigs(repository)
     for image in lint_images(plan):
         if image not in repository.images:
             continue
+        if on_image is not None:
+            on_image(repository.images[image].directory)
+        clusters = {cluster.name for cluster in repository.clusters_using(image)}
         found[image] = [
             commit_status.LintFinding(f.id, str(f.severity), f.path, f.line)
-            for f in lint.lint_image(repository, image)
+            for f in (
+                *lint.lint_image(repository, image),
+                *(f for f in unreadable if f.path.split("/")[1] in clusters),
+            )
         ]
     return found
 
@@ -312,3 +327,12 @@ def decide(
     keys = [target.build_key for target in plan.builds]
     cancels = supersede(previous, new_sha=sha, new_keys=keys, public_url=public_url)
     return Decision(tuple(statuses), tuple(to_build), cancels)
+
+
+def decide_stopped(
+    stopped: head_lint.Stopped, previous: Head | None, *, sha: str, public_url: str
+) -> Decision:
+    """Head `sha` whose plan and lint stopped before answering (a limit, a crash): a failed
+    `layering/lint` naming why, no builds, and the previous head's builds cancelled."""
+    cancels = supersede(previous, new_sha=sha, new_keys=(), public_url=public_url)
+    return Decision((head_lint.status(stopped),), cancels=cancels, note=stopped.description)

@@ -2,9 +2,9 @@
 file, line and a message that says how to fix it. No I/O.
 
 This module runs the rules and applies the waivers; the rules are in lint_rules.py (the
-Containerfile's own: LAY001-LAY003, LAY007, LAY008) and lint_packages.py (LAY004, LAY005), and
-LAY006 (repository configuration) is here. `Finding` lives in lint_finding.py and is named here
-too, as `lint.Finding`.
+Containerfile's own: LAY001-LAY003, LAY008), lint_remote.py (LAY007) and lint_packages.py
+(LAY004, LAY005), and LAY006 (repository configuration) is here. `Finding` lives in
+lint_finding.py and is named here too, as `lint.Finding`.
 
 Waivers: `allow:` in an image's image.yaml drops that image's findings of the waived rule from
 `findings`; they are kept apart in `Report.waived` (the CLI counts them in its summary, JSON
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from pipeline.core import containerfile, lint_finding, lint_packages, lint_rules, repo
+from pipeline.core import containerfile, lint_finding, lint_packages, lint_remote, lint_rules, repo
 
 # the finding type and severities, under the names callers use (lint.Finding, lint.ERROR)
 Severity = lint_finding.Severity
@@ -87,7 +87,7 @@ def _image_findings(
     findings.extend(lint_rules.pinning_findings(image, parsed))
     findings.extend(lint_rules.commit_findings(image, parsed))
     findings.extend(lint_packages.package_findings(image, parsed, clusters, machineconfigs))
-    findings.extend(lint_rules.remote_findings(image, parsed))
+    findings.extend(lint_remote.remote_findings(image, parsed))
     findings.extend(lint_rules.context_findings(image, parsed))
     return findings
 

@@ -1,26 +1,20 @@
 """The Containerfile's own lint rules, one function per rule, each taking the image and its
 parsed Containerfile and yielding findings: LAY001 (the final stage starts from the cluster's
 base), LAY002 (every other image reference is pinned by digest), LAY003 (the shipped stages end
-with `ostree container commit`), LAY007 (remote content is verified) and LAY008 (COPY/ADD stay
-inside the build context). The package rules (LAY004, LAY005) are in lint_packages.py. No I/O.
+with `ostree container commit`) and LAY008 (COPY/ADD stay inside the build context). LAY007
+(remote content is verified) is in lint_remote.py, the package rules (LAY004, LAY005) in
+lint_packages.py. No I/O.
 """
 
 from __future__ import annotations
 
 import json
 import posixpath
-import re
 from collections.abc import Iterator
 
 from pipeline.core import containerfile, lint_finding, names, repo
 
 _COMMIT_COMMANDS = (("ostree", "container", "commit"), ("bootc", "container", "lint"))
-_CHECKSUM_TOOLS = {"sha224sum", "sha256sum", "sha384sum", "sha512sum", "b2sum"}
-_FETCH_TOOLS = {"curl", "wget"}
-_PIPE_TO_SHELL = re.compile(r"\|\s*(?:sudo\s+)?(?:/\S*/)?(?:ba|da|z|k)?sh\b")
-_REMOTE = re.compile(r"^(?:https?|ftp)://", re.IGNORECASE)
-_GIT_SOURCE = re.compile(r"(?:^git@|\.git(?:#|$))")
-_COMMIT_REF = re.compile(r"#[0-9a-f]{40}(?::|$)")
 
 
 def lineage(parsed: containerfile.Containerfile) -> list[containerfile.Stage]:
@@ -46,7 +40,7 @@ def _is_stage_reference(
     return parent is not None and parent.index < stage.index
 
 
-def _flags_and_arguments(
+def flags_and_arguments(
     instruction: containerfile.Instruction,
 ) -> tuple[dict[str, str], list[str]]:
     """`COPY --from=x --chown=1:1 a b /dst` -> ({"--from": "x", ...}, ["a", "b", "/dst"])."""
@@ -59,7 +53,7 @@ def _flags_and_arguments(
     if rest.startswith("["):
         try:
             decoded = json.loads(rest)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the recursion limit
             decoded = None
         if isinstance(decoded, list):
             return flags, [str(word) for word in decoded]
@@ -192,7 +186,7 @@ def pinning_findings(
         for instruction in stage.instructions:
             if instruction.keyword not in ("COPY", "ADD"):
                 continue
-            source = _flags_and_arguments(instruction)[0].get("--from")
+            source = flags_and_arguments(instruction)[0].get("--from")
             if not source or _is_stage_reference(parsed, stage, source):
                 continue
             resolved = containerfile.substitute(source, parsed.global_args)
@@ -244,99 +238,6 @@ def commit_findings(
         )
 
 
-def remote_findings(
-    image: repo.Image, parsed: containerfile.Containerfile
-) -> Iterator[lint_finding.Finding]:
-    """LAY007: ADD of URLs, package installs from URLs and downloads, without a checksum."""
-    path = image.containerfile_path
-    for stage in parsed.stages:
-        for instruction in stage.instructions:
-            if instruction.keyword == "ADD":
-                yield from _add_findings(path, instruction)
-            elif instruction.keyword == "RUN":
-                yield from _run_remote_findings(path, instruction)
-
-
-def _add_findings(
-    path: str, instruction: containerfile.Instruction
-) -> Iterator[lint_finding.Finding]:
-    flags, arguments = _flags_and_arguments(instruction)
-    for source in arguments[:-1]:
-        if _GIT_SOURCE.search(source) or (source.startswith("git@")):
-            if not _COMMIT_REF.search(source):
-                yield lint_finding.Finding(
-                    "LAY007",
-                    lint_finding.ERROR,
-                    path,
-                    instruction.line,
-                    f"ADD {source} follows a branch or tag; pin the commit: "
-                    f"ADD <repository>.git#<40-hex commit>",
-                )
-        elif _REMOTE.match(source) and not flags.get("--checksum"):
-            yield lint_finding.Finding(
-                "LAY007",
-                lint_finding.ERROR,
-                path,
-                instruction.line,
-                f"ADD {source} is not pinned; add --checksum=sha256:<hex of the file>",
-            )
-
-
-def _run_remote_findings(
-    path: str, run: containerfile.Instruction
-) -> Iterator[lint_finding.Finding]:
-    text = containerfile.run_argv_text(run)
-    commands = containerfile.commands(text)
-    fetched = False
-    for index, argv in enumerate(commands):
-        tool = argv[0].rsplit("/", 1)[-1]
-        if tool in _FETCH_TOOLS and any("://" in w or "$" in w for w in argv[1:]):
-            if _PIPE_TO_SHELL.search(text):
-                yield lint_finding.Finding(
-                    "LAY007",
-                    lint_finding.ERROR,
-                    path,
-                    run.line,
-                    f"pipes a {tool} download into a shell, unverified; download to a file, "
-                    f"check it with `echo '<sha256>  <file>' | sha256sum -c`, then run it",
-                )
-                return
-            later = commands[index + 1 :]
-            if not any(_verifies(c) for c in later):
-                fetched = True
-    if fetched:
-        yield lint_finding.Finding(
-            "LAY007",
-            lint_finding.ERROR,
-            path,
-            run.line,
-            "downloads a file without checking it; follow the download with "
-            "`echo '<sha256>  <file>' | sha256sum -c` in the same RUN",
-        )
-    for install in containerfile.run_installs(run):
-        for spec in install.packages:
-            if _REMOTE.match(spec):
-                yield lint_finding.Finding(
-                    "LAY007",
-                    lint_finding.ERROR,
-                    path,
-                    run.line,
-                    f"{install.tool} {install.action} {spec} installs straight from the "
-                    f"network, unverified; download it (curl -fLo <file>), check it "
-                    f"(`echo '<sha256>  <file>' | sha256sum -c`) and install the local file",
-                )
-
-
-def _verifies(argv: list[str]) -> bool:
-    tool = argv[0].rsplit("/", 1)[-1]
-    options = set(argv[1:])
-    if tool in _CHECKSUM_TOOLS:
-        return bool(options & {"-c", "--check"})
-    if tool == "rpm":
-        return bool(options & {"-K", "--checksig"})
-    return tool == "gpgv" or (tool in ("gpg", "gpg2") and "--verify" in options)
-
-
 def context_findings(
     image: repo.Image, parsed: containerfile.Containerfile
 ) -> Iterator[lint_finding.Finding]:
@@ -346,7 +247,7 @@ def context_findings(
         for instruction in stage.instructions:
             if instruction.keyword not in ("COPY", "ADD"):
                 continue
-            flags, arguments = _flags_and_arguments(instruction)
+            flags, arguments = flags_and_arguments(instruction)
             if "--from" in flags:
                 continue
             for source in arguments[:-1]:

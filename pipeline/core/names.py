@@ -1,26 +1,29 @@
-"""Names and image references from outside: DNS labels, `repo@sha256:…` references. No I/O."""
+"""Names and image references from outside: DNS labels, `repo@sha256:…` references. No I/O.
+
+Every pattern is matched whole (`fullmatch`: `$` would also accept a trailing newline) and runs
+in time linear in its input: repeated parts are separated by characters they cannot match."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 # <host[:port]/>path components, lower-case, as the distribution spec allows them
 _REPOSITORY = re.compile(
-    r"^(?:(?P<host>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?"
-    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)$"
+    r"(?:(?P<host>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?"
+    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
 )
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
 
 
 def is_dns_label(name: str) -> bool:
-    return bool(DNS_LABEL.match(name))
+    return DNS_LABEL.fullmatch(name) is not None
 
 
 def is_digest(value: str) -> bool:
-    return bool(DIGEST.match(value))
+    return DIGEST.fullmatch(value) is not None
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,8 @@ def parse_image_ref(text: str) -> ImageRef:
     colon = rest.rfind(":")
     if colon > slash:
         rest, tag = rest[:colon], rest[colon + 1 :]
-        if not _TAG.match(tag):
+        if not _TAG.fullmatch(tag):
             raise ValueError(f"tag {tag!r} is not a valid image tag")
-    if not _REPOSITORY.match(rest):
+    if not _REPOSITORY.fullmatch(rest):
         raise ValueError(f"{rest!r} is not a valid image repository (host/path, lower-case)")
     return ImageRef(rest, tag, digest or None)

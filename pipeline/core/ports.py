@@ -12,11 +12,14 @@ from pathlib import Path
 from typing import Protocol
 
 from pipeline.core import (
+    approval,
     builds,
     commit_status,
     drift,
     gate,
     head,
+    head_lint,
+    poison,
     promotion_commit,
     repo,
     rollout,
@@ -84,7 +87,20 @@ class RegistryReader(Protocol):
     """skopeo (adapters/registry.py)."""
 
     def digest_of(self, reference: str) -> str | None:
-        """The manifest digest of `reference`, None when the tag does not exist."""
+        """The manifest digest of `reference` (a tag, or a digest: is it still served?), None
+        when the registry does not serve it."""
+
+    def image_of(self, reference: str) -> builds.RegistryImage | None:
+        """The manifest digest and config labels of `reference`, None when it does not exist."""
+
+
+class BuiltImages(Protocol):
+    """What each build recorded it pushed, per (build key, repository)
+    (adapters/build_records.py BuildStore): the digest promotion takes."""
+
+    def record_built(self, built: builds.BuiltImage) -> None: ...
+
+    def built(self, build_key: str, repository: str) -> builds.BuiltImage | None: ...
 
 
 class BuildRecords(Protocol):
@@ -151,6 +167,18 @@ class HeadStore(Protocol):
     ) -> head.Head | None:
         """None once recorded; else the newer head that took the scope meanwhile."""
 
+    def timeline(self, scope: str) -> Sequence[approval.Seen]:
+        """When each head of `scope` arrived (what an /ok-to-test approves is decided
+        against it: core/approval.py)."""
+
+
+class HeadLinter(Protocol):
+    """Plans and lints one head of the mirror (adapters/sandboxed_lint.py: in a subprocess
+    under CPU-time and memory limits). Stopped when it did not answer; an error of the read
+    itself (an unknown revision) is raised as the PipelineError it was."""
+
+    def lint(self, request: head_lint.Request) -> head_lint.Reading | head_lint.Stopped: ...
+
 
 class QueuedBuilds(Protocol):
     """The build records an event creates before it sends their builds, and cancels
@@ -181,6 +209,15 @@ class EventMetrics(Protocol):
     def queue_latency(self, seconds: float) -> None: ...
 
     def build_duration(self, seconds: float, *, outcome: str) -> None: ...
+
+
+# -- poison messages: tasks whose worker kept dying (workers/app.py, flows/poison.py) --------
+
+
+class ParkedTasks(Protocol):
+    """Tasks parked instead of run again (adapters/poison.py)."""
+
+    def park(self, parked: poison.ParkedTask) -> None: ...
 
 
 # -- status delivery: "layering.report_status" and "layering.resend_statuses" ----------------
@@ -263,6 +300,10 @@ class ClusterReader(Protocol):
 
     def base_image(self) -> drift.BaseImage | None:
         """The MCO's ConfigMap machine-config-osimageurl; None when it does not exist."""
+
+    def running(self, pool: str) -> rollout.Running | None:
+        """What `pool` runs now (its target rendered config's osImageURL, and whether it is
+        settled there); None when the pool does not exist."""
 
 
 class Clusters(Protocol):

@@ -1,19 +1,31 @@
 """The promotion plan decided as data (SPEC sections 3, 6, 7): the repository at an environment
-branch's head, the digests found for each pool's build key and the verifications recorded
-upstream -> a PromotionPlan of file steps (write, delete, skipped) or refusals. No I/O: the
-promote flow gathers digests and verifications through its ports and acts on the plan.
+branch's head, the digest each pool's build recorded and the verifications upstream -> a
+PromotionPlan of file steps (write, delete, skipped) or refusals. A MachineConfig the pipeline
+did not write that would set a pool's image is refused too (machineconfig_overrides.py). No
+I/O: the promote flow gathers digests and verifications through its ports and acts on the plan.
 
-The gate of a pull request is in gate.py, the promotion commit in promotion_commit.py, and what
+The gate of a pull request is in gate.py (with the rules in force: promotion_policy.py), the
+upstream checks in promotion_upstream.py, the promotion commit in promotion_commit.py, and what
 a promotion reports and records in promotion_report.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from pipeline.core import commit_status, content_address, machineconfig, repo, verification
+from pipeline.core import (
+    content_address,
+    machineconfig,
+    machineconfig_overrides,
+    promotion_upstream,
+    repo,
+    verification,
+)
+
+format_duration = promotion_upstream.format_duration
 
 
 @dataclass(frozen=True)
@@ -34,19 +46,22 @@ class Target:
 
 @dataclass(frozen=True)
 class DigestLookup:
-    """What the registry (or the build record) says about a build key: a digest, or why not."""
+    """The digest a build recorded for a build key, checked against the registry; or why not."""
 
     build_key: str
     digest: str | None = None
     failure: str = ""  # the build failed: its reason; empty when simply not built (yet)
+    refused: str = ""  # recorded, but the registry disagrees (tag moved, manifest gone)
 
     @property
     def problem(self) -> str:
         if self.digest is not None:
             return ""
+        if self.refused:
+            return self.refused
         if self.failure:
             return f"build failed: {self.failure}"
-        return "not built: no image under the build key's tag"
+        return "not built: no build recorded this build key"
 
 
 @dataclass(frozen=True)
@@ -78,10 +93,11 @@ Step = WriteFile | DeleteFile | Skipped
 
 class RefusalKind(StrEnum):
     CONFIGURATION = "configuration"
-    MISSING = "missing"  # not built, build failed, or the lookup is missing
-    BASE_DIFFERS = "base-differs"
-    UNVERIFIED = "unverified"  # not verified upstream, or failed there
-    SOAKING = "soaking"  # verified upstream, soak time not over
+    MISSING = "missing"  # not built, build failed, the lookup is missing, or the tag moved
+    BASE_DIFFERS = promotion_upstream.BASE_DIFFERS
+    UNVERIFIED = promotion_upstream.UNVERIFIED  # not verified upstream, or failed there
+    SOAKING = promotion_upstream.SOAKING  # verified upstream, soak time not over
+    OVERRIDE = "override"  # a MachineConfig the pipeline did not write sets osImageURL
 
 
 @dataclass(frozen=True)
@@ -159,7 +175,8 @@ def _target(
 
 
 def managed_paths(repository: repo.Repository, cluster: str) -> dict[str, str]:
-    """Managed MachineConfig files of a cluster -> the pool each one sets."""
+    """Managed MachineConfig files of a cluster -> the pool each one sets: labelled as ours
+    and at the path the pipeline writes for that pool (a label alone proves nothing)."""
     prefix = f"{repo.CLUSTERS_DIR}/{cluster}/{repo.MACHINECONFIGS_DIR}/"
     found: dict[str, str] = {}
     for path, raw in sorted(repository.machineconfigs.items()):
@@ -169,7 +186,9 @@ def managed_paths(repository: repo.Repository, cluster: str) -> dict[str, str]:
         if document is None:
             continue
         labels = document.get("metadata", {}).get("labels", {})
-        found[path] = str(labels.get(machineconfig.ROLE_LABEL, ""))
+        pool = str(labels.get(machineconfig.ROLE_LABEL, ""))
+        if pool and path == machineconfig.path_for(cluster, pool):
+            found[path] = pool
     return found
 
 
@@ -218,9 +237,14 @@ def plan(
                 refusals.append(outcome)
             else:
                 steps.append(outcome)
-        for path, pool in managed_paths(repository, cluster.name).items():
-            if path not in desired:
-                steps.append(DeleteFile(cluster.name, pool, path))
+        managed = managed_paths(repository, cluster.name)
+        steps += [DeleteFile(cluster.name, managed[p], p) for p in managed if p not in desired]
+        refusals += [
+            Refusal(cluster.name, "-", "-", str(found), kind=RefusalKind.OVERRIDE)
+            for found in machineconfig_overrides.found(
+                repository, cluster.name, ours=desired | set(managed)
+            )
+        ]
     return PromotionPlan(
         environment=environment,
         source_commit=source_commit,
@@ -231,9 +255,11 @@ def plan(
 
 
 def _problems(repository: repo.Repository, cluster: repo.Cluster) -> list[Refusal]:
-    paths = [f"{repo.CLUSTERS_DIR}/{cluster.name}/{repo.CLUSTER_FILE}"] + [
-        f"{repo.IMAGES_DIR}/{image}/" for image in sorted(set(cluster.pools.values()))
-    ]
+    # a MachineConfig left unread (over its size cap) could set osImageURL unseen: refuse
+    paths = [
+        f"{repo.CLUSTERS_DIR}/{cluster.name}/{repo.CLUSTER_FILE}",
+        f"{repo.CLUSTERS_DIR}/{cluster.name}/{repo.MACHINECONFIGS_DIR}/",
+    ] + [f"{repo.IMAGES_DIR}/{image}/" for image in sorted(set(cluster.pools.values()))]
     return [
         Refusal(
             cluster.name,
@@ -283,102 +309,45 @@ def _pool_step(
             f"{lookup.problem} ({target.tag_reference})",
         )
     digest = lookup.digest
-    if cluster.promotes_from is not None:
-        refusal = _upstream_refusal(
-            repository, cluster, target, digest, verifications=verifications, now=now
+    unproven = promotion_upstream.problem(
+        repository,
+        cluster,
+        image=image_name,
+        digest=digest,
+        verifications=verifications,
+        now=now,
+    )
+    if unproven is not None:
+        return Refusal(
+            cluster.name, pool, image_name, unproven.reason, digest, RefusalKind(unproven.kind)
         )
-        if refusal is not None:
-            return refusal
     path = machineconfig.path_for(cluster.name, pool)
     os_image = machineconfig.OsImage(
         image=image_name,
         repository=target.image_repository,
         digest=digest,
         build_key=target.build_key,
-        source_commit=_kept_source_commit(repository, path, target, digest) or source_commit,
+        source_commit=source_commit,
         base_image=target.base_image,
     )
-    content = machineconfig.render_yaml(pool=pool, os_image=os_image)
-    if repository.machineconfigs.get(path) == content:
+    existing = repository.machineconfigs.get(path)
+    if existing is not None and _kept(pool, os_image, existing):
         return Skipped(cluster.name, pool, path, "unchanged")
+    content = machineconfig.render_yaml(pool=pool, os_image=os_image)
     return WriteFile(cluster.name, pool, path, content, os_image)
 
 
-def _kept_source_commit(
-    repository: repo.Repository, path: str, target: Target, digest: str
-) -> str | None:
-    """The same digest stays attributed to the commit that first promoted it: same bytes."""
-    existing = repository.machineconfigs.get(path)
-    document = machineconfig.parse_managed(existing) if existing is not None else None
-    if document is None:
-        return None
-    annotations = document.get("metadata", {}).get("annotations") or {}
-    same = (
-        document.get("spec", {}).get("osImageURL") == f"{target.image_repository}@{digest}"
-        and annotations.get(machineconfig.ANNOTATION_BUILD_KEY) == target.build_key
-        and annotations.get(machineconfig.ANNOTATION_BASE_IMAGE) == target.base_image
-    )
+def _kept(pool: str, os_image: machineconfig.OsImage, existing: bytes) -> bool:
+    """Whether the file there is exactly what the pipeline renders for this image, promoted
+    from whichever commit it names: the same digest stays attributed to the commit that first
+    promoted it. Only the exact bytes count, never what a file (or a commit) claims."""
+    document = machineconfig.parse_managed(existing)
+    annotations = (document or {}).get("metadata", {}).get("annotations") or {}
     source = annotations.get(machineconfig.ANNOTATION_SOURCE_COMMIT)
-    return source if same and isinstance(source, str) and source else None
-
-
-def _upstream_refusal(
-    repository: repo.Repository,
-    cluster: repo.Cluster,
-    target: Target,
-    digest: str,
-    *,
-    verifications: Mapping[tuple[str, str], verification.Verification],
-    now: float,
-) -> Refusal | None:
-    upstream_name = cluster.promotes_from
-    assert upstream_name is not None
-    upstream = repository.clusters.get(upstream_name)
-    refuse = _refuser(cluster.name, target.pool, target.image, digest)
-    named = f"{target.image}@sha256:{commit_status.short_digest(digest)}"
-    if upstream is None:
-        return refuse(f"promotesFrom names unknown cluster {upstream_name!r}")
-    if upstream.base_digest != cluster.base_digest:
-        return refuse(
-            f"base image differs from {upstream.name}'s "
-            f"({commit_status.short_digest(cluster.base_digest)} vs "
-            f"{commit_status.short_digest(upstream.base_digest)}), "
-            "so the build key differs: the tested bits cannot be promoted; align baseImage",
-            RefusalKind.BASE_DIFFERS,
-        )
-    proven = verifications.get((upstream.name, digest))
-    if proven is None:
-        return refuse(f"{named} is not verified on {upstream.name}")
-    if not proven.healthy:
-        message = f": {proven.message}" if proven.message else ""
-        return refuse(f"{named} failed on {upstream.name}{message}")
-    remaining = proven.verified_at + cluster.soak_seconds - now
-    if remaining > 0:
-        return refuse(
-            f"{named} soaking on {upstream.name}: "
-            f"{format_duration(remaining)} of {format_duration(cluster.soak_seconds)} left",
-            RefusalKind.SOAKING,
-        )
-    return None
-
-
-def _refuser(cluster: str, pool: str, image: str, digest: str) -> Callable[..., Refusal]:
-    def refuse(reason: str, kind: RefusalKind = RefusalKind.UNVERIFIED) -> Refusal:
-        return Refusal(cluster, pool, image, reason, digest, kind)
-
-    return refuse
-
-
-def format_duration(seconds: float) -> str:
-    """3725 -> '1h2m5s'; rounds up so a remaining wait never shows as 0s."""
-    total = max(0, int(-(-seconds // 1)))
-    if total == 0:
-        return "0s"
-    days, rest = divmod(total, 86400)
-    hours, rest = divmod(rest, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
-    return "".join(f"{value}{unit}" for value, unit in parts if value)
+    if not isinstance(source, str) or not source:
+        return False
+    kept = dataclasses.replace(os_image, source_commit=source)
+    return machineconfig.render_yaml(pool=pool, os_image=kept) == existing
 
 
 def first_refusal(refusals: Sequence[Refusal]) -> str:

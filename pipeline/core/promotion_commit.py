@@ -1,7 +1,11 @@
 """The promotion commit as data: what a plan changes on its env branch (Change), the one commit's
-message and trailers, how a pushed head is recognised as the pipeline's own promotion commit,
-and what writing a change to a branch gave (WriteResult). No I/O: adapters/branch_writer.py
-writes the Change."""
+message and trailers, and what writing a change to a branch gave (WriteResult). No I/O:
+adapters/branch_writer.py writes the Change.
+
+Trailers describe a promotion for people and tools; they never make a commit the pipeline's
+own (anyone can write them into a merge message). Nothing skips a push to env/<environment>
+for its message: the promote flow plans every push, and a head that already holds what the
+pipeline renders commits nothing (issue 10)."""
 
 from __future__ import annotations
 
@@ -18,7 +22,9 @@ TRAILER_BUILD_KEY = "Layering-Build-Key"
 TRAILER_POOL = "Layering-Pool"
 TRAILER_REMOVED = "Layering-Removed"
 TRAILER_ENVIRONMENT = "Layering-Environment"
-_TRAILER_LINE = re.compile(r"^(?P<key>[A-Za-z0-9-]+):\s*(?P<value>.*?)\s*$")
+# the value is stripped in Python: `:\s*(?P<value>.*?)\s*$` retried `\s*$` from every
+# character of a line's blanks, quadratic in a commit message a pull request writes
+_TRAILER_LINE = re.compile(r"(?P<key>[A-Za-z0-9-]+):(?P<value>.*)")
 
 
 @dataclass(frozen=True)
@@ -93,18 +99,15 @@ def trailers(message: str) -> list[tuple[str, str]]:
         return []
     found: list[tuple[str, str]] = []
     for line in paragraphs[-1].splitlines():
-        match = _TRAILER_LINE.match(line)
+        match = _TRAILER_LINE.fullmatch(line)
         if match is None:
             return []
-        found.append((match.group("key"), match.group("value")))
+        found.append((match.group("key"), match.group("value").strip()))
     return found
 
 
-def is_promotion_commit(message: str, environment: str) -> bool:
-    """Whether a pushed head is this pipeline's own promotion commit for `environment`.
-
-    The webhook ignores such pushes. A promotion commit of another environment that arrives by
-    fast-forward (env/nonprod merged into env/prod) is not ignored: prod must still promote.
-    """
+def describes_promotion(message: str, environment: str) -> bool:
+    """Whether a commit message describes a promotion of `environment` (its trailers say so).
+    What a message says, not who wrote it: never decide anything on it."""
     found = dict(trailers(message))
     return TRAILER_SOURCE_COMMIT in found and found.get(TRAILER_ENVIRONMENT) == environment

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline.core import names, repo_schema, yamlfile
+from pipeline.core import names, repo_limits, repo_schema, yamlfile
 
 IMAGES_DIR = "images"
 CLUSTERS_DIR = "clusters"
@@ -23,6 +23,8 @@ IMAGE_SETTINGS = "image.yaml"
 CLUSTER_FILE = "cluster.yaml"
 MACHINECONFIGS_DIR = "machineconfigs"
 RULE_IDS = tuple(f"LAY00{n}" for n in range(1, 9))
+# schema errors reported per file: a hostile file can have thousands, one is enough to act on
+MAX_PROBLEMS_PER_FILE = 20
 
 # the image.yaml schema and the duration syntax, under the names callers use
 ImageSettings = repo_schema.ImageSettings
@@ -123,7 +125,9 @@ class TreeListing:
 
     `image_dirs` maps each directory under images/ to its Git tree id (None when unknown);
     `cluster_dirs` lists the directories under clusters/; `files` holds the contents of the
-    Containerfiles, image.yaml, cluster.yaml and machineconfigs/*.yaml files that exist.
+    Containerfiles, image.yaml, cluster.yaml and machineconfigs/*.yaml files that exist, except
+    those over their size cap (`caps`), which the adapter left unread and lists in `oversized`
+    (path -> size in bytes). `parse` checks the bytes in `files` against the caps again.
     """
 
     image_dirs: Mapping[str, str | None]
@@ -132,6 +136,8 @@ class TreeListing:
     # images whose files the adapter did not read (a plan reads only what it builds): listed
     # with their tree id, neither parsed nor reported as missing a Containerfile
     unread_images: frozenset[str] = frozenset()
+    oversized: Mapping[str, int] = field(default_factory=dict)
+    caps: repo_limits.FileCaps = repo_limits.DEFAULT_CAPS
 
 
 def interesting(path: str) -> bool:
@@ -141,23 +147,47 @@ def interesting(path: str) -> bool:
         return len(parts) == 3 and parts[2] in (CONTAINERFILE, IMAGE_SETTINGS)
     if parts[0] == CLUSTERS_DIR:
         return (len(parts) == 3 and parts[2] == CLUSTER_FILE) or (
-            len(parts) == 4 and parts[2] == MACHINECONFIGS_DIR and parts[3].endswith(".yaml")
+            # every extension a GitOps tool applies: a MachineConfig in a .yml must be seen too
+            len(parts) == 4
+            and parts[2] == MACHINECONFIGS_DIR
+            and parts[3].endswith((".yaml", ".yml", ".json"))
         )
     return False
 
 
 def _validation_problems(path: str, raw: bytes, exc: ValidationError) -> list[Problem]:
+    errors = exc.errors()
+    shown = errors[:MAX_PROBLEMS_PER_FILE]
+    lines = yamlfile.key_lines(raw, [err["loc"] for err in shown])
     problems = []
-    for err in exc.errors():
+    for err, line in zip(shown, lines, strict=True):
         where = ".".join(str(part) for part in err["loc"]) or "(document)"
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key; remove it or check its spelling"
         elif err["type"] == "missing":
             message = "required key is missing"
-        line = yamlfile.key_line(raw, err["loc"])
         problems.append(Problem(path, message, field=where, line=line))
+    if len(errors) > len(shown):
+        more = len(errors) - len(shown)
+        problems.append(Problem(path, f"{more} more problems like these; fix the ones above first"))
     return problems
+
+
+def _present(listing: TreeListing, path: str) -> bool:
+    return path in listing.files or path in listing.oversized
+
+
+def _bytes(listing: TreeListing, path: str, problems: list[Problem]) -> bytes | None:
+    """A present file's bytes, or None with a problem when it is over its size cap."""
+    size = listing.oversized.get(path)
+    if size is None:
+        raw = listing.files[path]
+        if len(raw) <= listing.caps.cap_for(path):
+            return raw
+        size = len(raw)
+    problems.append(Problem(path, repo_limits.oversize_message(path, size, listing.caps)))
+    return None
 
 
 def _load_mapping(path: str, raw: bytes, problems: list[Problem]) -> dict[str, Any] | None:
@@ -186,7 +216,7 @@ def _decode_containerfile(path: str, raw: bytes, problems: list[Problem]) -> str
 
 
 def _parse_image(
-    name: str, tree_id: str | None, files: Mapping[str, bytes], problems: list[Problem]
+    name: str, tree_id: str | None, listing: TreeListing, problems: list[Problem]
 ) -> Image | None:
     directory = f"{IMAGES_DIR}/{name}"
     if not names.is_dns_label(name):
@@ -196,35 +226,34 @@ def _parse_image(
         return None
     containerfile_path = f"{directory}/{CONTAINERFILE}"
     containerfile: str | None = None
-    if containerfile_path not in files:
+    if not _present(listing, containerfile_path):
         problems.append(Problem(containerfile_path, "missing: every image needs a Containerfile"))
-    else:
-        containerfile = _decode_containerfile(
-            containerfile_path, files[containerfile_path], problems
-        )
+    elif (raw := _bytes(listing, containerfile_path, problems)) is not None:
+        containerfile = _decode_containerfile(containerfile_path, raw, problems)
     settings = repo_schema.DEFAULT_IMAGE_SETTINGS
     settings_path = f"{directory}/{IMAGE_SETTINGS}"
-    if settings_path in files:
-        document = _load_mapping(settings_path, files[settings_path], problems)
+    if _present(listing, settings_path) and (raw := _bytes(listing, settings_path, problems)):
+        document = _load_mapping(settings_path, raw, problems)
         if document is not None:
             try:
                 settings = repo_schema.ImageSettings.model_validate(document)
             except ValidationError as exc:
-                problems.extend(_validation_problems(settings_path, files[settings_path], exc))
+                problems.extend(_validation_problems(settings_path, raw, exc))
     return Image(name, containerfile, settings, tree_id)
 
 
-def _parse_cluster(
-    name: str, files: Mapping[str, bytes], problems: list[Problem]
-) -> Cluster | None:
+def _parse_cluster(name: str, listing: TreeListing, problems: list[Problem]) -> Cluster | None:
     path = f"{CLUSTERS_DIR}/{name}/{CLUSTER_FILE}"
     if not names.is_dns_label(name):
         problems.append(Problem(f"{CLUSTERS_DIR}/{name}", "cluster name must be a DNS label"))
         return None
-    if path not in files:
+    if not _present(listing, path):
         problems.append(Problem(path, "missing: every cluster directory needs a cluster.yaml"))
         return None
-    cluster, found = _parse_cluster_file(name, files[path])
+    raw = _bytes(listing, path, problems)
+    if raw is None:
+        return None
+    cluster, found = _parse_cluster_file(name, raw)
     problems.extend(found)
     return cluster
 
@@ -305,20 +334,21 @@ def parse(listing: TreeListing) -> Repository:
         if name in listing.unread_images:
             images[name] = Image(name, None, repo_schema.DEFAULT_IMAGE_SETTINGS, tree_id)
             continue
-        image = _parse_image(name, tree_id, listing.files, problems)
+        image = _parse_image(name, tree_id, listing, problems)
         if image is not None:
             images[name] = image
     clusters: dict[str, Cluster] = {}
     for name in sorted(set(listing.cluster_dirs)):
-        cluster = _parse_cluster(name, listing.files, problems)
+        cluster = _parse_cluster(name, listing, problems)
         if cluster is not None:
             clusters[name] = cluster
     _cross_check(images, clusters, problems)
-    machineconfigs = {
-        path: raw
-        for path, raw in listing.files.items()
-        if path.startswith(f"{CLUSTERS_DIR}/") and f"/{MACHINECONFIGS_DIR}/" in path
-    }
+    machineconfigs: dict[str, bytes] = {}
+    for path in sorted({*listing.files, *listing.oversized}):
+        if path.startswith(f"{CLUSTERS_DIR}/") and f"/{MACHINECONFIGS_DIR}/" in path:
+            raw = _bytes(listing, path, problems)
+            if raw is not None:
+                machineconfigs[path] = raw
     return Repository(images, clusters, machineconfigs, tuple(problems))
 
 

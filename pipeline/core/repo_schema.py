@@ -14,7 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from pipeline.core import names
 
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+# matched whole; each optional part ends in its own letter, so a failed match gives up after
+# one pass per part (linear in the text)
+_DURATION = re.compile(r"(?:([0-9]+)d)?(?:([0-9]+)h)?(?:([0-9]+)m)?(?:([0-9]+)s)?")
 
 
 class _Strict(BaseModel):
@@ -122,7 +124,7 @@ def duration_seconds(value: str | int) -> int:
         if value < 0:
             raise ValueError("a duration cannot be negative")
         return value
-    match = _DURATION.match(value.strip())
+    match = _DURATION.fullmatch(value.strip())
     if not value.strip() or match is None:
         raise ValueError(f"{value!r} is not a duration; use e.g. 0s, 30m, 24h, 2d, 1h30m")
     days, hours, minutes, seconds = (int(part or 0) for part in match.groups())

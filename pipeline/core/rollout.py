@@ -1,8 +1,9 @@
 """Where a MachineConfigPool stands for a promoted image (SPEC section 7): the pool object and
 the osImageURL of the rendered config it targets -> Updating (updated/total), Updated, or
-Degraded with the MCO's message; what a watch records and reports from those states (rollout
-records, verifications, `layering/rollout/<cluster>` statuses, the timeout). No I/O: the kube
-adapter reads the objects, the rollout watch flow acts."""
+Degraded with the MCO's message; what a pool runs now (Running, read afresh by the prod gate);
+what a watch records and reports from those states (rollout records, verifications,
+`layering/rollout/<cluster>` statuses, the timeout). No I/O: the kube adapter reads the
+objects, the rollout watch flow acts."""
 
 from __future__ import annotations
 
@@ -112,6 +113,31 @@ def state(
     # updatedMachineCount counts machines already on the target; status.configuration switches
     # only once all are (MCO pkg/controller/node/status.go).
     return RolloutState(Phase.UPDATING, updated, total)
+
+
+@dataclass(frozen=True)
+class Running:
+    """What a pool runs now, read live: the osImageURL of the rendered config it targets and
+    its state there (Updated: every machine on it; Degraded; or still Updating)."""
+
+    pool: str
+    os_image_url: str | None
+    state: RolloutState
+
+
+def running(pool: Mapping[str, Any], *, rendered_os_image_url: str | None) -> Running:
+    """`Running` of `pool` (a MachineConfigPool object) whose target rendered config sets
+    `rendered_os_image_url` (None: that config cannot be read)."""
+    name = str((pool.get("metadata") or {}).get("name") or "")
+    if rendered_os_image_url is None:
+        unread = RolloutState(Phase.UPDATING, message="its rendered config cannot be read")
+        return Running(name, None, unread)
+    settled = state(
+        pool,
+        rendered_os_image_url=rendered_os_image_url,
+        expected_os_image_url=rendered_os_image_url,
+    )
+    return Running(name, rendered_os_image_url, settled)
 
 
 def record(

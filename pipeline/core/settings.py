@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from pipeline.core import retry
+from pipeline.core import isolation, retry
 
 _GITHUB_URL = re.compile(
     r"^(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)"
@@ -28,6 +28,8 @@ class Settings(BaseModel):
     default_branch: str = "main"
     webhook_secret: SecretStr | None = None
     github_token: SecretStr | None = None
+    # HMAC-SHA256 key of stored verifications (what the prod gate trusts); never in Redis
+    verification_key: SecretStr | None = None
     github_app_id: int | None = None
     github_app_private_key: SecretStr | None = None
     github_app_installation_id: int | None = None
@@ -41,7 +43,9 @@ class Settings(BaseModel):
         default=None, validation_alias=AliasChoices("KUBECONFIG", "LAYERING_KUBECONFIG")
     )
     buildah_storage_driver: str = "vfs"
-    buildah_isolation: str = "chroot"
+    # auto: oci where the worker's probe shows it works, else refuse to build; chroot only
+    # when asked for (core/isolation.py says what each mode protects)
+    buildah_isolation: isolation.Mode = "auto"
     buildah_root: Path | None = None
     buildah_runroot: Path | None = None
     entitlement_dir: Path = Path("/etc/pki/entitlement")
@@ -54,10 +58,23 @@ class Settings(BaseModel):
     )
     skopeo_command: str = "skopeo"
     build_log_max_lines: int = Field(default=20_000, ge=100)
+    # bytes of one log line (longer ones are cut, with a marker) and of a build's whole log
+    # (later lines are dropped after one marker line); adapters/build_logs.py
+    build_log_line_max_bytes: int = Field(default=8 * 1024, ge=256, le=256 * 1024)
+    build_log_max_bytes: int = Field(default=16 * 1024 * 1024, ge=64 * 1024)
+    # who may read (web/read_access.py, web/listeners.py): "host:port" serves the dashboard,
+    # /api and /metrics on a listener of their own and nothing else there; "" keeps them on
+    # the webhook listener. A token, when set, is required for all of them.
+    read_listen: str = ""
+    read_token: SecretStr | None = None
     build_retention_seconds: int = Field(default=14 * 24 * 3600, ge=60)
     build_timeout_seconds: int = Field(default=3600, ge=60)
     delivery_ttl_seconds: int = Field(default=4 * 24 * 3600, ge=3 * 24 * 3600)
     max_body_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    # size caps of repository files (Containerfiles; cluster.yaml, image.yaml, MachineConfigs),
+    # checked before a file is read or parsed: core/repo_limits.py
+    repo_containerfile_max_bytes: int = Field(default=256 * 1024, ge=1024)
+    repo_yaml_max_bytes: int = Field(default=256 * 1024, ge=1024)
     # retries: every back-off is retry.backoff over one of the policies below
     # (Settings.retry_policy); a server's Retry-After is always honoured (at most an hour)
     registry_retries: int = Field(default=4, ge=0, le=20)
@@ -82,6 +99,12 @@ class Settings(BaseModel):
     status_resend_interval_seconds: float = Field(default=60, ge=0.5)
     status_resend_cap_seconds: float = Field(default=3600, ge=0)
     status_park_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    # the plan and lint of each head run in a subprocess under these limits (a fork's files are
+    # hostile input); its wall-clock limit is 3 x the CPU seconds + 30
+    lint_cpu_seconds: int = Field(default=20, ge=1, le=3600)
+    lint_memory_mb: int = Field(default=1024, ge=64)
+    # a task whose worker process died this many times running it is parked, not run again
+    poison_redeliveries: int = Field(default=2, ge=1, le=100)
 
     @field_validator("default_branch")
     @classmethod
@@ -89,6 +112,31 @@ class Settings(BaseModel):
         if not re.fullmatch(r"[A-Za-z0-9._/-]+", value) or ".." in value or value.startswith("-"):
             raise ValueError("must be a plain branch name such as 'main'")
         return value
+
+    @field_validator("read_listen")
+    @classmethod
+    def _read_listen_is_host_and_port(cls, value: str) -> str:
+        if value and _listen_address(value) is None:
+            raise ValueError(
+                "must be host:port with a port from 1 to 65535, e.g. 127.0.0.1:8081 "
+                "(empty: the dashboard, /api and /metrics stay on the webhook listener)"
+            )
+        return value
+
+    @field_validator("read_token")
+    @classmethod
+    def _read_token_is_strong(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[!-~]{16,}", value.get_secret_value()):
+            raise ValueError(
+                "must be at least 16 printable ASCII characters without spaces; make one with "
+                "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        return value
+
+    @property
+    def read_address(self) -> tuple[str, int] | None:
+        """(host, port) of LAYERING_READ_LISTEN; None: reads share the webhook listener."""
+        return _listen_address(self.read_listen) if self.read_listen else None
 
     def retry_policy(self, kind: RetryKind) -> retry.RetryPolicy:
         """The back-off numbers of one kind of retry (see retry.backoff)."""
@@ -123,3 +171,13 @@ class Settings(BaseModel):
         if self.repo_url and (match := _GITHUB_URL.match(self.repo_url)):
             return match.group("repo")
         return None
+
+
+def _listen_address(value: str) -> tuple[str, int] | None:
+    """("127.0.0.1", 8081) of "127.0.0.1:8081", ("::1", 8081) of "[::1]:8081"; None if bad."""
+    match = re.fullmatch(
+        r"(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>\d{1,5})", value
+    )
+    if match is None or not 1 <= int(match["port"]) <= 65535:
+        return None
+    return match["ipv6"] or match["host"], int(match["port"])

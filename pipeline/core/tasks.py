@@ -84,6 +84,8 @@ class OkToTest(_Task):
     number: int
     user: str
     enqueued_at: float | None = None
+    sha: str | None = None  # the commit the comment names (`/ok-to-test <sha>`), if any
+    commented_at: float | None = None  # the comment's created_at (GitHub's clock)
 
 
 @dataclass(frozen=True)

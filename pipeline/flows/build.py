@@ -1,17 +1,23 @@
 """One build, start to finish, shared by the Celery task "layering.build" and `layering build`:
 load the image at a commit, check the planner's build key, reuse the registry's tag when it
-exists, otherwise build under a per-key lock and push. Talks to the world only through the
+holds this build (its labels carry the build key and base digest, and it is what an earlier
+build recorded, if any), otherwise build under a per-key lock and push; then record the digest
+for the build key (`built`), which is what promotion takes. Talks to the world only through the
 ports handed in (core/ports.py), so the task, the CLI and tests wire different adapters.
 
     run_build(settings, request, *, build_id, records, sources, builder, registry, locks,
-              secrets, on_line=None, final_attempt=True, clock=time.time) -> builds.BuildRecord
+              secrets, built=None, on_line=None, final_attempt=True, clock=time.time)
+      -> builds.BuildRecord
 
 - `request`: builds.BuildRequest. `request.build_key`, when given, is what the planner
   computed; a mismatch (a stale plan) is logged and the key of the loaded checkout wins.
 - `secrets`: values masked in every stored line and error (adapters/credentials.py).
-- Returns the final record: succeeded, skipped (tag already in the registry, digest reused;
-  buildah not run), failed (PermanentError / BuildFailed: error, failing step and line) or
-  cancelled (before buildah started, or the builder raised Cancelled: it killed buildah).
+- `built`: where the digest each build pushed or reused is recorded (None: nowhere, e.g. a
+  build on a laptop; the pipeline's own build of the key records it when it reuses the tag).
+- Returns the final record: succeeded, skipped (tag already in the registry with this build's
+  labels, digest reused; buildah not run), failed (PermanentError / BuildFailed: error,
+  failing step and line) or cancelled (before buildah started, or the builder raised
+  Cancelled: it killed buildah).
   A record already finished is returned unchanged (safe to run twice).
 - TemporaryError (registry 5xx, refused, reset, timeouts) is re-raised with the record back in
   `queued` unless `final_attempt`, in which case the record fails naming the registry and the
@@ -24,7 +30,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
-from pipeline.core import buildah_output, builds, ports, redaction
+from pipeline.core import buildah_output, builds, log_caps, ports, redaction
 from pipeline.core.errors import BuildFailed, Cancelled, PermanentError, TemporaryError
 from pipeline.core.settings import Settings
 
@@ -40,12 +46,16 @@ def run_build(
     registry: ports.RegistryReader,
     locks: ports.KeyLocks,
     secrets: Sequence[str],
+    built: ports.BuiltImages | None = None,
     on_line: ports.LineSink | None = None,
     final_attempt: bool = True,
     clock: Callable[[], float] = time.time,
 ) -> builds.BuildRecord:
     def emit(line: str) -> None:
-        line = redaction.scrub(line, secrets)
+        # a RUN step chooses its lines: shorten before masking (the store cuts the rest)
+        line = redaction.scrub(
+            log_caps.before_scrub(line, settings.build_log_line_max_bytes), secrets
+        )
         records.append_log(build_id, line)
         if on_line is not None:
             on_line(line)
@@ -54,6 +64,31 @@ def run_build(
         record = dataclasses.replace(record, error=redaction.scrub(record.error, secrets))
         records.save(record)
         return record
+
+    def done(record: builds.BuildRecord, spec: builds.BuildSpec) -> builds.BuildRecord:
+        """Record the digest for the build key before the record says it is done."""
+        if built is not None and request.push:
+            built.record_built(
+                builds.BuiltImage(spec.build_key, spec.repository, record.digest, build_id, clock())
+            )
+        return save(record)
+
+    def reusable(spec: builds.BuildSpec) -> str | None:
+        """The digest under the tag when it is this build's; else None (build it)."""
+        if not request.push:
+            return None
+        found = registry.image_of(spec.target)
+        if found is None:
+            return None
+        problem = builds.reuse_problem(spec, found)
+        recorded = built.built(spec.build_key, spec.repository) if built is not None else None
+        if not problem and recorded is not None and recorded.digest != found.digest:
+            problem = f"the build of this key recorded {recorded.digest}, not {found.digest}"
+        if problem:
+            emit(f"{spec.target} exists with {found.digest}, but {problem}: building it again")
+            return None
+        emit(f"{spec.target} exists with {found.digest}: skipped, buildah not run")
+        return found.digest
 
     record = records.get(build_id) or builds.queued(
         build_id,
@@ -89,9 +124,8 @@ def run_build(
                     f"note: planned key {request.build_key} differs; building key {spec.build_key}"
                 )
             emit(f"build key {spec.build_key} -> {spec.target} on {spec.base}")
-            if request.push and (digest := registry.digest_of(spec.target)):
-                emit(f"{spec.target} exists with {digest}: skipped, buildah not run")
-                return save(builds.skip(record, digest=digest, now=clock()))
+            if digest := reusable(spec):
+                return done(builds.skip(record, digest=digest, now=clock()), spec)
 
             waited: list[bool] = []
 
@@ -101,9 +135,8 @@ def run_build(
 
             with locks.hold(spec.build_key, on_wait=waiting):
                 # the holder we waited for has probably pushed the tag: share its result
-                if waited and request.push and (digest := registry.digest_of(spec.target)):
-                    emit(f"{spec.target} exists with {digest}: skipped, buildah not run")
-                    return save(builds.skip(record, digest=digest, now=clock()))
+                if waited and (digest := reusable(spec)):
+                    return done(builds.skip(record, digest=digest, now=clock()), spec)
                 current = records.get(build_id)
                 if current is not None and current.state is builds.BuildState.CANCELLED:
                     emit("cancelled before buildah started")
@@ -112,7 +145,7 @@ def run_build(
                 image_id = builder.build(spec, on_line=emit)
                 digest = builder.push(spec, on_line=emit) if request.push else image_id
                 emit(f"{'pushed ' + spec.target if request.push else 'built'}: {digest}")
-                record = save(builds.succeed(record, digest=digest, now=clock()))
+                record = done(builds.succeed(record, digest=digest, now=clock()), spec)
                 if request.push:
                     builder.discard(spec, on_line=emit)
                 return record

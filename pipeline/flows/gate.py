@@ -1,8 +1,11 @@
 """The gate flow (SPEC section 3): a pull request into env/<environment> -> what merging it gives
-(the server's merge ref when it is that merge, else computed; or the conflicting paths) -> the
-core's gate decision over the digests and upstream verifications -> `layering/gate/<environment>`
-on the pull request's head -> the gate is kept for re-evaluation until it passes, and a gate
-pending on a soak is checked again when the soak is over (a scheduled re-check, not a retry).
+(the server's merge ref when it is that merge, else computed; or the conflicting paths), judged
+by the rules in force on env/<environment>'s current head (core/promotion_policy.py), never by
+the pull request's own -> the core's gate decision over the recorded digests and the upstream
+verifications (confirmed live where the upstream has kube access) ->
+`layering/gate/<environment>` on the pull request's head -> the gate is kept for re-evaluation
+until it passes, and a gate pending on a soak is checked again when the soak is over (a
+scheduled re-check, not a retry).
 
 Does I/O only through the ports it is given.
 """
@@ -12,41 +15,37 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline.core import gate, ports, repo, tasks
+from pipeline.core import gate, ports, promotion_policy, repo, tasks
 from pipeline.flows import promotion_inputs
 
 
 def decide(
     merged: repo.Repository | None,
     *,
+    head: repo.Repository,
     environment: str,
-    registry: ports.RegistryReader,
-    store: ports.PromotionStore,
+    sources: promotion_inputs.Sources,
     now: float,
     conflicts: Sequence[str] = (),
     unrelated: bool = False,
 ) -> gate.GateDecision:
     """The gate of a pull request from the repository its merge into env/<environment> gives
-    (`merged`), or from the paths that keep it from merging."""
+    (`merged`) under the rules of the branch's current `head`, or from the paths that keep it
+    from merging."""
     if merged is None:
         return gate.conflicted(environment, conflicts, unrelated=unrelated)
-    inputs = promotion_inputs.load(merged, environment, registry=registry, store=store)
-    return gate.decide(
-        merged,
-        environment=environment,
-        lookups=inputs.lookups,
-        verifications=inputs.verifications,
-        now=now,
-    )
+    rules = promotion_policy.in_force(merged, head=head, environment=environment)
+    inputs = promotion_inputs.load(rules.repository, environment, sources)
+    return gate.decide(rules, lookups=inputs.lookups, verifications=inputs.verifications, now=now)
 
 
 def judge(
     merged: repo.Repository | None,
     *,
+    head: repo.Repository,
     head_sha: str,
     environment: str,
-    registry: ports.RegistryReader,
-    store: ports.PromotionStore,
+    sources: promotion_inputs.Sources,
     reporter: ports.StatusReporter,
     now: float,
     conflicts: Sequence[str] = (),
@@ -56,9 +55,9 @@ def judge(
     """Decide the gate (`decide`) and post it on the pull request's head."""
     decision = decide(
         merged,
+        head=head,
         environment=environment,
-        registry=registry,
-        store=store,
+        sources=sources,
         now=now,
         conflicts=conflicts,
         unrelated=unrelated,
@@ -73,24 +72,27 @@ def run(
     pr_number: int,
     *,
     branches: ports.EnvBranches,
-    registry: ports.RegistryReader,
-    store: ports.PromotionStore,
+    sources: promotion_inputs.Sources,
     reporter: ports.StatusReporter,
     queue: ports.TaskQueue,
     now: Callable[[], float],
 ) -> dict[str, Any]:
     """ "layering.gate": judge what merging the pull request gives now, and keep watching it
     until it passes."""
-    merge = branches.pull_request_merge(head_sha, branch=f"env/{environment}", pr_number=pr_number)
+    branch = f"env/{environment}"
+    merge = branches.pull_request_merge(head_sha, branch=branch, pr_number=pr_number)
+    # the rules in force: the branch as it is now (read after the merge: at least as new)
+    in_force = branches.at_branch(branch) if merge.repository is not None else None
     decision = decide(
         merge.repository,
+        head=in_force or repo.Repository({}, {}),
         environment=environment,
-        registry=registry,
-        store=store,
+        sources=sources,
         now=now(),
         conflicts=merge.conflicts,
         unrelated=merge.unrelated,
     )
+    store = sources.store
     # watched (or not) before the status is out: whoever sees the status sees the store agree
     if decision.state is gate.GateState.SUCCESS:
         store.unwatch_gate(environment, pr_number)

@@ -1,9 +1,13 @@
 """What a push, a pull request, /ok-to-test or a close does (queue `events`): claim the head of
-the branch or pull request, fetch the mirror and plan from the Git history (which also hands
-back the head's repository model: parsed once per event), lint, let core/head.py decide, then
-create the build records, send the builds, cancel what the new head supersedes and report every
-status through the StatusReporter. Also the final status of each build, reported by the build
-task's callbacks. I/O only through ports.
+the branch or pull request, fetch the mirror, plan and lint the head through the HeadLinter (a
+subprocess under CPU-time and memory limits: `read_head` runs there, parsing the head's
+repository once), let core/head.py decide, then create the build records, send the builds,
+cancel what the new head supersedes and report every status through the StatusReporter. A lint
+that stopped (a limit, a crash) fails `layering/lint` and builds nothing. Also the final status
+of each build, reported by the build task's callbacks. I/O only through ports.
+
+/ok-to-test approves one commit (core/approval.py): the one it names, or the head as of the
+comment, checked against the head GitHub reports now; a later push is linted, not built.
 
 Cancelling a build raises its cancel flag (a running build polls it and kills buildah's process
 group before any push), revokes its task (a queued copy is dropped by the worker that receives
@@ -22,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core import builds, changes, commit_status, head, ports, tasks
+from pipeline.core import approval, builds, changes, commit_status, head, head_lint, ports, tasks
 from pipeline.core.settings import Settings
 from pipeline.flows import history
 
@@ -42,6 +46,7 @@ class Adapters:
     queue: ports.TaskQueue
     statuses: ports.StatusReporter
     metrics: ports.EventMetrics
+    linter: ports.HeadLinter
     now: Clock = time.time
 
     def observe_latency(self, enqueued_at: float | None) -> None:
@@ -88,8 +93,11 @@ def ok_to_test(
     number: int,
     user: str,
     enqueued_at: float | None = None,
+    sha: str | None = None,
+    commented_at: float | None = None,
 ) -> Summary:
-    """A maintainer's /ok-to-test builds a (fork's) pull request into the default branch."""
+    """A maintainer's /ok-to-test (made at `commented_at`, naming commit `sha` or none) builds
+    the one commit it approves of a (fork's) pull request into the default branch."""
     adapters.observe_latency(enqueued_at)
     if pulls is None:
         return {"ignored": "no GitHub credentials configured"}
@@ -97,11 +105,22 @@ def ok_to_test(
         log.info("/ok-to-test on #%s from %s ignored: no write permission", number, user)
         return {"ignored": f"{user} has no write permission"}
     pull = pulls.pull_head(number)
-    if pull.base_ref != settings.default_branch:
-        return {"ignored": f"pull request #{number} is into {pull.base_ref}"}
-    return _pull_request(
-        adapters, settings, number, pull.head_sha, pull.base_ref, False, enqueued_at
+    # a comment without a time (an older message) counts from when the receiver queued it:
+    # by the clock that timed the heads, so without the margin for GitHub's clock
+    timed = commented_at is not None
+    verdict = approval.approve(
+        pull,
+        named=sha,
+        at=commented_at if commented_at is not None else (enqueued_at or adapters.now()),
+        timeline=adapters.heads.timeline(head.pull_request_scope(number)),
+        default_branch=settings.default_branch,
+        margin=approval.CLOCK_MARGIN_SECONDS if timed else 0.0,
     )
+    if isinstance(verdict, approval.Refused):
+        log.info("/ok-to-test on #%s from %s ignored: %s", number, user, verdict.reason)
+        return {"ignored": verdict.reason}
+    log.info("/ok-to-test on #%s from %s approves %s", number, user, verdict.sha)
+    return _pull_request(adapters, settings, number, verdict.sha, pull.base_ref, False, enqueued_at)
 
 
 def close_pull_request(
@@ -151,20 +170,24 @@ def handle_head(adapters: Adapters, settings: Settings, new: head.NewHead) -> Su
     claimed, previous = adapters.heads.claim(new.scope, new.sha, new.enqueued_at)
     if not claimed:
         return {"head": new.sha, "stale": True, "newer": previous.sha if previous else None}
-    with adapters.mirror.fetch(*new.refs) as git_history:
-        read = history.read_range(
-            git_history,
-            new.from_rev,
-            new.sha,
-            settings.default_branch,
-            branch=new.branch,
-            unknown_from="default-branch",
-            machineconfigs=True,  # lint reads them
-        )
-    findings = head.lint_findings(read.plan, read.repository)
-    decision = head.decide(
-        read.plan, findings, previous, sha=new.sha, public_url=settings.public_url, fork=new.fork
+    with adapters.mirror.fetch(*new.refs):
+        pass  # fetched: the linter reads the mirror in a process of its own
+    request = head_lint.Request(
+        adapters.mirror.source, new.from_rev, new.sha, settings.default_branch, new.branch
     )
+    read = adapters.linter.lint(request)
+    if isinstance(read, head_lint.Stopped):
+        log.warning("head %s of %s: %s", new.sha[:12], new.scope, read.description)
+        decision = head.decide_stopped(read, previous, sha=new.sha, public_url=settings.public_url)
+    else:
+        decision = head.decide(
+            read.plan,
+            read.findings,
+            previous,
+            sha=new.sha,
+            public_url=settings.public_url,
+            fork=new.fork,
+        )
     for status in decision.statuses:
         adapters.statuses.report(new.sha, status)
     _cancel(adapters, decision.cancels)
@@ -177,6 +200,27 @@ def handle_head(adapters: Adapters, settings: Settings, new: head.NewHead) -> Su
     if newer is not None and newer.closed:
         return {"head": new.sha, "builds": [], "note": "pull request closed meanwhile"}
     return {"head": new.sha, "builds": [build.to_json() for build in sent]}
+
+
+def read_range(git_history: ports.GitHistory, request: head_lint.Request) -> history.Range:
+    """The plan of one head and its repository model (parsed once, MachineConfigs included:
+    lint reads them)."""
+    return history.read_range(
+        git_history,
+        request.from_rev,
+        request.sha,
+        request.default_branch,
+        branch=request.branch,
+        unknown_from="default-branch",
+        machineconfigs=True,
+    )
+
+
+def read_head(git_history: ports.GitHistory, request: head_lint.Request) -> head_lint.Reading:
+    """The plan of one head and its lint findings: what the HeadLinter answers (the lint
+    subprocess, pipeline/cli/lint_sandbox.py, runs the same two steps)."""
+    read = read_range(git_history, request)
+    return head_lint.Reading(read.plan, head.lint_findings(read.plan, read.repository))
 
 
 def _send(

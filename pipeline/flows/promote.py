@@ -1,8 +1,14 @@
 """The promote flow (SPEC sections 6, 7): a push to env/<environment> -> the plan at the branch's
-current head (digests from the registry, upstream verifications from the store) -> one commit
+current head (the digests the builds recorded, checked against the registry; upstream
+verifications from the store, confirmed live where the upstream has kube access) -> one commit
 pushed, or nothing -> `layering/promote/<cluster>` statuses on the pushed head, the Promoted
 records and the time-based verifications of clusters without kube -> follow-ups: a rollout
 watch for every kube cluster the commit changes, and a re-check of every watched gate.
+
+The rules are the head's own: the gate judged the merge that brought them under the rules
+before it, and branch protection requires the gate. Every push is planned, the pipeline's own
+promotion commits included (their messages prove nothing): a head that already holds what the
+pipeline renders commits nothing.
 
 `promote` is shared by "layering.promote" (through `run`, which adds the follow-ups) and
 `layering promote`. Does I/O only through the ports it is given. Safe to repeat: an applied
@@ -48,12 +54,11 @@ def decide(
     *,
     environment: str,
     source_commit: str,
-    registry: ports.RegistryReader,
-    store: ports.PromotionStore,
+    sources: promotion_inputs.Sources,
     now: float,
 ) -> promotion.PromotionPlan:
     """Load the digests and upstream verifications the plan needs, and plan."""
-    inputs = promotion_inputs.load(repository, environment, registry=registry, store=store)
+    inputs = promotion_inputs.load(repository, environment, sources)
     return promotion.plan(
         repository,
         environment=environment,
@@ -69,8 +74,7 @@ def promote(
     environment: str,
     *,
     writer: ports.BranchWriter,
-    registry: ports.RegistryReader,
-    store: ports.PromotionStore,
+    sources: promotion_inputs.Sources,
     reporter: ports.StatusReporter,
     now: Callable[[], float],
     target_url: str | None = None,
@@ -87,8 +91,7 @@ def promote(
             repository,
             environment=environment,
             source_commit=head,
-            registry=registry,
-            store=store,
+            sources=sources,
             now=now(),
         )
         plans.append(plan)
@@ -100,7 +103,7 @@ def promote(
         for status in promotion_report.promote_statuses(plan, target_url=target_url):
             reporter.report(commit_sha, status)
         if not plan.refused:
-            _record(models[-1], plan, result, store=store, now=now)
+            _record(models[-1], plan, result, store=sources.store, now=now)
     return PromotionOutcome(
         plan, result.commit_sha, result.head_sha, result.attempts, models[-1] if models else None
     )
@@ -132,8 +135,7 @@ def run(
     environment: str,
     *,
     writer: ports.BranchWriter,
-    registry: ports.RegistryReader,
-    store: ports.PromotionStore,
+    sources: promotion_inputs.Sources,
     reporter: ports.StatusReporter,
     queue: ports.TaskQueue,
     now: Callable[[], float],
@@ -144,13 +146,12 @@ def run(
         commit_sha,
         environment,
         writer=writer,
-        registry=registry,
-        store=store,
+        sources=sources,
         reporter=reporter,
         now=now,
     )
     if outcome.commit_sha is not None:
         for cluster in outcome.clusters_to_watch():
             queue.send(tasks.WatchRollout(outcome.commit_sha, environment, cluster).call())
-    gate_flow.recheck_watched(store, queue)
+    gate_flow.recheck_watched(sources.store, queue)
     return outcome.summary()

@@ -1,13 +1,24 @@
-"""What the promote and gate flows load before the core decides a plan: the registry's digest
-for each pool's build-key tag, and the verifications of the upstream clusters. Does I/O only
-through the ports it is given."""
+"""What the promote and gate flows load before the core decides a plan: for each pool's build key
+the digest its build recorded, checked against the registry (still served by digest, and the tag
+not moved elsewhere); and the verifications of the upstream clusters, those of an upstream with
+kube access confirmed against its pools as they are now. Does I/O only through the ports it is
+given."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from pipeline.core import ports, promotion, repo, verification
+from pipeline.core import (
+    commit_status,
+    ports,
+    promotion,
+    repo,
+    rollout,
+    upstream_proof,
+    verification,
+)
+from pipeline.core.errors import PermanentError
 
 
 @dataclass(frozen=True)
@@ -16,30 +27,88 @@ class PlanInputs:
     verifications: Mapping[tuple[str, str], verification.Verification]  # (cluster, digest) ->
 
 
+@dataclass(frozen=True)
+class Sources:
+    """The ports the promotion inputs come through."""
+
+    registry: ports.RegistryReader
+    store: ports.PromotionStore
+    built: ports.BuiltImages
+    clusters: ports.Clusters
+
+
 def lookup_digests(
-    targets: Iterable[promotion.Target], registry: ports.RegistryReader
+    targets: Iterable[promotion.Target],
+    registry: ports.RegistryReader,
+    built: ports.BuiltImages,
 ) -> dict[tuple[str, str], promotion.DigestLookup]:
-    """The registry's digest for each target's build-key tag, asked once per tag."""
+    """The digest each target's build recorded, checked against the registry once per tag."""
     found: dict[tuple[str, str], promotion.DigestLookup] = {}
-    seen: dict[str, str | None] = {}
+    seen: dict[str, promotion.DigestLookup] = {}
     for target in targets:
         if target.tag_reference not in seen:
-            seen[target.tag_reference] = registry.digest_of(target.tag_reference)
-        found[(target.image, target.cluster)] = promotion.DigestLookup(
-            target.build_key, seen[target.tag_reference]
-        )
+            seen[target.tag_reference] = _lookup(target, registry, built)
+        found[(target.image, target.cluster)] = seen[target.tag_reference]
     return found
 
 
-def load(
+def _lookup(
+    target: promotion.Target, registry: ports.RegistryReader, built: ports.BuiltImages
+) -> promotion.DigestLookup:
+    recorded = built.built(target.build_key, target.image_repository)
+    if recorded is None:
+        return promotion.DigestLookup(target.build_key)
+    named = f"sha256:{commit_status.short_digest(recorded.digest)}"
+    if registry.digest_of(f"{target.image_repository}@{recorded.digest}") is None:
+        return promotion.DigestLookup(
+            target.build_key,
+            refused=f"the registry no longer serves {named}, which the build recorded; rebuild",
+        )
+    tagged = registry.digest_of(target.tag_reference)
+    if tagged is not None and tagged != recorded.digest:
+        return promotion.DigestLookup(
+            target.build_key,
+            refused=(
+                f"tag moved: it names sha256:{commit_status.short_digest(tagged)}, the build "
+                f"recorded {named}; someone pushed over it: check, then rebuild"
+            ),
+        )
+    return promotion.DigestLookup(target.build_key, recorded.digest)
+
+
+def confirm_upstreams(
     repository: repo.Repository,
     environment: str,
-    *,
-    registry: ports.RegistryReader,
-    store: ports.PromotionStore,
-) -> PlanInputs:
-    """Everything `promotion.plan` and `gate.decide` need besides the repository."""
+    stored: Mapping[tuple[str, str], verification.Verification],
+    clusters: ports.Clusters,
+) -> dict[tuple[str, str], verification.Verification]:
+    """`stored`, with the verifications of every upstream that has kube access checked
+    against its pools read now (only when one of them is healthy: nothing to confirm else)."""
+    confirmed = dict(stored)
+    for name, pools in upstream_proof.pools_to_read(repository, environment).items():
+        if not any(key[0] == name and proven.healthy for key, proven in stored.items()):
+            continue
+        context = repository.clusters[name].kube_context
+        assert context is not None
+        try:
+            with clusters.connect(context) as reader:
+                running: list[rollout.Running] = [
+                    found for pool in pools if (found := reader.running(pool)) is not None
+                ]
+        except PermanentError as exc:
+            confirmed = upstream_proof.unreadable(confirmed, name, str(exc))
+            continue
+        confirmed = upstream_proof.confirm_all(confirmed, {name: running})
+    return confirmed
+
+
+def load(repository: repo.Repository, environment: str, sources: Sources) -> PlanInputs:
+    """Everything `promotion.plan` and `gate.decide` need besides the repository (the rules
+    in force: the branch head for a promotion, promotion_policy.InForce for a gate)."""
+    stored = sources.store.verifications(promotion.upstreams(repository, environment))
     return PlanInputs(
-        lookups=lookup_digests(promotion.targets(repository, environment), registry),
-        verifications=store.verifications(promotion.upstreams(repository, environment)),
+        lookups=lookup_digests(
+            promotion.targets(repository, environment), sources.registry, sources.built
+        ),
+        verifications=confirm_upstreams(repository, environment, stored, sources.clusters),
     )

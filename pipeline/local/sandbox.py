@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -24,7 +23,7 @@ import yaml
 
 from pipeline.adapters import standin
 from pipeline.core.errors import InputError, PipelineError
-from pipeline.local import workdir
+from pipeline.local import keys, workdir
 
 # The project's example images that build on the busybox stand-in (their RUN steps only call
 # rpm-ostree/ostree, which the stand-in shims); the others need real RHEL content or network.
@@ -41,17 +40,7 @@ GIT_IDENTITY = {
 
 def webhook_secret(path: Path) -> str:
     """The secret in `path`, made (mode 0600) on first use."""
-    if path.is_file():
-        text = path.read_text().strip()
-        if text:
-            return text
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_hex(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(value + "\n")
-    path.chmod(0o600)
-    return value
+    return keys.secret(path)
 
 
 def registry_config(*, host: str, data: Path) -> str:
@@ -181,7 +170,7 @@ def manifest_exists(registry_host: str, repository: str, digest: str) -> bool:
         return False
 
 
-def _buildah_argv(layout: workdir.Layout) -> list[str]:
+def buildah_argv(layout: workdir.Layout) -> list[str]:
     buildah = shutil.which("buildah")
     if buildah is None:
         raise InputError("buildah not found: install the Debian package buildah")
@@ -215,7 +204,7 @@ def base_image(
         return standin.BaseImage(repository, digest)
     started = time.monotonic()
     image = standin.build(
-        buildah=_buildah_argv(layout),
+        buildah=buildah_argv(layout),
         repository=repository,
         workdir=layout.root / "standin",
         env=env,

@@ -1,6 +1,9 @@
 """`layering up`: the whole pipeline on this machine, each part a real child process on the
-loopback interface: a private Redis (append-only persistence), a docker-registry, the receiver,
-a Celery worker and Celery beat, started in that order, each awaited until it answers. With no
+loopback interface: a private Redis (append-only persistence, a password from the workdir), a
+docker-registry, the receiver, a Celery worker and Celery beat, started in that order, each
+awaited until it answers. Secrets reach the services in their environment, never on an argv
+(keys.py says why). Builds use oci isolation where the probe shows it works here, else chroot,
+said at start (LAYERING_BUILDAH_ISOLATION, when set, decides instead). With no
 LAYERING_REPO_URL it also makes the local GitOps sandbox (sandbox.py) and installs the
 post-receive hook into it. `run` starts everything and stops it on Ctrl-C, by process group
 (supervisor.py); the data stays in the workdir (workdir.py) for the next run. Does file,
@@ -17,9 +20,10 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from pipeline.adapters import hook
-from pipeline.core import tasks
+from pipeline.adapters import isolation as isolation_probe
+from pipeline.core import isolation, tasks
 from pipeline.core.errors import InputError, PipelineError
-from pipeline.local import sandbox, supervisor, workdir
+from pipeline.local import keys, sandbox, supervisor, workdir
 
 QUEUES = ",".join(tasks.QUEUES)
 
@@ -31,12 +35,17 @@ def service_environment(
     ports: Mapping[str, int],
     options: workdir.Options,
     secret: str,
+    redis_url: str,
+    verification_key: str,
+    build_isolation: str,
 ) -> dict[str, str]:
-    """The environment of the receiver, worker and beat."""
+    """The environment of the receiver, worker and beat (the only place their secrets are)."""
     env = dict(base)
     env.update(
         {
-            "LAYERING_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
+            "LAYERING_REDIS_URL": redis_url,
+            "LAYERING_VERIFICATION_KEY": verification_key,
+            "LAYERING_BUILDAH_ISOLATION": build_isolation,
             "LAYERING_WORKDIR": str(layout.service),
             "LAYERING_PUBLIC_URL": f"http://127.0.0.1:{ports['receiver']}",
             "LAYERING_WEBHOOK_SECRET": secret,
@@ -62,6 +71,46 @@ def _require(*tools: str) -> None:
         raise InputError(f"missing tools: {', '.join(missing)} (`make up` installs them)")
 
 
+def start_redis(
+    processes: supervisor.Supervisor, *, port: int, env: Mapping[str, str], say: workdir.Say
+) -> str:
+    """redis-server with the workdir's password (made on first use), given to it in a 0600
+    configuration file; returns the URL with the password, for the services' environment."""
+    layout = processes.layout
+    layout.redis.mkdir(parents=True, exist_ok=True)
+    password = keys.secret(layout.redis_password_file)
+    keys.write_private(
+        layout.redis_config, keys.redis_config(port=port, data=layout.redis, password=password)
+    )
+    started = time.monotonic()
+    redis = processes.start(
+        "redis", [shutil.which("redis-server") or "redis-server", str(layout.redis_config)], env
+    )
+    supervisor.wait_until(supervisor.listening(port), child=redis, what="redis", timeout=20)
+    say(
+        f"redis on redis://127.0.0.1:{port}/0 (password in {layout.redis_password_file}, "
+        f"append-only file in {layout.redis}) {workdir.since(started)}"
+    )
+    return keys.redis_url(port=port, password=password)
+
+
+def choose_isolation(options: workdir.Options, layout: workdir.Layout, say: workdir.Say) -> str:
+    """The workers' LAYERING_BUILDAH_ISOLATION: the one asked for, else oci when the probe
+    shows it works here, else chroot (this machine's own sandbox), said either way."""
+    if options.isolation is not None:
+        say(f"build isolation {options.isolation} (LAYERING_BUILDAH_ISOLATION)")
+        return options.isolation
+    buildah = sandbox.buildah_argv(layout) if options.buildah_storage else ["buildah"]
+    try:
+        isolation_probe.resolve(command=buildah[0], global_argv=buildah[1:], mode="oci")
+    except PipelineError as exc:
+        say(f"build isolation chroot: {exc}")
+        say(f"warning: {isolation.CHROOT_WARNING}")
+        return "chroot"
+    say("build isolation oci: RUN steps get private PID and network namespaces")
+    return "oci"
+
+
 def start_all(
     options: workdir.Options,
     *,
@@ -78,32 +127,9 @@ def start_all(
     state["ports"] = ports
     workdir.write_json(layout.state_file, state)
     secret = options.webhook_secret or sandbox.webhook_secret(layout.secret_file)
+    verification_key = keys.secret(layout.verification_key_file)
     registry_host = f"127.0.0.1:{ports['registry']}"
-    redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
-
-    layout.redis.mkdir(parents=True, exist_ok=True)
-    started = time.monotonic()
-    redis = processes.start(
-        "redis",
-        [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(ports["redis"]),
-            "--bind",
-            "127.0.0.1",
-            "--appendonly",
-            "yes",
-            "--save",
-            "",
-            "--dir",
-            str(layout.redis),
-        ],
-        base_env,
-    )
-    supervisor.wait_until(
-        supervisor.listening(ports["redis"]), child=redis, what="redis", timeout=20
-    )
-    say(f"redis on {redis_url} (append-only file in {layout.redis}) {workdir.since(started)}")
+    redis_url = start_redis(processes, port=ports["redis"], env=base_env, say=say)
 
     layout.registry.mkdir(parents=True, exist_ok=True)
     config = layout.registry / "config.yml"
@@ -119,7 +145,17 @@ def start_all(
         f"{workdir.since(started)}"
     )
 
-    env = service_environment(base_env, layout=layout, ports=ports, options=options, secret=secret)
+    build_isolation = choose_isolation(options, layout, say)
+    env = service_environment(
+        base_env,
+        layout=layout,
+        ports=ports,
+        options=options,
+        secret=secret,
+        redis_url=redis_url,
+        verification_key=verification_key,
+        build_isolation=build_isolation,
+    )
     seed_tree: Path | None = None
     if local:
         layout.entitlement.mkdir(exist_ok=True)
@@ -205,9 +241,11 @@ def start_all(
         webhook_url=webhook_url,
         clone_url=layout.repository.as_uri() if local else None,
         registry_host=registry_host,
-        redis_url=redis_url,
+        redis_url=f"redis://127.0.0.1:{ports['redis']}/0",
         workdir=layout.root,
         secret_file=layout.secret_file,
+        redis_password_file=layout.redis_password_file,
+        build_isolation=build_isolation,
     )
 
 

@@ -8,6 +8,8 @@ the webhook secret). File I/O only in read_json / write_json.
       up.json                 ports and the stand-in image, reused on restart
       pids.json               the processes running now (removed on a clean stop)
       webhook-secret          mode 0600
+      redis-password          mode 0600; redis/redis.conf (0600) hands it to redis-server
+      verification-key        mode 0600; LAYERING_VERIFICATION_KEY of the services
       redis/ registry/ buildah/ service/ logs/
       gitops.git              the sandbox repository (local mode only)
 """
@@ -35,6 +37,7 @@ class Options:
     seed: Path  # the tree whose images/ and clusters/ seed the sandbox
     concurrency: int = 2
     buildah_storage: bool = True  # False: the environment configures buildah storage
+    isolation: str | None = None  # LAYERING_BUILDAH_ISOLATION when set; None: `up` probes
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,20 @@ class Layout:
         return self.root / "webhook-secret"
 
     @property
+    def redis_password_file(self) -> Path:
+        return self.root / "redis-password"
+
+    @property
+    def verification_key_file(self) -> Path:
+        return self.root / "verification-key"
+
+    @property
     def redis(self) -> Path:
         return self.root / "redis"
+
+    @property
+    def redis_config(self) -> Path:
+        return self.redis / "redis.conf"
 
     @property
     def registry(self) -> Path:
@@ -95,9 +110,11 @@ class Started:
     webhook_url: str
     clone_url: str | None  # the sandbox repository; None when serving LAYERING_REPO_URL
     registry_host: str
-    redis_url: str
+    redis_url: str  # without the password: it is in redis_password_file
     workdir: Path
     secret_file: Path
+    redis_password_file: Path
+    build_isolation: str  # oci or chroot
 
 
 def write_json(path: Path, document: Mapping[str, Any]) -> None:

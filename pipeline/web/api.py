@@ -1,6 +1,10 @@
-"""The service's plain HTTP API: `/healthz`, `/readyz` (the queue answers), `/metrics`
+"""The service's plain HTTP API: `/healthz`, `/readyz` (the queue answers; and how build steps
+are isolated, with a warning under chroot), `/metrics`
 (Prometheus) and the read-only builds API (`/api/builds`, `/api/builds/{id}`,
-`/api/builds/{id}/log`). Does network I/O (Redis) through the adapters it is given.
+`/api/builds/{id}/log?offset=&limit=`: a bounded range of the log as text, with
+`X-Log-Next-Offset` and, while more may follow, a `Link: <…>; rel="next"` header). Who may read
+what is decided in front of these routes (read_access.py, listeners.py). Does network I/O
+(Redis) through the adapters it is given.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import APIRouter
 from fastapi.responses import Response
@@ -16,10 +21,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pipeline.core import builds
 from pipeline.core.errors import TemporaryError
 from pipeline.web import build_source, receiver
-
-# /api/builds/{id}/log answers the whole log (the store keeps at most
-# LAYERING_BUILD_LOG_MAX_LINES of it); the dashboard's live tail reads by offset instead
-FULL_LOG_LINES = 1_000_000
 
 
 def json_response(
@@ -38,8 +39,11 @@ def router(
     enqueuer: receiver.Enqueuer,
     registry: CollectorRegistry,
     store: build_source.BuildSource | None,
+    build_isolation: Mapping[str, str] | None = None,
 ) -> APIRouter:
+    """`build_isolation`: what /readyz says about build isolation (isolation.readiness)."""
     routes = APIRouter()
+    isolation_report = dict(build_isolation or {})
 
     @routes.get("/healthz")
     async def healthz() -> Response:
@@ -50,8 +54,10 @@ def router(
         try:
             await enqueuer.ping()
         except TemporaryError as exc:
-            return json_response(503, {"status": "unavailable", "error": str(exc)})
-        return json_response(200, {"status": "ready"})
+            return json_response(
+                503, {"status": "unavailable", "error": str(exc), **isolation_report}
+            )
+        return json_response(200, {"status": "ready", **isolation_report})
 
     @routes.get("/metrics")
     def metrics() -> Response:
@@ -80,14 +86,25 @@ def router(
         return json_response(200, dict(build))
 
     @routes.get("/api/builds/{build_id}/log")
-    def get_build_log(build_id: str) -> Response:
+    def get_build_log(
+        build_id: str, offset: int = 0, limit: int = build_source.LOG_DEFAULT_LINES
+    ) -> Response:
         if not builds.is_build_id(build_id):
             return bad_id
+        problem = build_source.range_problem(offset, limit)
+        if problem is not None:
+            return json_response(400, {"error": problem})
         if store is None:
             return no_store
         if store.get_build(build_id) is None:
             return json_response(404, {"error": f"no log for {build_id!r}"})
-        lines = store.log_lines(build_id, offset=0, limit=FULL_LOG_LINES)
-        return Response("".join(lines), media_type="text/plain; charset=utf-8")
+        lines, more = build_source.log_range(store, build_id, offset=offset, limit=limit)
+        following = offset + len(lines)
+        headers = {"X-Log-Next-Offset": str(following)}
+        if more:
+            page = min(limit, build_source.LOG_MAX_LINES)
+            next_url = f"/api/builds/{quote(build_id, safe='')}/log?offset={following}&limit={page}"
+            headers["Link"] = f'<{next_url}>; rel="next"'
+        return Response("".join(lines), media_type="text/plain; charset=utf-8", headers=headers)
 
     return routes

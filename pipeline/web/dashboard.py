@@ -28,9 +28,9 @@ from pipeline.web import build_source, promotions
 
 LOG_TAIL_LIMIT = 2000
 BUILD_ROWS = 50
-# the build page shows the log so far (the store keeps at most LAYERING_BUILD_LOG_MAX_LINES);
-# its script then asks only for what follows
-PAGE_LOG_LINES = 1_000_000
+# the build page shows the first lines of the log (a bounded range, like every read); its
+# script then asks only for what follows, at once while a chunk comes back full
+PAGE_LOG_LINES = LOG_TAIL_LIMIT
 
 
 def short_sha(sha: str) -> str:
@@ -113,12 +113,20 @@ class BuildView:
 # -- responses ------------------------------------------------------------------------------
 
 
-def html_response(text: str, *, nonce: str | None = None, status: int = 200) -> Response:
-    """HTML with a policy that runs no script but the one carrying `nonce` (none without)."""
+def html_response(
+    text: str,
+    *,
+    nonce: str | None = None,
+    status: int = 200,
+    form_action: str = "'none'",
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    """HTML with a policy that runs no script but the one carrying `nonce` (none without) and
+    submits forms only to `form_action` (the login page: 'self')."""
     script = f"'nonce-{nonce}'" if nonce else "'none'"
     policy = (
         f"default-src 'none'; script-src {script}; style-src 'unsafe-inline'; "
-        "connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; "
+        f"connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action {form_action}; "
         "frame-ancestors 'none'"
     )
     return Response(
@@ -129,6 +137,8 @@ def html_response(text: str, *, nonce: str | None = None, status: int = 200) -> 
             "Content-Security-Policy": policy,
             "X-Content-Type-Options": "nosniff",
             "Cache-Control": "no-store",
+            "Referrer-Policy": "no-referrer",
+            **(headers or {}),
         },
     )
 
@@ -164,7 +174,8 @@ def router(
     clock: Callable[[], float] = time.time,
 ) -> APIRouter:
     """The dashboard's routes: `/`, `/builds/{id}`, the fragments the pages poll, and
-    `/api/builds/{id}/log/tail?offset=N` (JSON: the lines from N on, for a live tail)."""
+    `/api/builds/{id}/log/tail?offset=N` (JSON: at most LOG_TAIL_LIMIT lines from N on, for a
+    live tail; `more` when the answer was cut short)."""
     routes = APIRouter()
 
     def recent() -> list[BuildView] | None:
@@ -213,24 +224,29 @@ def router(
             "build.html.j2",
             title=f"layering: build {view.build_id}",
             build=view,
-            lines=store.log_lines(build_id, offset=0, limit=PAGE_LOG_LINES),
+            lines=build_source.log_range(store, build_id, offset=0, limit=PAGE_LOG_LINES)[0],
             tail_url=f"/api/builds/{quote(view.build_id, safe='')}/log/tail",
         )
 
     @routes.get("/api/builds/{build_id}/log/tail")
-    def log_tail(build_id: str, offset: int = 0) -> Response:
+    def log_tail(build_id: str, offset: int = 0, limit: int = LOG_TAIL_LIMIT) -> Response:
+        problem = build_source.range_problem(offset, limit)
+        if problem is not None:
+            return _json(400, {"error": problem})
         build = find(build_id)
         if build is None or store is None:
             return _json(404, {"error": f"no build {build_id!r}"})
-        start = max(0, offset)
         # only the lines the page has not shown yet: never the whole log again
-        lines = store.log_lines(build_id, offset=start, limit=LOG_TAIL_LIMIT)
+        lines, more = build_source.log_range(
+            store, build_id, offset=offset, limit=min(limit, LOG_TAIL_LIMIT)
+        )
         state = str(build.get("state", ""))
         return _json(
             200,
             {
                 "lines": lines,
-                "next_offset": start + len(lines),
+                "next_offset": offset + len(lines),
+                "more": more,
                 "state": state,
                 "terminal": state in _TERMINAL,
                 "duration": duration(build, clock()),

@@ -1,6 +1,8 @@
 """The web service's factories: one ASGI app holding the webhook receiver (receiver.py), the API
-(api.py) and the dashboard (dashboard.py), wired to adapters that are built once per process,
-passed in, and closed when the app's lifespan ends. No request creates a connection pool.
+(api.py) and the dashboard (dashboard.py), behind the read token when one is set
+(read_access.py), wired to adapters that are built once per process, passed in, and closed when
+the app's lifespan ends. No request creates a connection pool. `layering serve` splits it over
+two listeners when LAYERING_READ_LISTEN is set (listeners.py).
 
     create_app(settings, enqueuer=, store=, promotion_source=, ...)  # the app, given its parts
     service_app(settings)         # given the real adapters: what `layering serve` runs
@@ -31,10 +33,10 @@ from pipeline.adapters import (
     promotion_store,
     queue,
 )
-from pipeline.core import events, promotion_commit
-from pipeline.core.errors import TemporaryError
+from pipeline.core import events, isolation
+from pipeline.core.errors import InputError, TemporaryError
 from pipeline.core.settings import Settings
-from pipeline.web import api, build_source, dashboard, promotions, receiver
+from pipeline.web import api, build_source, dashboard, promotions, read_access, receiver
 
 
 def create_app(
@@ -44,7 +46,6 @@ def create_app(
     store: build_source.BuildSource | None = None,
     promotion_source: promotions.PromotionSource | None = None,
     collectors: tuple[Collector, ...] = (),
-    is_promotion_commit: Callable[[str, str], bool] | None = None,
     on_shutdown: Sequence[Callable[[], None]] = (),
 ) -> receiver.WebhookFront:
     """The web app. `store` serves /api/builds and the dashboard's builds; `promotion_source`
@@ -63,8 +64,8 @@ def create_app(
         "repo_url": settings.repo_url,
         "default_branch": settings.default_branch,
     }
-    if is_promotion_commit is not None:
-        route_options["is_promotion_commit"] = is_promotion_commit
+    # No push to env/<environment> is skipped for what its message says (trailers can be
+    # forged): the promote flow finds that the pipeline's own commits leave nothing to do.
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -93,10 +94,19 @@ def create_app(
             503, {"error": str(exc)}, {"Retry-After": str(int(exc.retry_after))}
         )
 
-    app.include_router(api.router(enqueuer=the_enqueuer, registry=registry, store=store))
+    app.include_router(
+        api.router(
+            enqueuer=the_enqueuer,
+            registry=registry,
+            store=store,
+            build_isolation=isolation.readiness(settings.buildah_isolation),
+        )
+    )
     app.include_router(dashboard.router(store, promotion_source=promotion_source))
     return receiver.WebhookFront(
-        app,
+        # the webhook paths are answered before the guard; everything else needs the read
+        # token when one is set (read_access.py)
+        read_access.guard(app, settings),
         receiver.Receiver(
             secret=secret,
             enqueuer=the_enqueuer,
@@ -116,7 +126,9 @@ def service_app(settings: Settings) -> receiver.WebhookFront:
         settings.redis_url.get_secret_value(), socket_timeout=5, socket_connect_timeout=2
     )
     build_store = build_records.BuildStore.from_settings(settings)
-    promotion_records = promotion_store.PromotionStore(client)
+    promotion_records = promotion_store.PromotionStore.from_settings(
+        settings, client=client, signing=False
+    )
     repository_promotions = promotions.RepositoryPromotions(settings, records=promotion_records)
     return create_app(
         settings,
@@ -126,11 +138,17 @@ def service_app(settings: Settings) -> receiver.WebhookFront:
             metrics.RedisHistograms(client),
             promotion_metrics.PromotionCollector(promotion_records),
         ),
-        is_promotion_commit=promotion_commit.is_promotion_commit,
         on_shutdown=(repository_promotions.close, build_store.client.close, client.close),
     )
 
 
 def app_from_environment() -> receiver.WebhookFront:
-    """For `uvicorn --factory pipeline.web.server:app_from_environment`."""
-    return service_app(environment.load_settings())
+    """For `uvicorn --factory pipeline.web.server:app_from_environment` (one listener)."""
+    settings = environment.load_settings()
+    if settings.read_address is not None:
+        # one uvicorn listener would serve the reads next to the webhook: refuse, never widen
+        raise InputError(
+            "LAYERING_READ_LISTEN is set: run `layering serve`, which opens the read listener "
+            "beside the webhook one (uvicorn --factory serves a single listener)"
+        )
+    return service_app(settings)

@@ -18,12 +18,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import redis
 
-from pipeline.adapters import branch_writer
+from pipeline.adapters import branch_writer, build_records
 from pipeline.adapters.promotion_store import PromotionStore
 from pipeline.core import promotion
 from pipeline.flows import promote as promote_flow
+from pipeline.flows import promotion_inputs
 from tests import services
-from tests.integration.promotion_support import EnvRepo, HttpRegistry, Recorder, push_targets
+from tests.integration.promotion_support import (
+    EnvRepo,
+    HttpRegistry,
+    NoClusters,
+    Recorder,
+    push_targets,
+)
+from tests.plugins.builds import VERIFICATION_KEY
 
 CLUSTERS = 10
 POOLS = ("worker", "infra", "storage")
@@ -48,8 +56,17 @@ def one_run(
     gitops.commit("seed")
     gitops.push("main")
     model = gitops.origin_model("refs/heads/main")
-    push_targets(registry.host, promotion.targets(model, "nonprod"))
     client.flushdb()
+    built = build_records.BuildStore(
+        client, retention_seconds=3600, lock_timeout_seconds=60, key=VERIFICATION_KEY.encode()
+    )
+    push_targets(registry.host, promotion.targets(model, "nonprod"), built=built)
+    sources = promotion_inputs.Sources(
+        registry=HttpRegistry(),
+        store=PromotionStore(client, key=VERIFICATION_KEY.encode()),
+        built=built,
+        clusters=NoClusters(),
+    )
     started = time.perf_counter()
     merge = gitops.merge_into("main", "env/nonprod")
     pushed = time.perf_counter()
@@ -59,8 +76,7 @@ def one_run(
         writer=branch_writer.BranchWriter(
             url=gitops.url, workdir=root / "scratch", lock=branch_writer.RedisBranchLock(client)
         ),
-        registry=HttpRegistry(),
-        store=PromotionStore(client),
+        sources=sources,
         reporter=Recorder(),
         now=time.time,
     )
@@ -74,8 +90,7 @@ def one_run(
         merge,
         "nonprod",
         writer=branch_writer.BranchWriter(url=gitops.url, workdir=root / "scratch"),
-        registry=HttpRegistry(),
-        store=PromotionStore(client),
+        sources=sources,
         reporter=Recorder(),
         now=time.time,
     )

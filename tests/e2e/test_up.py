@@ -227,6 +227,39 @@ def test_push_builds_the_image_into_the_local_registry(up: Up) -> None:
     assert "layered by e2e" in log
 
 
+def test_redis_refuses_a_client_without_the_password_and_no_argv_holds_a_secret(up: Up) -> None:
+    """What a build step (or anything else on this machine) sees: Redis answers NOAUTH, and
+    no command line of `up`'s processes carries the Redis password or the verification key."""
+    port = json.loads((up.workdir / "up.json").read_text())["ports"]["redis"]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"PING\r\nSET pwned 1\r\n")
+        replies = b""
+        while replies.count(b"\r\n") < 2:
+            chunk = sock.recv(4096)
+            assert chunk, replies
+            replies += chunk
+    assert replies.split(b"\r\n")[:2] == [b"-NOAUTH Authentication required."] * 2
+    password = (up.workdir / "redis-password").read_text().strip()
+    key = (up.workdir / "verification-key").read_text().strip()
+    for name in ("redis-password", "verification-key", "redis/redis.conf"):
+        assert (up.workdir / name).stat().st_mode & 0o777 == 0o600, name
+    # every process on this machine, as a RUN step under chroot sees them
+    for process in Path("/proc").iterdir():
+        try:
+            cmdline = (process / "cmdline").read_bytes() if process.name.isdigit() else b""
+        except OSError:
+            continue
+        assert password.encode() not in cmdline, process
+        assert key.encode() not in cmdline, process
+    assert password not in up.text()  # nor in what `up` prints
+    ready = httpx.get(f"{up.receiver}/readyz", timeout=10).json()
+    isolation = ready["build_isolation"]
+    assert f"builds run with {isolation} isolation" in up.text()
+    assert isolation in {"oci", "chroot"}
+    if isolation == "chroot":
+        assert "host's network and PID namespaces" in ready["build_isolation_warning"]
+
+
 def test_merge_into_nonprod_commits_the_machineconfig(up: Up) -> None:
     main = up.git("rev-parse", "HEAD").strip()
     htop = next(b for b in up.builds() if b["commit_sha"] == main and b["cluster"] == "nonprod")
@@ -305,6 +338,8 @@ def test_sigint_stops_every_process_and_keeps_the_data(up: Up) -> None:
     )
     assert (up.workdir / "gitops.git" / "hooks" / "post-receive").is_file()
     assert (up.workdir / "webhook-secret").stat().st_mode & 0o777 == 0o600
+    assert (up.workdir / "redis-password").stat().st_mode & 0o777 == 0o600
+    assert (up.workdir / "verification-key").stat().st_mode & 0o777 == 0o600
     assert (up.workdir / "registry" / "data" / "docker").is_dir()
 
 

@@ -1,9 +1,11 @@
 """Helpers for the promotion integration tests and bench: push a small image to the real
 registry under a content-addressed tag (over the registry HTTP API, so the digest is the
-registry's own), read digests back, record statuses, and a GitOps repository with env branches."""
+registry's own) and record it as its build would, read digests back, record statuses, and a
+GitOps repository with env branches."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import threading
@@ -15,10 +17,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import git
+import redis
 import yaml
 
+from pipeline.adapters import build_records
 from pipeline.adapters import git as gitadapter
-from pipeline.core import commit_status, promotion, repo
+from pipeline.core import builds, commit_status, ports, promotion, repo
+from tests.plugins.builds import VERIFICATION_KEY
 
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 BASE = "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:"
@@ -50,17 +55,21 @@ def _upload_blob(host: str, path: str, blob: bytes) -> str:
     return digest
 
 
-def push_image(host: str, path: str, tag: str, *, content: bytes) -> str:
-    """A one-layer image at http://host/path:tag; returns the manifest digest."""
+def push_image(
+    host: str, path: str, tag: str, *, content: bytes, labels: Mapping[str, str] | None = None
+) -> str:
+    """A one-layer image at http://host/path:tag (its config carrying `labels`); returns the
+    manifest digest."""
     layer = content
     layer_digest = _upload_blob(host, path, layer)
-    config = json.dumps(
-        {
-            "architecture": "amd64",
-            "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
-        }
-    ).encode()
+    document: dict[str, object] = {
+        "architecture": "amd64",
+        "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+    }
+    if labels is not None:
+        document["config"] = {"Labels": dict(labels)}
+    config = json.dumps(document).encode()
     config_digest = _upload_blob(host, path, config)
     manifest = json.dumps(
         {
@@ -93,10 +102,12 @@ def push_image(host: str, path: str, tag: str, *, content: bytes) -> str:
 
 
 class HttpRegistry:
-    """DigestSource over the registry API (HEAD manifest -> Docker-Content-Digest)."""
+    """ports.RegistryReader over the registry API (HEAD manifest -> Docker-Content-Digest)."""
 
     def digest_of(self, reference: str) -> str | None:
-        repository, _, tag = reference.rpartition(":")
+        repository, separator, tag = reference.partition("@")
+        if not separator:
+            repository, _, tag = reference.rpartition(":")
         host, _, path = repository.partition("/")
         head = _request(
             f"http://{host}/v2/{path}/manifests/{tag}",
@@ -111,23 +122,53 @@ class HttpRegistry:
                 return None
             raise
 
+    def image_of(self, reference: str) -> builds.RegistryImage | None:
+        digest = self.digest_of(reference)
+        return None if digest is None else builds.RegistryImage(digest, {})
+
+
+class NoClusters:
+    """ports.Clusters for tests whose upstreams have no kube access: connecting is a bug."""
+
+    def connect(self, context: str) -> contextlib.AbstractContextManager[ports.ClusterReader]:
+        raise AssertionError(f"no kube context expected, asked for {context!r}")
+
 
 def push_targets(
-    registry_host: str, targets: list[promotion.Target], *, salt: str = ""
+    registry_host: str,
+    targets: list[promotion.Target],
+    *,
+    salt: str = "",
+    built: ports.BuiltImages | None = None,
 ) -> dict[str, str]:
-    """Push an image for every target's tag; tag reference -> digest."""
+    """Push an image for every target's tag, recording each digest in `built` as the build of
+    that key would; tag reference -> digest."""
     digests: dict[str, str] = {}
     for target in targets:
         if target.tag_reference in digests:
             continue
         path = target.image_repository.removeprefix(f"{registry_host}/")
-        digests[target.tag_reference] = push_image(
+        digest = push_image(
             registry_host,
             path,
             target.tag_reference.rpartition(":")[2],
             content=f"{target.build_key}{salt}".encode(),
         )
+        digests[target.tag_reference] = digest
+        if built is not None:
+            built.record_built(builds.BuiltImage(target.build_key, target.image_repository, digest))
     return digests
+
+
+def recorded_builds(redis_url: str) -> build_records.BuildStore:
+    """The build store of a test's Redis: where push_targets records what it pushed, signed
+    with the key the workers have."""
+    return build_records.BuildStore(
+        redis.Redis.from_url(redis_url),
+        retention_seconds=3600,
+        lock_timeout_seconds=60,
+        key=VERIFICATION_KEY.encode(),
+    )
 
 
 @dataclass
@@ -190,10 +231,11 @@ class EnvRepo:
         promotes_from: str | None = None,
         soak: str = "0s",
         kube: str | None = None,
+        base_image: str | None = None,
     ) -> None:
         document: dict[str, object] = {
             "environment": environment,
-            "baseImage": BASE + base * 64,
+            "baseImage": base_image or BASE + base * 64,
             "registry": registry,
             "pools": dict(pools),
             "promotesFrom": promotes_from,
@@ -247,12 +289,14 @@ def chained_repo(
     *,
     kube_context: str,
     soak: str,
+    built: ports.BuiltImages,
     extra: Callable[[EnvRepo, str], None] = lambda gitops, prefix: None,
 ) -> tuple[EnvRepo, dict[str, str]]:
     """A repository whose env branches start before the seed (so merges make merge commits):
     nonprod (worker: firewalld, with kube), nonprod-b (infra: htop, no kube), prod (worker:
     firewalld, promotesFrom nonprod); `extra` may add more before the seed commit. Every target
-    is pushed to the registry: returns the repository and tag reference -> digest."""
+    is pushed to the registry and recorded in `built`: returns the repository and tag
+    reference -> digest."""
     gitops = EnvRepo(root)
     gitops.commit("root")
     for branch in ("env/nonprod", "env/prod"):
@@ -283,4 +327,4 @@ def chained_repo(
     gitops.push("main")
     model = gitops.origin_model("refs/heads/main")
     targets = promotion.targets(model, "nonprod") + promotion.targets(model, "prod")
-    return gitops, push_targets(registry_host, targets)
+    return gitops, push_targets(registry_host, targets, built=built)

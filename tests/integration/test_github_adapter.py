@@ -103,6 +103,9 @@ def test_permission_and_pull_head(github_api: GitHubStandIn) -> None:
         "mallory/layers",
         "main",
     )
+    assert head.state == "open"
+    github_api.pulls[5]["state"] = "closed"
+    assert gh.pull_head(5).state == "closed"
 
 
 def test_github_app_installation_auth(github_api: GitHubStandIn) -> None:

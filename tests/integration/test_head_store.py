@@ -1,6 +1,7 @@
 """The head store (pipeline/adapters/head_store.py) on a real Redis: a newer delivery wins, a
 closed pull request leaves a tombstone, builds recorded for a head that lost its scope meanwhile
-hand back the newer head, and racing writers never lose an update."""
+hand back the newer head, racing writers never lose an update, and the timeline of when each
+head arrived (what /ok-to-test is checked against)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 import redis
 
 from pipeline.adapters import head_store
-from pipeline.core import head
+from pipeline.core import approval, head
 from tests import services
 
 A = "a" * 40
@@ -65,3 +66,26 @@ def test_racing_writers_lose_nothing(store: head_store.RedisHeadStore) -> None:
     assert recorded is not None
     assert sorted(b.build_id for b in recorded.builds) == sorted(b.build_id for b in builds)
     assert store._client.ttl(head_store.key("branch:main")) > 13 * 24 * 3600
+
+
+def test_the_timeline_records_when_each_head_arrived(store: head_store.RedisHeadStore) -> None:
+    assert store.timeline("pr:7") == []
+    store.claim("pr:7", A, 1.0)
+    store.claim("pr:7", A, 2.0)  # the same head again (an /ok-to-test): keeps its arrival
+    store.claim("pr:7", B, 3.0)
+    store.claim("pr:7", A, 2.5)  # an older delivery arriving late: refused, not recorded
+    store.claim("pr:7", B, 4.0, closed=True)
+    store.claim("pr:7", B, 5.0)  # reopened
+    assert store.timeline("pr:7") == [
+        approval.Seen(A, 1.0),
+        approval.Seen(B, 3.0),
+        approval.Seen(B, 5.0),
+    ]
+    store._client.rpush(head_store.timeline_key("pr:7"), b"junk", b'["x"]')
+    assert len(store.timeline("pr:7")) == 3
+    for n in range(approval.TIMELINE_LENGTH + 5):
+        store.claim("pr:8", f"{n:040x}", float(n))
+    kept = store.timeline("pr:8")
+    assert len(kept) == approval.TIMELINE_LENGTH
+    assert kept[-1] == approval.Seen(f"{approval.TIMELINE_LENGTH + 4:040x}", 104.0)
+    assert store._client.ttl(head_store.timeline_key("pr:8")) > 13 * 24 * 3600

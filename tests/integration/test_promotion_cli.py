@@ -19,7 +19,8 @@ from pipeline.adapters.promotion_store import PromotionStore
 from pipeline.core import machineconfig, promotion_commit, rollout
 from tests import services
 from tests.conftest import require_tools
-from tests.integration.promotion_support import BASE, EnvRepo, chained_repo
+from tests.integration.promotion_support import BASE, EnvRepo, chained_repo, recorded_builds
+from tests.plugins.builds import VERIFICATION_KEY
 from tests.plugins.kube import KubeServer, MachineConfigOperator
 
 pytestmark = pytest.mark.integration
@@ -70,9 +71,11 @@ def setup(
     private_redis = services.RedisServer(directory / "redis").start()
     kube = KubeServer(directory).start()
     kubeconfig = kube.kubeconfig([CONTEXT])
+    built = recorded_builds(private_redis.url)
     gitops, digests = chained_repo(
-        directory / "repo", registry.host, kube_context=CONTEXT, soak="24h"
+        directory / "repo", registry.host, kube_context=CONTEXT, soak="24h", built=built
     )
+    built.client.close()
     mco = MachineConfigOperator(kubeconfig, CONTEXT)
     mco.seed_base(BASE + "a" * 64, release="4.16.3")
     mco.close()
@@ -85,12 +88,15 @@ def setup(
         containers_env,
         PYTHONPATH=str(REPO_ROOT),
         LAYERING_REDIS_URL=private_redis.url,
+        LAYERING_VERIFICATION_KEY=VERIFICATION_KEY,
         LAYERING_REGISTRIES_CONF=containers_env["CONTAINERS_REGISTRIES_CONF"],
         KUBECONFIG=str(kubeconfig),
     )
     client: redis.Redis[bytes] = redis.Redis.from_url(private_redis.url)
     try:
-        yield Setup(gitops, PromotionStore(client), env, kubeconfig, digests)
+        yield Setup(
+            gitops, PromotionStore(client, key=VERIFICATION_KEY.encode()), env, kubeconfig, digests
+        )
     finally:
         client.close()
         kube.stop()
@@ -129,7 +135,7 @@ def test_promote_dry_run_then_for_real_then_status(setup: Setup) -> None:
     committed = gitops.origin_head("env/nonprod")
     assert committed != merge
     assert f"committed {committed}" in real.stdout
-    assert promotion_commit.is_promotion_commit(
+    assert promotion_commit.describes_promotion(
         str(gitops.origin_history("env/nonprod")[0].message), "nonprod"
     )
     again = setup.layering("promote", "--env", "nonprod", "--repo", origin)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from pipeline.adapters import branch_writer
+from pipeline.adapters import branch_writer, build_records
 from pipeline.adapters.promotion_store import PromotionStore
 from pipeline.core import (
     commit_status,
@@ -25,9 +25,17 @@ from pipeline.core import (
 from pipeline.core.errors import TemporaryError
 from pipeline.flows import gate as gate_flow
 from pipeline.flows import promote as promote_flow
+from pipeline.flows import promotion_inputs
 from tests import crd, services
 from tests.conftest import require_tools
-from tests.integration.promotion_support import EnvRepo, HttpRegistry, Recorder, push_targets
+from tests.integration.promotion_support import (
+    EnvRepo,
+    HttpRegistry,
+    NoClusters,
+    Recorder,
+    push_targets,
+)
+from tests.plugins.builds import VERIFICATION_KEY
 
 pytestmark = pytest.mark.integration
 HOUR = 3600.0
@@ -80,12 +88,31 @@ def env_repo(tmp_path: Path, registry: services.Registry) -> EnvRepo:
     return gitops
 
 
+def recorded(client: redis.Redis[bytes]) -> build_records.BuildStore:
+    """Where the builds record their digests (push_targets records as a build would)."""
+    return build_records.BuildStore(
+        client, retention_seconds=3600, lock_timeout_seconds=60, key=VERIFICATION_KEY.encode()
+    )
+
+
+def sources(client: redis.Redis[bytes]) -> promotion_inputs.Sources:
+    return promotion_inputs.Sources(
+        registry=HttpRegistry(),
+        store=PromotionStore(client, key=VERIFICATION_KEY.encode()),
+        built=recorded(client),
+        clusters=NoClusters(),
+    )
+
+
 @pytest.fixture
-def built(env_repo: EnvRepo, registry: services.Registry) -> dict[str, str]:
-    """Every (image, cluster) of main pushed to the registry: tag reference -> digest."""
+def built(
+    env_repo: EnvRepo, registry: services.Registry, redis_client: redis.Redis[bytes]
+) -> dict[str, str]:
+    """Every (image, cluster) of main pushed to the registry and recorded as built: tag
+    reference -> digest."""
     model = env_repo.origin_model("refs/heads/main")
     targets = promotion.targets(model, "nonprod") + promotion.targets(model, "prod")
-    return push_targets(registry.host, targets)
+    return push_targets(registry.host, targets, built=recorded(redis_client))
 
 
 def make_writer(
@@ -112,8 +139,7 @@ def run_promote(
         head,
         environment,
         writer=make_writer(env_repo, tmp_path, client),
-        registry=HttpRegistry(),
-        store=PromotionStore(client),
+        sources=sources(client),
         reporter=recorder,
         now=clock,
     )
@@ -140,7 +166,7 @@ def test_merge_into_nonprod_commits_a_machineconfig_per_pool(
         assert document["spec"]["osImageURL"].endswith(f"@{digest}")
         assert document["metadata"]["annotations"]["layering/source-commit"] == merge
     message = env_repo.origin_history("env/nonprod")[0].message
-    assert promotion_commit.is_promotion_commit(message, "nonprod")
+    assert promotion_commit.describes_promotion(message, "nonprod")
     trailers = promotion_commit.trailers(message)
     assert sorted(v for k, v in trailers if k == "Layering-Digest") == sorted(expected.values())
     assert ("Layering-Source-Commit", merge) in trailers
@@ -150,7 +176,7 @@ def test_merge_into_nonprod_commits_a_machineconfig_per_pool(
     }
     assert all(sha == merge for sha, *_ in recorder.statuses)
     # no kube: time-based verification from the promotion commit
-    store = PromotionStore(redis_client)
+    store = PromotionStore(redis_client, key=VERIFICATION_KEY.encode())
     verifications = store.verifications(["nonprod"])
     assert {key[1] for key in verifications} == {
         expected[("nonprod", "worker")],
@@ -169,7 +195,9 @@ def test_missing_image_commits_nothing_and_names_it(
 ) -> None:
     model = env_repo.origin_model("refs/heads/main")
     push_targets(
-        registry.host, [t for t in promotion.targets(model, "nonprod") if t.image != "htop"]
+        registry.host,
+        [t for t in promotion.targets(model, "nonprod") if t.image != "htop"],
+        built=recorded(redis_client),
     )
     merge = env_repo.merge_into("main", "env/nonprod")
     recorder = Recorder()
@@ -190,7 +218,7 @@ def test_prod_waits_for_verification_and_soak(
     env_repo.merge_into("main", "env/nonprod")
     run_promote(env_repo, tmp_path, redis_client, "nonprod", clock, Recorder())
     prod_merge = env_repo.merge_into("env/nonprod", "env/prod")
-    store = PromotionStore(redis_client)
+    store = PromotionStore(redis_client, key=VERIFICATION_KEY.encode())
     redis_client.delete("layering:verifications:nonprod")  # as if nothing was verified yet
     model = env_repo.origin_model("refs/heads/env/prod")
     (target,) = promotion.targets(model, "prod")
@@ -212,10 +240,10 @@ def test_prod_waits_for_verification_and_soak(
     )
     decision = gate_flow.judge(
         model,
+        head=model,
         head_sha=prod_merge,
         environment="prod",
-        registry=HttpRegistry(),
-        store=store,
+        sources=sources(redis_client),
         reporter=recorder,
         now=clock.now + HOUR,
     )
@@ -238,10 +266,10 @@ def test_prod_waits_for_verification_and_soak(
     assert yamlfile.load(raw)["spec"]["osImageURL"].endswith(f"@{digest}")
     decision = gate_flow.judge(
         model,
+        head=model,
         head_sha=prod_merge,
         environment="prod",
-        registry=HttpRegistry(),
-        store=store,
+        sources=sources(redis_client),
         reporter=recorder,
         now=clock.now,
     )
@@ -263,7 +291,9 @@ def test_prod_on_another_base_refuses(
     env_repo.push("main")
     model = env_repo.origin_model("refs/heads/main")
     push_targets(
-        registry.host, promotion.targets(model, "nonprod") + promotion.targets(model, "prod")
+        registry.host,
+        promotion.targets(model, "nonprod") + promotion.targets(model, "prod"),
+        built=recorded(redis_client),
     )
     env_repo.merge_into("main", "env/prod")
     recorder = Recorder()

@@ -17,6 +17,7 @@ from pipeline.flows import drift as drift_flow
 from pipeline.flows import rollout_watch
 from tests import services
 from tests.integration.promotion_support import Recorder
+from tests.plugins.builds import VERIFICATION_KEY
 from tests.plugins.kube import KubeServer, MachineConfigOperator
 
 pytestmark = pytest.mark.integration
@@ -29,7 +30,7 @@ COMMIT = "7" * 40
 def store(redis_server: services.RedisServer) -> Iterator[PromotionStore]:
     client: redis.Redis[bytes] = redis.Redis.from_url(redis_server.url)
     client.flushdb()
-    yield PromotionStore(client)
+    yield PromotionStore(client, key=VERIFICATION_KEY.encode())
     client.close()
 
 

@@ -22,8 +22,14 @@ from pipeline.adapters.promotion_store import PromotionStore
 from pipeline.core import machineconfig, promotion, verification, yamlfile
 from tests import services
 from tests.conftest import require_tools
-from tests.integration.promotion_support import BASE, EnvRepo, chained_repo, push_targets
-from tests.plugins.builds import REPO_ROOT, StartWorker, Worker
+from tests.integration.promotion_support import (
+    BASE,
+    EnvRepo,
+    chained_repo,
+    push_targets,
+    recorded_builds,
+)
+from tests.plugins.builds import REPO_ROOT, VERIFICATION_KEY, StartWorker, Worker
 from tests.plugins.github import GitHubStandIn, load_operations
 from tests.plugins.kube import KubeServer, MachineConfigOperator
 
@@ -120,9 +126,16 @@ def stage(
             soak="2s",
         )
 
+    built = recorded_builds(private_redis.url)
     gitops, digests = chained_repo(
-        directory / "repo", registry.host, kube_context=CONTEXT, soak="0s", extra=staging
+        directory / "repo",
+        registry.host,
+        kube_context=CONTEXT,
+        soak="0s",
+        built=built,
+        extra=staging,
     )
+    built.client.close()
     extra_env = {
         "LAYERING_REDIS_URL": private_redis.url,
         "LAYERING_REPO_URL": gitops.url,
@@ -139,7 +152,7 @@ def stage(
             gitops,
             github,
             worker,
-            PromotionStore(client),
+            PromotionStore(client, key=VERIFICATION_KEY.encode()),
             kube,
             digests,
             service_env,
@@ -358,7 +371,9 @@ def test_gate_pends_while_the_upstream_soaks_then_passes(stage: Stage) -> None:
     gitops.push("main")
     model = gitops.origin_model(head)
     htop = [t for t in promotion.targets(model, "nonprod") if t.image == "htop"]
-    push_targets(stage.registry_host, htop)
+    built = recorded_builds(stage.service_env["LAYERING_REDIS_URL"])
+    push_targets(stage.registry_host, htop, built=built)
+    built.client.close()
     # nonprod-b has no kube: its promotion verifies the digest by time, soak counts from now
     promoted = stage.run("layering.promote", gitops.merge_into("main", "env/nonprod"), "nonprod")
     assert promoted["commit_sha"]
@@ -408,7 +423,7 @@ def test_rollout_watch_times_out_and_fails_the_digest(stage: Stage) -> None:
             description
         )
         client: redis.Redis[bytes] = redis.Redis.from_url(redis_url)
-        proven = PromotionStore(client).verifications(["nonprod"])[
+        proven = PromotionStore(client, key=VERIFICATION_KEY.encode()).verifications(["nonprod"])[
             ("nonprod", stage.digest("firewalld"))
         ]
         client.close()

@@ -30,6 +30,7 @@ from pipeline.core import tasks
 from pipeline.core.settings import Settings
 from tests import services
 from tests.conftest import require_tools
+from tests.plugins import builds as builds_plugin
 from workers import app as workers_app
 
 pytestmark = pytest.mark.integration
@@ -182,6 +183,9 @@ def worker_env(redis_url: str, directory: Path, pythonpath: str) -> dict[str, st
         "PYTHONPATH": pythonpath,
         "LAYERING_REDIS_URL": redis_url,
         "LAYERING_WORKDIR": str(directory / "work"),
+        # what any worker of workers.app needs to start (workers/startup.py)
+        "LAYERING_VERIFICATION_KEY": builds_plugin.VERIFICATION_KEY,
+        "LAYERING_BUILDAH_ISOLATION": "chroot",
     }
 
 

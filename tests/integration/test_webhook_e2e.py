@@ -1,121 +1,38 @@
 """From a signed delivery (or a plain `git push` with the post-receive hook) to commit statuses
 and an image in the registry, with real processes: the receiver over HTTP on a loopback port,
 a Celery worker subprocess, a private Redis, a bare Git repository pushed to with GitPython,
-docker-registry + buildah (tests/plugins/builds.py) and the GitHub API stand-in."""
+docker-registry + buildah (tests/plugins/builds.py) and the GitHub API stand-in, all started by
+tests/webhook_pipeline.py."""
 
 from __future__ import annotations
 
 import base64
 import json
-import logging
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import redis
-from celery.result import AsyncResult
 
-from pipeline.adapters import build_records, parked_statuses, status_queue, task_queue
+from pipeline.adapters import build_records, parked_statuses
 from pipeline.cli import install_hook
 from pipeline.core import commit_status, tasks
-from pipeline.core.settings import Settings
-from pipeline.web import server as web
-from tests import receiver, services
+from tests import services, webhook_pipeline
 from tests.plugins.builds import (
     FAKE_REGISTRY_PASSWORD,
     FAKE_TOKEN,
     BaseImage,
     StartWorker,
-    Worker,
     launch_beat,
 )
-from tests.plugins.github import Fault, GitHubStandIn, load_operations
-from tests.plugins.gitrepos import GitopsRepo
+from tests.plugins.github import Fault
+from tests.webhook_pipeline import BUILD_TIMEOUT, FULL_NAME, REDIS_PASSWORD, SECRET, Pipeline
 
 pytestmark = pytest.mark.integration
-
-SECRET = "e2e-webhook-secret-value"
-REDIS_PASSWORD = "e2e-redis-password-value"
-FULL_NAME = "acme/layers"
-BUILD_TIMEOUT = 240
-
-
-@dataclass
-class Pipeline:
-    gitops: GitopsRepo
-    github: GitHubStandIn
-    worker: Worker
-    redis: services.RedisServer
-    receiver_url: str
-    registry_host: str
-    settings: Settings
-    receiver_log: Path
-
-    def containerfile(self, base: BaseImage, text: str) -> str:
-        return f"FROM {base.repository}\nRUN {text} && \\\n    ostree container commit\n"
-
-    def deliver(
-        self,
-        payload: dict[str, Any],
-        *,
-        delivery_id: str | None = None,
-        signature: str | None = None,
-        event: str = "push",
-    ) -> httpx.Response:
-        body, headers = receiver.delivery(
-            SECRET.encode(), event, payload, delivery_id=delivery_id, signature=signature
-        )
-        return httpx.post(
-            f"{self.receiver_url}/webhook/github", content=body, headers=headers, timeout=30
-        )
-
-    def push_payload(self, before: str, after: str, branch: str = "main") -> dict[str, Any]:
-        return receiver.push_payload(
-            full_name=FULL_NAME,
-            clone_url=self.gitops.origin.as_uri(),
-            ref=f"refs/heads/{branch}",
-            before=before,
-            after=after,
-        )
-
-    def wait_task(self, task_id: str, timeout: float = 60) -> Any:
-        return AsyncResult(task_id, app=self.worker.app).get(timeout=timeout)
-
-    def wait_statuses(
-        self, sha: str, contexts: set[str], timeout: float = BUILD_TIMEOUT
-    ) -> dict[str, list[str]]:
-        """Until every context has a final (non-pending) state on `sha`."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = self.github.contexts(sha)
-            if set(found) >= contexts and all(found[c][-1] != "pending" for c in contexts):
-                time.sleep(0.5)  # let any stray extra status arrive before judging
-                return self.github.contexts(sha)
-            if self.worker.process.poll() is not None:
-                raise RuntimeError(self.worker.log.read_text()[-3000:])
-            time.sleep(0.1)
-        raise TimeoutError(
-            f"statuses on {sha[:12]}: {self.github.contexts(sha)}; worker log:\n"
-            + self.worker.log.read_text()[-4000:]
-        )
-
-    def queue_status(self, sha: str, status: commit_status.Status) -> None:
-        """Through the StatusReporter, as every flow does."""
-        reporter = status_queue.QueuedStatuses(
-            redis.Redis.from_url(self.redis.url), task_queue.CeleryTaskQueue(self.worker.app)
-        )
-        reporter.report(sha, status)
-
-    def tags(self, image: str) -> list[str]:
-        response = httpx.get(f"http://{self.registry_host}/v2/layering/{image}/tags/list")
-        if response.status_code == 404:
-            return []
-        return list(response.json().get("tags") or [])
 
 
 @pytest.fixture(scope="module")
@@ -125,78 +42,13 @@ def pipeline(
     base_image: BaseImage,
     start_worker: StartWorker,
 ) -> Iterator[Pipeline]:
-    from pytest_httpserver import HTTPServer
-
-    directory = tmp_path_factory.mktemp("e2e")
-    private_redis = services.RedisServer(directory / "redis", password=REDIS_PASSWORD).start()
-    # the receiver runs in this process: its log lines (any logger) go to a file to scan
-    receiver_log = directory / "receiver.log"
-    handler = logging.FileHandler(receiver_log)
-    handler.setLevel(logging.DEBUG)
-    root = logging.getLogger()
-    old_level = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
-    server.start()
-    github = GitHubStandIn(server, load_operations())
-    gitops = GitopsRepo(directory / "work", directory / "origin.git")
-    public_url = "http://layering.example.test"
-    env = {
-        "LAYERING_REDIS_URL": private_redis.url,
-        "LAYERING_REPO_URL": gitops.origin.as_uri(),
-        "LAYERING_GITHUB_REPOSITORY": FULL_NAME,
-        "LAYERING_GITHUB_API_URL": github.url,
-        "LAYERING_PUBLIC_URL": public_url,
-        "LAYERING_WEBHOOK_SECRET": SECRET,
-        "LAYERING_WORKDIR": str(directory / "workdir"),
-        # a status is retried twice, quickly, then parked and resent by beat every second
-        "LAYERING_STATUS_RETRIES": "2",
-        "LAYERING_STATUS_BACKOFF_SECONDS": "0.1",
-        "LAYERING_STATUS_RESEND_INTERVAL_SECONDS": "1",
-    }
-    worker = start_worker("e2e", concurrency=3, extra_env=env)
-    settings = worker.settings
-    app = web.service_app(settings)
-    http = receiver.ThreadedServer(app).start()
-    # the seed: two images on one cluster, pushed without a delivery
-    gitops.write(
-        "images/firewalld/Containerfile",
-        f"FROM {base_image.repository}\nRUN echo firewalld > /etc/motd && \\\n"
-        "    ostree container commit\n",
-    )
-    gitops.write(
-        "images/chrony/Containerfile",
-        f"FROM {base_image.repository}\nRUN echo chrony > /etc/chrony && \\\n"
-        "    ostree container commit\n",
-    )
-    gitops.write(
-        "clusters/nonprod/cluster.yaml",
-        json.dumps(
-            {
-                "environment": "nonprod",
-                "baseImage": base_image.ref,
-                "registry": f"{registry.host}/layering",
-                "pools": {"worker": "firewalld", "infra": "chrony"},
-            }
-        ),
-    )
-    gitops.write("README.md", "seed\n")
-    gitops.commit("seed")
-    gitops.push()
-    yield Pipeline(
-        gitops, github, worker, private_redis, http.url, registry.host, settings, receiver_log
-    )
-    root.removeHandler(handler)
-    root.setLevel(old_level)
-    handler.close()
-    http.stop()
-    worker.stop()
-    server.clear()
-    server.stop()
-    private_redis.stop()
-    gitops.repo.close()
-    assert github.errors == [], github.errors
+    with webhook_pipeline.launch(
+        tmp_path_factory.mktemp("e2e"),
+        registry=registry,
+        base_image=base_image,
+        start_worker=start_worker,
+    ) as running:
+        yield running
 
 
 def change_image(pipeline: Pipeline, base: BaseImage, image: str, text: str) -> tuple[str, str]:

@@ -44,6 +44,8 @@ BASE_REPOSITORY = "os/fcos-stand-in"
 # secrets configured on the worker: tests assert they never reach records or logs
 FAKE_TOKEN = "ghp_faketoken0123456789abcdef"
 FAKE_REGISTRY_PASSWORD = "s3cret-registry-password"
+# LAYERING_VERIFICATION_KEY of every worker started here (and of stores tests open)
+VERIFICATION_KEY = "layering-test-verification-key-0123456789abcdef"
 
 
 def _require(*tools: str) -> None:
@@ -186,6 +188,7 @@ def make_worker_env(
         "LAYERING_RETRY_BACKOFF_SECONDS": "0.2",
         "LAYERING_BUILD_TIMEOUT_SECONDS": "300",
         "LAYERING_GITHUB_TOKEN": FAKE_TOKEN,
+        "LAYERING_VERIFICATION_KEY": VERIFICATION_KEY,
         "LAYERING_ENTITLEMENT_DIR": str(directory / "no-entitlement"),
     }
     return WorkerEnv(variables, buildah_log, directory)

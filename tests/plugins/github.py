@@ -272,7 +272,7 @@ class GitHubStandIn:
             return self._respond(404, {"message": "Not Found"})
         answer = copy.deepcopy(operation.example)
         base_repo = f"{params['owner']}/{params['repo']}"
-        answer.update(number=number, state="open")
+        answer.update(number=number, state=pull.get("state", "open"))
         answer["url"] = f"{GITHUB}/repos/{base_repo}/pulls/{number}"
         answer["head"]["sha"] = pull["head"]["sha"]
         answer["head"]["ref"] = pull["head"]["ref"]

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -44,14 +45,47 @@ class FakeBuilder:
 
 
 class FakeRegistry:
-    def __init__(self, answers: list[str | Exception | None]) -> None:
+    """Answers each tag lookup in turn; the image under a tag carries `labels`."""
+
+    def __init__(
+        self, answers: list[str | Exception | None], labels: Mapping[str, str] | None = None
+    ) -> None:
         self.answers = answers
+        self.labels = dict(labels or {})
 
     def digest_of(self, reference: str) -> str | None:
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):
             raise answer
         return answer
+
+    def image_of(self, reference: str) -> builds.RegistryImage | None:
+        digest = self.digest_of(reference)
+        return None if digest is None else builds.RegistryImage(digest, self.labels)
+
+
+@dataclass
+class Built:
+    """ports.BuiltImages in memory."""
+
+    recorded: dict[tuple[str, str], builds.BuiltImage] = field(default_factory=dict)
+
+    def record_built(self, built: builds.BuiltImage) -> None:
+        self.recorded[(built.build_key, built.repository)] = built
+
+    def built(self, build_key: str, repository: str) -> builds.BuiltImage | None:
+        return self.recorded.get((build_key, repository))
+
+
+def labels_of(checkout: Path) -> dict[str, str]:
+    """The labels the build of images/hello for cluster dev puts on its image."""
+    with source.CheckoutLoader().checkout(checkout, image="hello", commit_sha=None) as loaded:
+        spec = builds.build_spec(
+            image=loaded.repository.images["hello"],
+            cluster=loaded.repository.clusters["dev"],
+            context=loaded.context,
+        )
+    return dict(spec.labels)
 
 
 class BusyLocks:
@@ -95,6 +129,7 @@ def run(
     locks: ports.KeyLocks | None = None,
     final_attempt: bool = True,
     records: local_builds.MemoryRecords | None = None,
+    built: Built | None = None,
     **settings: object,
 ) -> tuple[builds.BuildRecord, local_builds.MemoryRecords]:
     records = records or local_builds.MemoryRecords()
@@ -109,6 +144,7 @@ def run(
         registry=registry,
         locks=locks or local_builds.LocalLocks(),
         secrets=credentials.secret_values(configured),
+        built=built,
         final_attempt=final_attempt,
         clock=lambda: 100.0,
     )
@@ -126,16 +162,58 @@ def test_builds_and_pushes_when_the_tag_is_missing(checkout: Path) -> None:
 
 
 def test_existing_tag_skips_without_building(checkout: Path) -> None:
-    builder = FakeBuilder()
-    record, _ = run(checkout, builder=builder, registry=FakeRegistry([DIGEST]))
+    builder, built = FakeBuilder(), Built()
+    registry = FakeRegistry([DIGEST], labels_of(checkout))
+    record, _ = run(checkout, builder=builder, registry=registry, built=built)
     assert (record.state, record.digest, builder.calls) == (builds.BuildState.SKIPPED, DIGEST, [])
+    # the digest reused is recorded for the key, as a pushed one is
+    ((key, repository),) = built.recorded
+    assert (key, repository) == (record.build_key, "registry.example.com/layering/hello")
+    assert built.recorded[(key, repository)].digest == DIGEST
+
+
+@pytest.mark.parametrize(
+    ("labels", "said"),
+    [
+        ({}, "its config has no layering.build-key label"),
+        ({builds.LABEL_BUILD_KEY: "0" * 64}, f"its layering.build-key label is {'0' * 64}, not "),
+        (
+            {builds.LABEL_BASE_DIGEST: "sha256:" + "b" * 64},
+            "its org.opencontainers.image.base.digest label is sha256:bbb",
+        ),
+    ],
+    ids=["no-labels", "other-key", "other-base"],
+)
+def test_a_tag_without_this_builds_labels_is_built_over(
+    checkout: Path, labels: dict[str, str], said: str
+) -> None:
+    builder, built = FakeBuilder(), Built()
+    registry = FakeRegistry([DIGEST.replace("d", "e")], labels_of(checkout) | labels)
+    if not labels:
+        registry.labels = {}
+    record, records = run(checkout, builder=builder, registry=registry, built=built)
+    assert (record.state, record.digest) == (builds.BuildState.SUCCEEDED, DIGEST)
+    assert [call.split()[0] for call in builder.calls] == ["build", "push", "discard"]
+    assert any(said in line and "building it again" in line for line in records.logs["b1"])
+    assert [b.digest for b in built.recorded.values()] == [DIGEST]
+
+
+def test_a_tag_moved_from_what_the_build_recorded_is_built_over(checkout: Path) -> None:
+    builder, built = FakeBuilder(), Built()
+    registry = FakeRegistry([DIGEST], labels_of(checkout))
+    first, _ = run(checkout, builder=builder, registry=registry, built=built)
+    assert first.state is builds.BuildState.SKIPPED
+    moved = "sha256:" + "f" * 64
+    registry = FakeRegistry([moved], labels_of(checkout))
+    record, records = run(checkout, builder=builder, registry=registry, built=built)
+    assert record.state is builds.BuildState.SUCCEEDED
+    assert f"the build of this key recorded {DIGEST}, not {moved}" in "\n".join(records.logs["b1"])
 
 
 def test_a_waiter_reuses_the_digest_the_holder_pushed(checkout: Path) -> None:
     builder, locks = FakeBuilder(), BusyLocks()
-    record, records = run(
-        checkout, builder=builder, registry=FakeRegistry([None, DIGEST]), locks=locks
-    )
+    registry = FakeRegistry([None, DIGEST], labels_of(checkout))
+    record, records = run(checkout, builder=builder, registry=registry, locks=locks)
     assert (record.state, record.digest, builder.calls) == (builds.BuildState.SKIPPED, DIGEST, [])
     assert any("waiting for it" in line for line in records.logs["b1"])
 

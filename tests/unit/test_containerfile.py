@@ -59,6 +59,23 @@ def test_from_substitution(text: str, build_args: dict[str, str], resolved: str 
 
 
 @pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("$A/${A}/${A:-d}/${A:+alt}", "a/a/a/alt"),
+        ("${E:-d}/${E:+alt}/${N:-d}", "d//d"),
+        ("$5 $ ${} ${A ${A:x} $$A", "$5 $ ${} ${A ${A:x} $a"),  # not variables: kept
+        ("${A:-${B}}", "a}"),  # a modifier ends at the first }
+        ("${A:-unclosed", "${A:-unclosed"),
+        ("x${A_1}y$A_1z", "x1y1"),
+        ("${N}", None),  # no value: nothing to substitute
+    ],
+)
+def test_substitute(text: str, expected: str | None) -> None:
+    variables = {"A": "a", "E": "", "A_1": "1", "A_1z": "1", "N": None}
+    assert containerfile.substitute(text, variables) == expected
+
+
+@pytest.mark.parametrize(
     ("text", "line", "fragment"),
     [
         ("", None, "no FROM"),

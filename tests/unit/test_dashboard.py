@@ -188,6 +188,26 @@ def test_each_poll_reads_only_the_lines_after_its_offset(
     assert [read[1] for read in builds.log_reads] == [0, limit, 2 * limit, 2 * limit + 10]
 
 
+def test_log_tail_says_when_more_is_waiting_and_refuses_bad_offsets(
+    setup: tuple[TestClient, FakeBuilds, FakePromotions],
+) -> None:
+    client, builds, _ = setup
+    builds.builds["b6"] = _build("b6")
+    builds.logs["b6"] = "".join(f"line {n}\n" for n in range(dashboard.LOG_TAIL_LIMIT + 5))
+    full = client.get("/api/builds/b6/log/tail", params={"offset": 0}).json()
+    assert (len(full["lines"]), full["more"]) == (dashboard.LOG_TAIL_LIMIT, True)
+    rest = client.get("/api/builds/b6/log/tail", params={"offset": full["next_offset"]}).json()
+    assert (len(rest["lines"]), rest["more"]) == (5, False)
+    for offset in (-1, 10**12):
+        refused = client.get("/api/builds/b6/log/tail", params={"offset": offset})
+        assert refused.status_code == 400
+        assert "offset must be" in refused.json()["error"]
+    # the page shows a bounded first part; its script goes on from there at once
+    page = client.get("/builds/b6").text
+    assert f'data-offset="{dashboard.PAGE_LOG_LINES}"' in page
+    assert "more ? 0 : 1000" in page
+
+
 @pytest.mark.parametrize("build_id", ["nope", "../etc", "<x>"])
 def test_unknown_or_bad_build_ids_are_404(
     setup: tuple[TestClient, FakeBuilds, FakePromotions], build_id: str

@@ -51,17 +51,18 @@ def pull(
 
 
 def comment(
-    body: str = "/ok-to-test", on_pr: bool = True, action: str = "created"
+    body: str = "/ok-to-test", on_pr: bool = True, action: str = "created", **more: Any
 ) -> dict[str, Any]:
+    """`more`: `state` goes to the issue, `created_at` to the comment."""
     issue: dict[str, Any] = {"number": 7}
     if on_pr:
         issue["pull_request"] = {"url": "https://api.github.com/repos/acme/layers/pulls/7"}
-    return {
-        "action": action,
-        "issue": issue,
-        "comment": {"body": body, "user": {"login": "maintainer"}},
-        "repository": REPO,
-    }
+    if "state" in more:
+        issue["state"] = more["state"]
+    body_of: dict[str, Any] = {"body": body, "user": {"login": "maintainer"}}
+    if "created_at" in more:
+        body_of["created_at"] = more["created_at"]
+    return {"action": action, "issue": issue, "comment": body_of, "repository": REPO}
 
 
 def route(name: str, payload: dict[str, Any], **options: Any) -> events.Action:
@@ -198,6 +199,23 @@ def test_fork_detection(head_repo: Any, fork: bool) -> None:
         ("issue_comment", comment("please /ok-to-test"), events.Ignore),
         ("issue_comment", comment(on_pr=False), events.Ignore),
         ("issue_comment", comment(action="edited"), events.Ignore),
+        # /ok-to-test is bound to a commit: the one it names, or the head as of the comment
+        (
+            "issue_comment",
+            comment(created_at="2026-11-29T12:00:00Z", state="open"),
+            events.OkToTest(7, "maintainer", None, 1795953600.0),
+        ),
+        ("issue_comment", comment(f"/ok-to-test {B}"), events.OkToTest(7, "maintainer", B)),
+        (
+            "issue_comment",
+            comment(f"/ok-to-test {B.upper()}\nlooks fine"),
+            events.OkToTest(7, "maintainer", B),
+        ),
+        ("issue_comment", comment("/ok-to-test bbbbbbb"), events.Ignore),
+        ("issue_comment", comment(f"/ok-to-test {B} {A}"), events.Ignore),
+        ("issue_comment", comment("/ok-to-test main"), events.Ignore),
+        ("issue_comment", comment(state="closed"), events.Ignore),
+        ("issue_comment", comment(created_at="yesterday"), events.OkToTest(7, "maintainer")),
         ("star", {"action": "created"}, events.Ignore),
     ],
 )
@@ -250,18 +268,14 @@ def test_repository_matching(
     assert isinstance(action, events.BuildPush) is ours
 
 
-def test_own_promotion_commit_is_ignored() -> None:
-    def is_promotion(message: str, environment: str) -> bool:
-        return "Layering-Source-Commit" in message and environment == "nonprod"
-
-    own = push(
+def test_a_push_with_promotion_trailers_is_still_promoted() -> None:
+    # issue 10: trailers are text anyone can write into a merge message; they never skip the
+    # promotion that would overwrite a hand-written MachineConfig
+    forged = push(
         "refs/heads/env/nonprod", head_commit={"id": B, "message": "x\n\nLayering-Source-Commit: a"}
     )
-    assert isinstance(route("push", own, is_promotion_commit=is_promotion), events.Ignore)
-    assert isinstance(
-        route("push", push("refs/heads/env/nonprod"), is_promotion_commit=is_promotion),
-        events.Promote,
-    )
+    assert isinstance(route("push", forged), events.Promote)
+    assert isinstance(route("push", push("refs/heads/env/nonprod")), events.Promote)
 
 
 @pytest.mark.parametrize(
@@ -432,3 +446,24 @@ def test_delivery_id_is_restricted(delivery: str) -> None:
     result = events.delivery_key({"x-github-delivery": delivery})
     assert isinstance(result, events.Rejection)
     assert result.status == 400
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        (comment(state="closed"), "pull request #7 is closed: not built"),
+        (
+            comment("/ok-to-test abc123"),
+            "/ok-to-test takes nothing or one full 40-hex commit sha, not 'abc123'",
+        ),
+    ],
+)
+def test_ok_to_test_ignored_with_a_reason(payload: dict[str, Any], reason: str) -> None:
+    assert route("issue_comment", payload) == events.Ignore(reason)
+
+
+def test_comment_time_and_state_must_be_strings() -> None:
+    for payload in (comment(created_at=5), comment(state=["open"])):
+        rejected = events.parse("issue_comment", json.dumps(payload).encode())
+        assert isinstance(rejected, events.Rejection), rejected
+        assert rejected.status == 400

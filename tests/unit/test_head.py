@@ -1,11 +1,12 @@
 """pipeline.core.head: what a push, a pull request or a close decides (statuses to post, builds
-to send, builds to cancel), claiming a scope, and what a newer head overtakes."""
+to send, builds to cancel), claiming a scope, and what a newer head overtakes; a lint that
+stopped (core/head_lint.py); what an /ok-to-test approves (core/approval.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.core import changes, commit_status, head, repo
+from pipeline.core import approval, changes, commit_status, head, head_lint, repo
 
 URL = "https://layering.example.com"
 A = "a" * 40
@@ -321,3 +322,103 @@ def test_scopes_and_refs() -> None:
         ("refs/pull/7/head", "main"),
         True,
     )
+
+
+# -- a lint that stopped (core/head_lint.py) ---------------------------------------------------
+
+
+def test_a_stopped_lint_fails_and_supersedes_everything() -> None:
+    stopped = head_lint.Stopped(head_lint.cpu_limit(20), "images/evil/Containerfile")
+    decision = head.decide_stopped(stopped, MINE, sha=C, public_url=URL)
+    description = (
+        "lint stopped: exceeded the 20 s CPU-time limit (LAYERING_LINT_CPU_SECONDS) "
+        "at images/evil/Containerfile"
+    )
+    assert decision.statuses == (commit_status.Status("layering/lint", "failure", description),)
+    assert decision.builds == ()
+    assert decision.note == description
+    assert [cancel.build for cancel in decision.cancels] == list(MINE.builds)
+
+
+@pytest.mark.parametrize(
+    ("stderr", "expected"),
+    [
+        ("", None),
+        (head_lint.progress_line("clusters/a/cluster.yaml"), "clusters/a/cluster.yaml"),
+        (
+            head_lint.progress_line("images/x/Containerfile")
+            + head_lint.progress_line("images/y/\nimage.yaml")
+            + "Traceback (most recent call last):\nMemoryError\n",
+            "images/y/\nimage.yaml",
+        ),
+        (head_lint.PROGRESS + "not json\n", None),
+    ],
+)
+def test_the_last_file_read_is_named(stderr: str, expected: str | None) -> None:
+    assert head_lint.last_read(stderr) == expected
+
+
+def test_a_long_path_keeps_the_limit_in_the_status() -> None:
+    stopped = head_lint.Stopped(head_lint.memory_limit(1024), "images/" + "x" * 200)
+    assert "(LAYERING_LINT_MEMORY_MB)" in head_lint.status(stopped).description
+
+
+# -- /ok-to-test (core/approval.py) -------------------------------------------------------------
+
+TIMELINE = [approval.Seen(A, 10.0), approval.Seen(B, 20.0), approval.Seen(A, 30.0)]
+
+
+@pytest.mark.parametrize(
+    ("at", "expected"),
+    [(5.0, None), (10.0, A), (19.9, A), (20.0, B), (29.0, B), (31.0, A)],
+)
+def test_head_as_of(at: float, expected: str | None) -> None:
+    assert approval.head_as_of(TIMELINE, at) == expected
+
+
+@pytest.mark.parametrize(
+    ("previous", "sha", "closed", "arrives"),
+    [
+        (None, A, False, True),
+        (head.Head(A, 1.0), A, False, False),
+        (head.Head(A, 1.0), B, False, True),
+        (head.Head(A, 1.0, closed=True), A, False, True),
+        (head.Head(A, 1.0), A, True, False),
+    ],
+)
+def test_which_claims_arrive_on_the_timeline(
+    previous: head.Head | None, sha: str, closed: bool, arrives: bool
+) -> None:
+    assert approval.arrives(previous, sha=sha, closed=closed) is arrives
+
+
+PULL = head.PullHead(7, B, "feature", "mallory/layers", "main")
+
+
+@pytest.mark.parametrize(
+    ("pull", "named", "at", "verdict"),
+    [
+        (PULL, None, 25.0, approval.Approved(B)),
+        (PULL, B, 5.0, approval.Approved(B)),
+        (PULL, None, 15.0, approval.Refused),  # B arrived after the comment
+        (PULL, None, 21.0, approval.Refused),  # B arrived within the clocks' margin of it
+        (PULL, None, 5.0, approval.Refused),  # nothing seen before it
+        (PULL, A, 25.0, approval.Refused),  # names another commit
+        (head.PullHead(7, B, "f", "m/l", "main", "closed"), B, 25.0, approval.Refused),
+        (head.PullHead(7, B, "f", "m/l", "release"), B, 25.0, approval.Refused),
+    ],
+)
+def test_what_an_ok_to_test_approves(
+    pull: head.PullHead, named: str | None, at: float, verdict: object
+) -> None:
+    found = approval.approve(pull, named=named, at=at, timeline=TIMELINE[:2], default_branch="main")
+    if isinstance(verdict, type):
+        assert isinstance(found, verdict), found
+    else:
+        assert found == verdict
+
+
+def test_timeline_entries_round_trip_and_junk_is_dropped() -> None:
+    assert approval.Seen.from_json(approval.Seen(A, 1.5).to_json()) == approval.Seen(A, 1.5)
+    for junk in (None, [A], [1, 2], [A, "soon"], {"sha": A}):
+        assert approval.Seen.from_json(junk) is None

@@ -1,6 +1,7 @@
 """pipeline.flows.head with fakes of its ports (an in-memory Git history, head store, build
-records, task queue and status reporter): what each event sends, records, cancels and reports,
-and that an event reads its head's repository once."""
+records, task queue, status reporter, and the HeadLinter running read_head in this process):
+what each event sends, records, cancels and reports, that an event reads its head's repository
+once, that a stopped lint builds nothing, and what an /ok-to-test approves."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.core import builds, commit_status, head, repo, tasks
+from pipeline.core import approval, builds, commit_status, head, head_lint, repo, tasks
 from pipeline.core.errors import InputError
 from pipeline.core.settings import Settings
 from pipeline.flows import head as head_flow
@@ -131,6 +132,7 @@ class Mirror:
 class Heads:
     def __init__(self) -> None:
         self.heads: dict[str, head.Head] = {}
+        self.timelines: dict[str, list[approval.Seen]] = {}
         self.taken_meanwhile: head.Head | None = None
 
     def claim(
@@ -140,7 +142,12 @@ class Heads:
         written = head.claim(previous, sha=sha, enqueued_at=enqueued_at, closed=closed)
         if written is not None:
             self.heads[scope] = written
+            if approval.arrives(previous, sha=sha, closed=closed):
+                self.timelines.setdefault(scope, []).append(approval.Seen(sha, enqueued_at))
         return written is not None, previous
+
+    def timeline(self, scope: str) -> list[approval.Seen]:
+        return list(self.timelines.get(scope, []))
 
     def record_builds(
         self, scope: str, sha: str, builds: Sequence[head.HeadBuild]
@@ -226,6 +233,22 @@ class Metrics:
         self.durations.append((seconds, outcome))
 
 
+class Linter:
+    """The HeadLinter port in this process (adapters/sandboxed_lint.py runs the same
+    read_head in a subprocess); `stop` makes it answer Stopped instead."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+        self.requests: list[head_lint.Request] = []
+        self.stop: head_lint.Stopped | None = None
+
+    def lint(self, request: head_lint.Request) -> head_lint.Reading | head_lint.Stopped:
+        self.requests.append(request)
+        if self.stop is not None:
+            return self.stop
+        return head_flow.read_head(self.history, request)
+
+
 class World:
     def __init__(self) -> None:
         self.history = History()
@@ -236,6 +259,7 @@ class World:
         self.queue = Queue()
         self.statuses = Statuses()
         self.metrics = Metrics()
+        self.linter = Linter(self.history)
         self.adapters = head_flow.Adapters(
             heads=self.heads,
             mirror=self.mirror,
@@ -243,6 +267,7 @@ class World:
             queue=self.queue,
             statuses=self.statuses,
             metrics=self.metrics,
+            linter=self.linter,
             now=lambda: 100.0,
         )
 
@@ -443,6 +468,7 @@ def test_ok_to_test_ignored(
 def test_ok_to_test_builds_the_fork(world: World) -> None:
     sha = world.history.change(world.seed, "images/chrony/Containerfile", step("fork"))
     pulls = Pulls(head.PullHead(7, sha, "feature", "mallory/layers", "main"))
+    pull_request(world, sha, fork=True)  # its head arrived (at 50.0) before the comment
 
     summary = head_flow.ok_to_test(world.adapters, pulls, SETTINGS, number=7, user="maint")
 
@@ -489,3 +515,162 @@ def test_report_build_error_unless_cancelled(world: World) -> None:
         world.statuses, world.records, SETTINGS, build_id=record.id, **options
     )
     assert outcome == "cancelled"
+
+
+# -- a lint that stopped ----------------------------------------------------------------------
+
+
+def test_a_stopped_lint_fails_lint_builds_nothing_and_cancels_the_older_head(
+    world: World,
+) -> None:
+    first = world.history.change(world.seed, "images/firewalld/Containerfile", step("1"))
+    second = world.history.change(first, "clusters/nonprod/cluster.yaml", b"bomb: &a [1]\n")
+    world.push(world.seed, first, enqueued_at=1.0)
+    [older] = world.records.records.values()
+    world.linter.stop = head_lint.Stopped(
+        head_lint.memory_limit(1024), "clusters/nonprod/cluster.yaml"
+    )
+
+    summary = world.push(first, second, enqueued_at=2.0)
+
+    description = (
+        "lint stopped: exceeded the 1024 MiB memory limit (LAYERING_LINT_MEMORY_MB) "
+        "at clusters/nonprod/cluster.yaml"
+    )
+    assert summary == {"head": second, "builds": [], "note": description}
+    assert world.statuses.on(second) == {"layering/lint": ("failure", description)}
+    assert list(world.records.records) == [older.id], "nothing new is built"
+    assert world.queue.revoked == [f"build-{older.id}"]
+    assert world.linter.requests[-1] == head_lint.Request(SOURCE, first, second, "main", "main")
+
+
+# -- /ok-to-test is bound to a commit -----------------------------------------------------------
+
+
+def ok_to_test(
+    world: World, pull: head.PullHead, *, at: float, sha: str | None = None
+) -> dict[str, Any]:
+    return head_flow.ok_to_test(
+        world.adapters,
+        Pulls(pull),
+        SETTINGS,
+        number=7,
+        user="maint",
+        enqueued_at=at + 1,
+        sha=sha,
+        commented_at=at,
+    )
+
+
+def test_ok_to_test_approves_the_head_as_of_the_comment(world: World) -> None:
+    reviewed = world.history.change(world.seed, "images/chrony/Containerfile", step("fork"))
+    pull_request(world, reviewed, fork=True)  # arrived at 50.0
+
+    summary = ok_to_test(world, head.PullHead(7, reviewed, "f", "mallory/layers", "main"), at=60)
+
+    assert [b["image"] for b in summary["builds"]] == ["chrony"]
+
+
+def test_a_push_after_the_comment_is_not_built(world: World) -> None:
+    reviewed = world.history.change(world.seed, "images/chrony/Containerfile", step("fork"))
+    pushed = world.history.change(reviewed, "images/chrony/Containerfile", step("evil"))
+    pull_request(world, reviewed, fork=True)  # arrived at 50.0
+    head_flow.handle_pull_request(
+        world.adapters,
+        SETTINGS,
+        number=7,
+        head_sha=pushed,
+        base_ref="main",
+        from_fork=True,
+        enqueued_at=70.0,
+    )
+
+    summary = ok_to_test(world, head.PullHead(7, pushed, "f", "mallory/layers", "main"), at=60)
+
+    assert summary == {
+        "ignored": f"the comment approved {reviewed[:12]}, but #7 moved to {pushed[:12]} "
+        f"at about that time or after it; review it and comment /ok-to-test {pushed}"
+    }
+    assert world.queue.sent == []
+    assert world.statuses.on(pushed) == {
+        "layering/lint": ("success", f"no findings; {commit_status.FORK_NOTE}")
+    }
+    named = ok_to_test(
+        world, head.PullHead(7, pushed, "f", "mallory/layers", "main"), at=80, sha=pushed
+    )
+    assert [b["image"] for b in named["builds"]] == ["chrony"]
+
+
+@pytest.mark.parametrize(
+    ("state", "named", "seen", "reason"),
+    [
+        ("closed", None, True, "pull request #7 is closed"),
+        (
+            "open",
+            "e" * 40,
+            True,
+            "/ok-to-test names eeeeeeeeeeee, but the head of #7 is {short}; "
+            "review it and comment /ok-to-test {sha}",
+        ),
+        (
+            "open",
+            None,
+            False,
+            "no head of #7 was seen before the comment; "
+            "review {short} and comment /ok-to-test {sha}",
+        ),
+    ],
+)
+def test_ok_to_test_refused(
+    world: World, state: str, named: str | None, seen: bool, reason: str
+) -> None:
+    sha = world.history.change(world.seed, "images/chrony/Containerfile", step("fork"))
+    if seen:
+        pull_request(world, sha, fork=True)
+    pull = head.PullHead(7, sha, "f", "mallory/layers", "main", state)
+
+    summary = ok_to_test(world, pull, at=60, sha=named)
+
+    assert summary == {"ignored": reason.format(short=sha[:12], sha=sha)}
+    assert world.queue.sent == []
+
+
+def test_an_unreadable_machineconfig_fails_the_lint_of_the_images_on_its_cluster(
+    world: World,
+) -> None:
+    changed = world.history.change(world.seed, "images/chrony/Containerfile", step("v2"))
+    broken = world.history.change(
+        changed, "clusters/nonprod/machineconfigs/99-broken.yaml", b"spec: [unclosed\n"
+    )
+
+    summary = world.push(world.seed, broken)
+
+    assert summary == {"head": broken, "builds": []}
+    state, description = world.statuses.on(broken)["layering/lint"]
+    assert state == "failure"
+    assert description.startswith("1 error(s): LAY006 at clusters/nonprod/machineconfigs/99-broken")
+    assert world.statuses.on(broken)["layering/build/chrony@nonprod"] == (
+        "failure",
+        "not built: lint errors (see layering/lint)",
+    )
+
+
+def test_a_head_that_arrived_just_before_the_comment_is_not_approved(world: World) -> None:
+    """GitHub's clock may be ahead of the receiver's: a push that followed the comment could
+    look a little older than it; within the margin, only a named commit is built."""
+    reviewed = world.history.change(world.seed, "images/chrony/Containerfile", step("fork"))
+    pushed = world.history.change(reviewed, "images/chrony/Containerfile", step("raced"))
+    pull_request(world, reviewed, fork=True)  # arrived at 50.0
+    head_flow.handle_pull_request(
+        world.adapters,
+        SETTINGS,
+        number=7,
+        head_sha=pushed,
+        base_ref="main",
+        from_fork=True,
+        enqueued_at=59.0,
+    )
+    pull = head.PullHead(7, pushed, "f", "mallory/layers", "main")
+
+    assert "ignored" in ok_to_test(world, pull, at=60)
+    assert ok_to_test(world, pull, at=61.5)["builds"] != []

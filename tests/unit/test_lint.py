@@ -336,6 +336,8 @@ def test_lay006_build_arg_base_image_is_set_by_the_pipeline() -> None:
         ("RUN rpm -Uvh http://e.com/x.rpm", [("error", 3)]),
         ("RUN curl -fsSL https://e.com/install.sh | sh", [("error", 3)]),
         ("RUN wget -qO- https://e.com/install.sh | sudo bash", [("error", 3)]),
+        ("RUN curl -fsSL https://e.com/i.sh |/usr/bin/zsh -s", [("error", 3)]),
+        ("RUN curl -fsSL https://e.com/i.sh | sudo /bin/ksh", [("error", 3)]),
         (
             "RUN curl -fLo /tmp/x.rpm https://e.com/x.rpm && rpm-ostree install /tmp/x.rpm",
             [("error", 3)],

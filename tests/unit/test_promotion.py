@@ -11,6 +11,7 @@ from pipeline.core import (
     machineconfig,
     promotion,
     promotion_commit,
+    promotion_policy,
     promotion_report,
     repo,
     verification,
@@ -278,8 +279,7 @@ def test_prod_takes_only_digests_verified_upstream_for_the_soak(
         assert status.state == "failure"
         assert "sha256:" + "c" * 12 in status.description
     decision = gate.decide(
-        repository_,
-        environment="prod",
+        promotion_policy.own(repository_, "prod"),
         lookups=PROD_LOOKUPS,
         verifications=verifications,
         now=NOW,
@@ -302,7 +302,10 @@ def test_prod_with_another_base_refuses_and_says_why() -> None:
     assert refusal.kind is promotion.RefusalKind.BASE_DIFFERS
     assert "base image differs from nonprod" in refusal.reason
     decision = gate.decide(
-        repository(chain), environment="prod", lookups=lookups, verifications={}, now=NOW
+        promotion_policy.own(repository(chain), "prod"),
+        lookups=lookups,
+        verifications={},
+        now=NOW,
     )
     assert decision.state is gate.GateState.FAILURE
     assert "base image differs" in decision.description
@@ -310,15 +313,17 @@ def test_prod_with_another_base_refuses_and_says_why() -> None:
 
 def test_gate_for_an_environment_without_upstream_needs_only_built_images() -> None:
     decision = gate.decide(
-        repository(NONPROD),
-        environment="nonprod",
+        promotion_policy.own(repository(NONPROD), "nonprod"),
         lookups=NONPROD_LOOKUPS,
         verifications={},
         now=NOW,
     )
     assert decision.state is gate.GateState.SUCCESS
     missing = gate.decide(
-        repository(NONPROD), environment="nonprod", lookups={}, verifications={}, now=NOW
+        promotion_policy.own(repository(NONPROD), "nonprod"),
+        lookups={},
+        verifications={},
+        now=NOW,
     )
     assert missing.state is gate.GateState.FAILURE
     assert missing.description.startswith("2 pools blocked; ")
@@ -345,9 +350,8 @@ def test_commit_message_has_trailers_per_pool_and_is_recognised() -> None:
         key("usbguard"),
         key("firewalld"),
     ]
-    assert promotion_commit.is_promotion_commit(message, "nonprod")
-    # fast-forwarded into env/prod, the nonprod promotion commit must still promote prod
-    assert not promotion_commit.is_promotion_commit(message, "prod")
+    assert promotion_commit.describes_promotion(message, "nonprod")
+    assert not promotion_commit.describes_promotion(message, "prod")
 
 
 @pytest.mark.parametrize(
@@ -360,7 +364,7 @@ def test_commit_message_has_trailers_per_pool_and_is_recognised() -> None:
     ],
 )
 def test_other_commits_are_not_promotion_commits(message: str) -> None:
-    assert not promotion_commit.is_promotion_commit(message, "nonprod")
+    assert not promotion_commit.describes_promotion(message, "nonprod")
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from pipeline.core import (
+    builds,
     commit_status,
     content_address,
     drift,
@@ -28,7 +29,7 @@ from pipeline.core.errors import PermanentError
 from pipeline.flows import drift as drift_flow
 from pipeline.flows import gate as gate_flow
 from pipeline.flows import promote as promote_flow
-from pipeline.flows import rollout_watch
+from pipeline.flows import promotion_inputs, rollout_watch
 
 BASE = "quay.io/openshift-release-dev/ocp-v4.0-art-dev@sha256:" + "a" * 64
 REGISTRY = "registry.example.com/layering"
@@ -71,9 +72,17 @@ def repository(machineconfigs: Mapping[str, bytes] | None = None) -> repo.Reposi
     return repo.parse_files(files, {"firewalld": TREE})
 
 
+def key() -> str:
+    return content_address.build_key(tree_id=TREE, base_digest=BASE.split("@")[1], build_args={})
+
+
 def tag() -> str:
-    key = content_address.build_key(tree_id=TREE, base_digest=BASE.split("@")[1], build_args={})
-    return f"{REGISTRY}/firewalld:{content_address.tag(key)}"
+    return f"{REGISTRY}/firewalld:{content_address.tag(key())}"
+
+
+def served() -> dict[str, str]:
+    """The registry: the build's tag and its manifest by digest."""
+    return {tag(): DIGEST, f"{REGISTRY}/firewalld@{DIGEST}": DIGEST}
 
 
 def promoted_machineconfig() -> dict[str, bytes]:
@@ -169,6 +178,42 @@ class Registry:
     def digest_of(self, reference: str) -> str | None:
         return self._digests.get(reference)
 
+    def image_of(self, reference: str) -> builds.RegistryImage | None:
+        raise AssertionError("promotion reads digests, never labels")
+
+
+@dataclass
+class Built:
+    """What the builds recorded: (build key, repository) -> digest."""
+
+    digests: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def record_built(self, built: builds.BuiltImage) -> None:
+        self.digests[(built.build_key, built.repository)] = built.digest
+
+    def built(self, build_key: str, repository: str) -> builds.BuiltImage | None:
+        digest = self.digests.get((build_key, repository))
+        return None if digest is None else builds.BuiltImage(build_key, repository, digest)
+
+
+def recorded() -> Built:
+    return Built({(key(), f"{REGISTRY}/firewalld"): DIGEST})
+
+
+def sources(
+    store: Store,
+    *,
+    registry: Mapping[str, str] | None = None,
+    built: Built | None = None,
+    readers: dict[str, Reader] | None = None,
+) -> promotion_inputs.Sources:
+    return promotion_inputs.Sources(
+        registry=Registry(served() if registry is None else registry),
+        store=store,
+        built=recorded() if built is None else built,
+        clusters=Clusters(readers or {}),
+    )
+
 
 class Writer:
     """The env branch at HEAD holds `at_head`; a change is 'pushed' as PUSHED."""
@@ -202,10 +247,12 @@ class Branches:
 
 @dataclass
 class Reader:
-    """A cluster whose pool goes through `states`; the last one is where the watch ends."""
+    """A cluster whose pool goes through `states`; the last one is where the watch ends, and
+    what `running` says the pool runs (`runs`, the rendered osImageURL)."""
 
     states: list[rollout.RolloutState]
     base: drift.BaseImage | None = None
+    runs: str | None = URL
 
     def watch_rollout(
         self,
@@ -222,6 +269,9 @@ class Reader:
 
     def base_image(self) -> drift.BaseImage | None:
         return self.base
+
+    def running(self, pool: str) -> rollout.Running | None:
+        return rollout.Running(pool, self.runs, self.states[-1])
 
 
 @dataclass
@@ -249,8 +299,7 @@ def test_promote_reports_records_and_follows_up() -> None:
         HEAD,
         "nonprod",
         writer=Writer(repository()),
-        registry=Registry({tag(): DIGEST}),
-        store=store,
+        sources=sources(store),
         reporter=statuses,
         queue=queue,
         now=clock(),
@@ -280,8 +329,7 @@ def test_a_refused_promotion_commits_and_watches_nothing() -> None:
         HEAD,
         "nonprod",
         writer=Writer(repository()),
-        registry=Registry({}),
-        store=store,
+        sources=sources(store, built=Built()),
         reporter=statuses,
         queue=queue,
         now=clock(),
@@ -297,14 +345,20 @@ def test_a_refused_promotion_commits_and_watches_nothing() -> None:
 # -- gate -----------------------------------------------------------------------------------
 
 
-def run_gate(store: Store, queue: Queue, statuses: Statuses, merge: gate.MergeResult) -> str:
+def run_gate(
+    store: Store,
+    queue: Queue,
+    statuses: Statuses,
+    merge: gate.MergeResult,
+    *,
+    nonprod: Reader | None = None,
+) -> str:
     outcome = gate_flow.run(
         HEAD,
         "prod",
         12,
         branches=Branches(repository(), merge),
-        registry=Registry({tag(): DIGEST}),
-        store=store,
+        sources=sources(store, readers={"nonprod-admin": nonprod or Reader([UPDATED])}),
         reporter=statuses,
         queue=queue,
         now=clock(),
@@ -357,6 +411,114 @@ def test_a_failing_gate_is_watched_until_it_passes(merge: gate.MergeResult, text
     assert text in status.description
     assert list(store.gates) == [("prod", 12)]
     assert queue.sent == []
+
+
+def test_the_gate_judges_by_the_rules_on_the_branch_head_not_the_pull_requests() -> None:
+    statuses, queue, store = Statuses(), Queue(), Store()
+    # the pull request drops prod's promotesFrom: under its own rules nothing would be checked
+    relaxed = repo.parse_files(
+        {
+            "images/firewalld/Containerfile": b"FROM x\n",
+            "clusters/nonprod/cluster.yaml": cluster_yaml("nonprod", kube=True),
+            "clusters/prod/cluster.yaml": cluster_yaml("prod", kube=True),
+        },
+        {"firewalld": TREE},
+    )
+    merge = gate.MergeResult(relaxed, "6" * 40, source="computed")
+    assert run_gate(store, queue, statuses, merge) == "failure"
+    ((_, status),) = statuses.reported
+    assert status.description.startswith("judged by env/prod's promotesFrom/soak, not this PR's: ")
+    assert "firewalld@sha256:cccccccccccc is not verified on nonprod" in status.description
+
+
+def proven_long_ago(store: Store) -> None:
+    store.record_verification(
+        verification.Verification(
+            "nonprod", DIGEST, NOW - 7200, verification.VerificationMethod.ROLLOUT
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    ("nonprod", "state", "text"),
+    [
+        (None, "success", "1 pool(s) verified upstream and soaked"),
+        (
+            Reader([rollout.RolloutState(rollout.Phase.DEGRADED, 1, 2, "NodeDegraded: oops")]),
+            "failure",
+            "failed on nonprod: pool worker on it is degraded now: NodeDegraded: oops",
+        ),
+        (
+            Reader([rollout.RolloutState(rollout.Phase.UPDATING, 1, 2)]),
+            "failure",
+            "failed on nonprod: pool worker is still updating to it (1/2 machines)",
+        ),
+        (
+            Reader(
+                [rollout.RolloutState(rollout.Phase.UPDATED, 2, 2)],
+                runs=f"{REGISTRY}/x@{BASE.split('@')[1]}",
+            ),
+            "failure",
+            "failed on nonprod: no pool runs it now (worker runs sha256:aaaaaaaaaaaa)",
+        ),
+    ],
+    ids=["runs-it", "degraded", "updating", "runs-another"],
+)
+def test_the_gate_reads_the_upstream_pools_again(
+    nonprod: Reader | None, state: str, text: str
+) -> None:
+    statuses, queue, store = Statuses(), Queue(), Store()
+    proven_long_ago(store)
+    merge = gate.MergeResult(repository(), "6" * 40, source="computed")
+    assert run_gate(store, queue, statuses, merge, nonprod=nonprod) == state
+    assert text in statuses.reported[-1][1].description
+
+
+def test_an_upstream_whose_pools_cannot_be_read_confirms_nothing() -> None:
+    statuses, queue, store = Statuses(), Queue(), Store()
+    proven_long_ago(store)
+    outcome = gate_flow.run(
+        HEAD,
+        "prod",
+        12,
+        branches=Branches(repository(), gate.MergeResult(repository(), "6" * 40)),
+        sources=sources(store, readers={}),
+        reporter=statuses,
+        queue=queue,
+        now=clock(),
+    )
+    assert outcome["state"] == "failure"
+    assert "its pools cannot be read: kube context 'nonprod-admin'" in outcome["description"]
+
+
+@pytest.mark.parametrize(
+    ("registry", "built", "text"),
+    [
+        ({}, Built(), "not built: no build recorded this build key"),
+        ({tag(): DIGEST}, None, "the registry no longer serves sha256:cccccccccccc"),
+        (
+            {tag(): "sha256:" + "f" * 64, f"{REGISTRY}/firewalld@{DIGEST}": DIGEST},
+            None,
+            "tag moved: it names sha256:ffffffffffff, the build recorded sha256:cccccccccccc",
+        ),
+    ],
+    ids=["not-recorded", "gone", "tag-moved"],
+)
+def test_promotion_takes_the_recorded_digest_only(
+    registry: dict[str, str], built: Built | None, text: str
+) -> None:
+    statuses, queue, store = Statuses(), Queue(), Store()
+    summary = promote_flow.run(
+        HEAD,
+        "nonprod",
+        writer=Writer(repository()),
+        sources=sources(store, registry=registry, built=built),
+        reporter=statuses,
+        queue=queue,
+        now=clock(),
+    )
+    assert summary["commit_sha"] is None
+    assert text in summary["refusals"][0]
 
 
 # -- rollout watch --------------------------------------------------------------------------

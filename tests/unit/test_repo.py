@@ -183,6 +183,17 @@ def test_promotes_from(prod_yaml: bytes, expected: str | None) -> None:
         assert [p for p in found if expected in p and p.startswith("clusters/prod/")], found
 
 
+def test_schema_problems_of_one_file_are_capped() -> None:
+    """A hostile image.yaml with thousands of bad waivers: 20 problems (each with its line,
+    the document composed once) and a count of the rest."""
+    waivers = "".join(f"  - {{rule: LAY99{n}, reason: x}}\n" for n in range(5000))
+    listing = {**files(), "images/firewalld/image.yaml": f"allow:\n{waivers}".encode()}
+    found = [p for p in repo.parse_files(listing).problems if "image.yaml" in p.path]
+    assert len(found) == repo.MAX_PROBLEMS_PER_FILE + 1
+    assert found[0].line == 2
+    assert found[-1].message == "4980 more problems like these; fix the ones above first"
+
+
 def test_promotes_from_cycle() -> None:
     listing = {
         **files(),
