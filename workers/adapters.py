@@ -12,7 +12,8 @@ import redis
 from celery import Celery
 from celery.signals import worker_process_init
 
-from pipeline.adapters import build_records, github, status_queue
+from pipeline.adapters import build_records, github, promotion_waits, status_queue
+from pipeline.adapters import promotion_requests as promotion_requests_adapter
 from pipeline.adapters import task_queue as task_queues
 from pipeline.core.settings import Settings
 
@@ -45,6 +46,11 @@ def build_store(settings: Settings) -> build_records.BuildStore:
     )
 
 
+def promotion_waits_store(settings: Settings) -> promotion_waits.PromotionWaits:
+    """The process's promotion waits and post-push records (ports.PromotionWaits)."""
+    return once("promotion_waits", lambda: promotion_waits.PromotionWaits(redis_client(settings)))
+
+
 def task_queue(app: Celery) -> task_queues.CeleryTaskQueue:
     """The process's TaskQueue: sends through `app`."""
     return once("task_queue", lambda: task_queues.CeleryTaskQueue(app))
@@ -61,6 +67,20 @@ def status_reporter(app: Celery, settings: Settings) -> status_queue.QueuedStatu
 def github_client(settings: Settings) -> github.GitHubClient | None:
     """The process's GitHub client; None when the service has no GitHub credentials."""
     return once("github", lambda: github.GitHubClient.from_settings(settings))
+
+
+def promotion_requests(
+    settings: Settings,
+) -> promotion_requests_adapter.GitHubPromotionRequests | None:
+    """The process's ports.PromotionRequests (pull-request mode); None without GitHub."""
+
+    def make() -> promotion_requests_adapter.GitHubPromotionRequests | None:
+        client = github_client(settings)
+        return (
+            None if client is None else promotion_requests_adapter.GitHubPromotionRequests(client)
+        )
+
+    return once("promotion_requests", make)
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]

@@ -40,6 +40,7 @@ TASK_MODULES = [
     "workers.head_tasks",
     "workers.promotion_tasks",
     "workers.status_tasks",
+    "workers.sweep_tasks",  # beat: builds whose worker vanished are delivered again
     "workers.startup",  # start-up checks: build isolation, verification key
 ]
 

@@ -5,6 +5,17 @@
 digest a build pushes (or reuses) is recorded per build key in the same store: promotion
 takes it from there, never from the tag.
 
+Worker loss: the task holds a lease on its build id, renewed by a heartbeat thread every third
+of LAYERING_BUILD_LEASE_SECONDS together with the build-key lock (adapters/leases.py); when the
+worker vanishes both expire and beat's sweep (workers/sweep_tasks.py) restores this task's
+unacknowledged message. A delivery that finds the lease live elsewhere is acknowledged without
+running (celery.exceptions.Ignore: no callbacks), so a build never runs twice at once; and the
+outcome is reported once per build id: only the delivery that claims the report returns it
+to its callbacks (BuildStore.claim_report).
+
+Time limit: at Celery's soft time limit (LAYERING_BUILD_TIMEOUT_SECONDS) the builder kills
+buildah's process group and the record fails naming the setting (flows/build.py `stopped`).
+
 TemporaryError is retried by PipelineTask (workers/app.py) with the "build" retry policy:
 LAYERING_REGISTRY_RETRIES retries; the last attempt fails the record instead of raising.
 Returns the final record as JSON. Does I/O (through the adapters it builds).
@@ -16,14 +27,28 @@ from pathlib import Path
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
-from pipeline.adapters import buildah, credentials, registry
+from pipeline.adapters import buildah, credentials, leases, process_groups, registry
 from pipeline.adapters import source as source_adapter
 from pipeline.core import builds, tasks
+from pipeline.core.settings import Settings
 from pipeline.flows import build as build_flow
 from workers import adapters
 from workers.app import app, settings_of
+
+
+def build_leases(settings: Settings) -> leases.RedisBuildLeases:
+    """The process's build leases (also read by the sweep)."""
+    return adapters.once(
+        "build_leases",
+        lambda: leases.RedisBuildLeases(
+            adapters.redis_client(settings),
+            ttl_seconds=settings.build_lease_seconds,
+            keep_seconds=settings.build_retention_seconds,
+        ),
+    )
 
 
 @app.task(name=tasks.Build.NAME, bind=True, retry_kind="build")  # type: ignore[untyped-decorator]
@@ -39,31 +64,46 @@ def build(
     settings = settings_of(self.app)
     store = adapters.build_store(settings)
     record_id = build_id or f"task-{self.request.id}"
-    record = build_flow.run_build(
-        settings,
-        builds.BuildRequest(
-            source=Path(source),
-            image=image,
-            cluster=cluster,
-            commit_sha=commit_sha,
-            build_key=build_key,
-        ),
-        build_id=record_id,
-        records=store,
-        sources=source_adapter.CheckoutLoader.from_settings(settings),
-        builder=buildah.Buildah.from_settings(
-            settings, cancelled=lambda: store.cancel_requested(record_id)
-        ),
-        registry=registry.Registry.from_settings(settings),
-        locks=store,
-        secrets=credentials.secret_values(settings),
-        built=store,
-        final_attempt=int(self.request.retries or 0) >= settings.registry_retries,
+    lease = build_leases(settings).acquire(record_id, task_id=str(self.request.id or record_id))
+    if lease is None:
+        raise Ignore(f"build {record_id} runs under a live lease elsewhere; that run reports it")
+    heartbeat = leases.Heartbeat(
+        lease, every=settings.build_lease_seconds / 3, also=store.extend_held_locks
     )
+    with heartbeat:
+        record = build_flow.run_build(
+            settings,
+            builds.BuildRequest(
+                source=Path(source),
+                image=image,
+                cluster=cluster,
+                commit_sha=commit_sha,
+                build_key=build_key,
+            ),
+            build_id=record_id,
+            records=store,
+            sources=source_adapter.CheckoutLoader.from_settings(settings),
+            builder=buildah.Buildah.from_settings(
+                settings,
+                cancelled=lambda: not lease.held() or store.cancel_requested(record_id),
+            ),
+            registry=registry.Registry.from_settings(settings),
+            locks=store,
+            secrets=credentials.secret_values(settings),
+            built=store,
+            final_attempt=int(self.request.retries or 0) >= settings.registry_retries,
+            lease=lease,
+            stopped=(SoftTimeLimitExceeded,),
+            timeout_seconds=settings.build_timeout_seconds,
+        )
+    if not lease.held():
+        raise Ignore(f"build {record_id}: delivered again elsewhere; that run reports it")
+    if record.state.terminal and not store.claim_report(record.id):
+        raise Ignore(f"build {record_id}: its outcome was reported by an earlier delivery")
     return record.to_dict()
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _kill_buildah_with_the_child(**_: Any) -> None:
     """A prefork child killed by a signal takes the buildah sessions it started with it."""
-    buildah.install_signal_handlers()
+    process_groups.install_signal_handlers()

@@ -130,6 +130,9 @@ def report_build(self: Task, record: dict[str, Any], sha: str, scope: str) -> st
         settings,
         record,
         sha=sha,
+        # a promotion waiting for this build key runs now (flows/reconcile.py)
+        waits=adapters.promotion_waits_store(settings),
+        queue=adapters.task_queue(self.app),
     )
 
 

@@ -9,6 +9,8 @@ arguments are the contract in core/tasks.py (the receiver enqueues them by name)
 - "layering.watch_rollout"(commit_sha, environment, cluster, started_at=None): one cluster's
   pools after its promotion commit (flows/rollout_watch.py).
 - "layering.base_drift"(): periodic (Celery beat) base image check (flows/drift.py).
+- "layering.reconcile_promotions"(): periodic (beat): promote again what waited and is due,
+  finish post-push steps left pending (flows/reconcile.py).
 
 Statuses go through the StatusReporter ("layering.report_status": retried, then parked).
 TemporaryError is retried by PipelineTask (workers/app.py) with the "task" retry policy. Does
@@ -22,8 +24,15 @@ from typing import Any
 
 from celery import Task
 
-from pipeline.adapters import branch_writer, env_branches, kube, promotion_store, registry
-from pipeline.adapters import git as gitadapter
+from pipeline.adapters import (
+    branch_writer,
+    env_branches,
+    kube,
+    promotion_requests,
+    promotion_store,
+    promotion_waits,
+    registry,
+)
 from pipeline.core import tasks
 from pipeline.core.errors import PermanentError
 from pipeline.core.settings import Settings
@@ -31,6 +40,7 @@ from pipeline.flows import drift as drift_flow
 from pipeline.flows import gate as gate_flow
 from pipeline.flows import promote as promote_flow
 from pipeline.flows import promotion_inputs, rollout_watch
+from pipeline.flows import reconcile as reconcile_flow
 from workers import adapters
 from workers.app import app, settings_of
 
@@ -40,6 +50,11 @@ app.conf.beat_schedule = {
         "task": tasks.BaseDrift.NAME,
         "schedule": settings_of(app).base_drift_interval_seconds,
         "options": {"queue": tasks.BaseDrift.QUEUE},
+    },
+    "layering-reconcile-promotions": {
+        "task": tasks.ReconcilePromotions.NAME,
+        "schedule": settings_of(app).promotion_sweep_seconds,
+        "options": {"queue": tasks.ReconcilePromotions.QUEUE},
     },
 }
 
@@ -85,15 +100,30 @@ def _sources(settings: Settings) -> promotion_inputs.Sources:
     )
 
 
+def _activity(settings: Settings) -> promotion_waits.BuildsUnderway:
+    """Which build keys have a build queued or running (what a promotion waits for)."""
+    return adapters.once(
+        "builds_underway",
+        lambda: promotion_waits.BuildsUnderway(
+            adapters.build_store(settings),
+            # no build holds its key longer: an older unfinished record is a lost one
+            window_seconds=settings.build_timeout_seconds + 600,
+        ),
+    )
+
+
 def _writer(settings: Settings) -> branch_writer.BranchWriter:
     url = _repo_url(settings)
     return adapters.once(
         "branch_writer",
-        lambda: branch_writer.BranchWriter(
+        # LAYERING_PROMOTION_MODE: a direct commit, or a pull request from layering/promote/<e>
+        lambda: promotion_requests.writer_for(
+            settings,
             url=url,
-            workdir=settings.workdir / "promotions",
-            mirror=gitadapter.mirror_path(settings.workdir, url),
-            lock=branch_writer.RedisBranchLock(adapters.redis_client(settings)),
+            client=adapters.github_client(settings),
+            lock=branch_writer.RedisBranchLock(
+                adapters.redis_client(settings), ttl=settings.promotion_lock_seconds
+            ),
         ),
     )
 
@@ -109,11 +139,27 @@ def promote(self: Task, commit_sha: str, environment: str) -> dict[str, Any]:
         reporter=adapters.status_reporter(self.app, settings),
         queue=adapters.task_queue(self.app),
         now=time.time,
+        activity=_activity(settings),
+        waits=adapters.promotion_waits_store(settings),
+    )
+
+
+@app.task(name=tasks.ReconcilePromotions.NAME, bind=True)  # type: ignore[untyped-decorator]
+def reconcile_promotions(self: Task) -> dict[str, list[str]]:
+    settings = settings_of(self.app)
+    return reconcile_flow.sweep(
+        waits=adapters.promotion_waits_store(settings),
+        activity=_activity(settings),
+        queue=adapters.task_queue(self.app),
+        now=time.time(),
+        interval=settings.promotion_sweep_seconds,
     )
 
 
 @app.task(name=tasks.Gate.NAME, bind=True)  # type: ignore[untyped-decorator]
-def gate(self: Task, head_sha: str, base_environment: str, pr_number: int) -> dict[str, Any]:
+def gate(
+    self: Task, head_sha: str, base_environment: str, pr_number: int, head_ref: str = ""
+) -> dict[str, Any]:
     settings = settings_of(self.app)
     return gate_flow.run(
         head_sha,
@@ -124,6 +170,9 @@ def gate(self: Task, head_sha: str, base_environment: str, pr_number: int) -> di
         reporter=adapters.status_reporter(self.app, settings),
         queue=adapters.task_queue(self.app),
         now=time.time,
+        head_ref=head_ref,
+        requests=adapters.promotion_requests(settings),
+        waits=adapters.promotion_waits_store(settings),
     )
 
 

@@ -40,6 +40,13 @@ _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "LC_ALL": "C
 _REMOTE = "upstream"
 _LOCAL_REF = "refs/heads/layering-promotion"
 _REF_RACES = ("failed to update ref", "cannot lock ref", "incorrect old value", "fetch first")
+# what a server says when branch protection refuses a direct push: GitHub's GH006 ("protected
+# branch hook declined") and a plain server's pre-receive (or update) hook refusal
+_PROTECTED = ("GH006", "protected branch", "hook declined")
+PULL_REQUEST_MODE_HINT = (
+    "branch protection refuses direct pushes; promote through pull requests instead: "
+    "LAYERING_PROMOTION_MODE=pull-request (GitHub, with LAYERING_GITHUB_TOKEN or an App)"
+)
 
 
 @dataclass(frozen=True)
@@ -219,15 +226,27 @@ class BranchWriter:
             env=identity,
         )
 
-    def _push(self, scratch: git.Repo, commit: str, branch: str) -> bool:
+    def _fetch_tip(self, scratch: git.Repo, branch: str) -> str | None:
+        """The head of `branch` upstream, fetched; None when there is no such branch."""
+        try:
+            return self._fetch(scratch, branch)
+        except PermanentError:
+            return None
+
+    def _push(self, scratch: git.Repo, commit: str, branch: str, *, force: bool = False) -> bool:
         """True when pushed; False when rejected as not a fast-forward (fetch and retry)."""
         remote = scratch.remote(_REMOTE)
         # GitPython parses push results by local ref name; a bare sha gives no result at all
         self._git(scratch, "git update-ref", "update-ref", _LOCAL_REF, commit)
+        refspec = f"{'+' if force else ''}{_LOCAL_REF}:refs/heads/{branch}"
         try:
-            results: IterableList[git.PushInfo] = remote.push(f"{_LOCAL_REF}:refs/heads/{branch}")
+            results: IterableList[git.PushInfo] = remote.push(refspec)
         except git.GitCommandError as exc:
             tail = gitadapter.strip_credentials(str(exc.stderr or "").strip())[-600:]
+            if any(marker in tail for marker in _PROTECTED):
+                raise PermanentError(
+                    f"git push {self._safe_url} {branch} refused: {PULL_REQUEST_MODE_HINT}"
+                ) from exc
             raise TemporaryError(f"git push {self._safe_url} {branch} failed: {tail}") from exc
         if not results:
             raise TemporaryError(f"git push {self._safe_url} {branch}: no result from git")
@@ -239,6 +258,13 @@ class BranchWriter:
                 race in summary for race in _REF_RACES
             ):
                 return False  # the server lost a ref-lock race to another push
+            if info.flags & git.PushInfo.REMOTE_REJECTED and any(
+                marker in summary for marker in _PROTECTED
+            ):
+                raise PermanentError(
+                    f"git push {self._safe_url} {branch} refused ({summary}): "
+                    f"{PULL_REQUEST_MODE_HINT}"
+                )
             if info.flags & git.PushInfo.REMOTE_REJECTED:
                 raise PermanentError(
                     f"git push {self._safe_url} {branch}: the server refused it ({summary}); "

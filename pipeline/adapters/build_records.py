@@ -4,6 +4,7 @@ network I/O (Redis).
 Keys: `layering:build:<id>` (the record as JSON), `layering:build:<id>:log` (a list, one
 element per output line, appended while buildah runs), `layering:builds` (a sorted set of ids
 by creation time, for listing), `layering:lock:build:<key>` (the build-key lock),
+`layering:build:<id>:reported` (set once by the delivery whose outcome is reported),
 `layering:cancel:<id>` (set when a build is cancelled; the running build polls it, and unlike
 the record it is never overwritten by the build's own saves), `layering:built` (a hash:
 `<repository>@<build key>` -> the digest that build pushed or reused, which promotion takes,
@@ -20,6 +21,8 @@ are stored.
     .append_log(build_id, line) / .read_log(build_id, offset=0, limit=1000) -> [str]
     .log_length(build_id) -> int
     .hold(build_key, on_wait=...)  # context manager: the Redis lock of one build key
+    .extend_held_locks() -> bool  # the build's heartbeat: locks live as long as the lease
+    .claim_report(build_id) -> bool  # True once per build id: that delivery reports it
     .request_cancel(build_id) / .cancel_requested(build_id) -> bool
     .record_built(BuiltImage) / .built(build_key, repository) -> BuiltImage | None
 """
@@ -37,6 +40,7 @@ from contextlib import contextmanager
 
 import redis
 from redis.exceptions import LockError, RedisError
+from redis.lock import Lock
 
 from pipeline.adapters import build_logs
 from pipeline.core import builds, redaction
@@ -67,6 +71,7 @@ class BuildStore:
         *,
         retention_seconds: int,
         lock_timeout_seconds: float,
+        lock_wait_seconds: float | None = None,
         log_max_lines: int = 20_000,
         log_line_max_bytes: int = 8 * 1024,
         log_max_bytes: int = 16 * 1024 * 1024,
@@ -78,7 +83,11 @@ class BuildStore:
         # an unsigned or forged record reads as not built
         self.key = key
         self.retention_seconds = retention_seconds
+        # the lock's TTL is the build lease's: the heartbeat extends it (extend_held_locks),
+        # so a vanished holder's lock expires with its lease; waiting is bounded apart
         self.lock_timeout_seconds = lock_timeout_seconds
+        self.lock_wait_seconds = lock_wait_seconds or lock_timeout_seconds
+        self._held: dict[str, Lock] = {}
         self.log_max_lines = log_max_lines
         self.log_line_max_bytes = log_line_max_bytes
         self.secrets = list(secrets)
@@ -104,9 +113,10 @@ class BuildStore:
             if client is not None
             else redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10),
             retention_seconds=settings.build_retention_seconds,
-            # above the longest build, so a lock outlives its build and a crashed holder's
-            # lock still expires
-            lock_timeout_seconds=settings.build_timeout_seconds + 600,
+            # expires with its holder's lease unless the build's heartbeat extends it; a waiter
+            # waits for a live holder as long as a build may take
+            lock_timeout_seconds=settings.build_lease_seconds,
+            lock_wait_seconds=settings.build_timeout_seconds + 600,
             log_max_lines=settings.build_log_max_lines,
             log_line_max_bytes=settings.build_log_line_max_bytes,
             log_max_bytes=settings.build_log_max_bytes,
@@ -238,6 +248,18 @@ class BuildStore:
             return None
         return found
 
+    def claim_report(self, build_id: str) -> bool:
+        """True for the first caller per build id: the delivery whose outcome is reported
+        (its callbacks run); a later delivery of a finished build is not reported again."""
+        try:
+            return bool(
+                self.client.set(
+                    f"{_record_key(build_id)}:reported", b"1", nx=True, ex=self.retention_seconds
+                )
+            )
+        except RedisError as exc:
+            raise _unavailable(exc) from None
+
     # -- cancellation -----------------------------------------------------------------------
 
     def request_cancel(self, build_id: str) -> None:
@@ -261,7 +283,9 @@ class BuildStore:
             f"{LOCK_PREFIX}{build_key}",
             timeout=self.lock_timeout_seconds,
             sleep=0.05,
-            blocking_timeout=self.lock_timeout_seconds,
+            blocking_timeout=self.lock_wait_seconds,
+            # the heartbeat thread extends it: the token must not be thread-local
+            thread_local=False,
         )
         try:
             acquired = lock.acquire(blocking=False)
@@ -272,14 +296,31 @@ class BuildStore:
             raise _unavailable(exc) from None
         if not acquired:
             raise TemporaryError(
-                f"build key {build_key} stayed locked for {self.lock_timeout_seconds:.0f}s"
+                f"build key {build_key} stayed locked for {self.lock_wait_seconds:.0f}s; "
+                "another build of it is still running: this one is retried"
             )
+        self._held[build_key] = lock
         try:
             yield
         finally:
-            # LockError: expired (the build outlived the lock timeout); nothing left to release
-            with contextlib.suppress(LockError):
+            self._held.pop(build_key, None)
+            # LockError: expired (its lease was lost); nothing left to release
+            with contextlib.suppress(LockError, RedisError):
                 lock.release()
+
+    def extend_held_locks(self) -> bool:
+        """Renew the TTL of every build-key lock this process holds (the build's heartbeat);
+        False when one was lost (expired and taken). A Redis fault reads as held."""
+        for build_key, lock in list(self._held.items()):
+            try:
+                lock.extend(self.lock_timeout_seconds, replace_ttl=True)
+            except LockError:
+                if build_key in self._held:
+                    log.warning("build-key lock %s lost", build_key)
+                    return False
+            except RedisError as exc:
+                log.warning("build-key lock %s not extended: %s", build_key, exc)
+        return True
 
 
 def _built_field(build_key: str, repository: str) -> str:

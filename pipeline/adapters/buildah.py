@@ -14,18 +14,16 @@ as `$(id); rm -rf /` reaches buildah verbatim and is never interpreted by a shel
 Cancellation: buildah runs in its own session (process group), and while it runs the wrapper
 asks `cancelled()` every `poll_seconds`; once it says yes the whole group (buildah and the RUN
 step it started) is terminated, then killed, before `Cancelled` is raised, so a superseded build
-never reaches its push. A worker child that receives SIGTERM/SIGINT/SIGQUIT (a `revoke
---terminate`, a cold shutdown) kills the groups it started first (`install_signal_handlers`):
-buildah in its own session would otherwise outlive the worker and still push.
+never reaches its push. Any other exception that ends the wait (Celery's soft time limit)
+stops the group too. Buildah in its own session would otherwise outlive the worker and still
+push: adapters/process_groups.py also kills the groups when a worker child is signalled, and
+makes buildah die with a worker that is SIGKILLed.
 """
 
 from __future__ import annotations
 
 import collections
-import contextlib
-import os
 import shlex
-import signal
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -35,6 +33,7 @@ from pathlib import Path
 import sh
 
 from pipeline.adapters import isolation as isolation_probe
+from pipeline.adapters import process_groups
 from pipeline.adapters import registry as registry_adapter
 from pipeline.core import buildah_output, builds, isolation, log_caps, names
 from pipeline.core.errors import BuildFailed, Cancelled, PermanentError, TemporaryError
@@ -43,9 +42,6 @@ from pipeline.core.settings import Settings
 LineSink = Callable[[str], None]
 ENTITLEMENT_MOUNT = "/etc/pki/entitlement"
 PUSH_TIMEOUT_SECONDS = 1800
-KILL_GRACE_SECONDS = 5.0
-# process groups (= session ids) of the buildah commands this process is running
-_RUNNING_GROUPS: set[int] = set()
 
 
 def _never() -> bool:
@@ -54,35 +50,6 @@ def _never() -> bool:
 
 class _TimedOut(Exception):
     pass
-
-
-def _signal_group(pgid: int, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signum)
-
-
-def kill_running_groups() -> None:
-    """SIGTERM every buildah group of this process, SIGKILL what is left a moment later."""
-    groups = list(_RUNNING_GROUPS)
-    for pgid in groups:
-        _signal_group(pgid, signal.SIGTERM)
-    if groups:
-        time.sleep(0.5)
-    for pgid in groups:
-        _signal_group(pgid, signal.SIGKILL)
-
-
-def install_signal_handlers() -> None:
-    """In a worker child process: on SIGTERM/SIGINT/SIGQUIT kill the buildah groups this
-    process started, then die of the signal as before (Celery marks the task terminated)."""
-
-    def handle(signum: int, _frame: object) -> None:
-        kill_running_groups()
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-        signal.signal(signum, handle)
 
 
 @dataclass(frozen=True)
@@ -199,17 +166,6 @@ class _Output:
         return "\n".join(self.tail)
 
 
-def _stop(process: sh.RunningCommand, pgid: int) -> None:
-    """SIGTERM the group (buildah cleans up and ends its RUN step), wait for buildah, then
-    SIGKILL whatever is left of the group (a RUN step that ignored SIGTERM)."""
-    _signal_group(pgid, signal.SIGTERM)
-    with contextlib.suppress(sh.ErrorReturnCode, sh.TimeoutException):
-        process.wait(timeout=KILL_GRACE_SECONDS)
-    _signal_group(pgid, signal.SIGKILL)
-    with contextlib.suppress(sh.ErrorReturnCode):
-        process.wait()
-
-
 class Buildah:
     def __init__(
         self,
@@ -258,10 +214,11 @@ class Buildah:
             _bg=True,
             _bg_exc=False,
             _new_session=True,
+            _preexec_fn=process_groups.die_with_parent,
             _return_cmd=True,
         )
         pgid = process.pid  # a session leader's group id is its pid
-        _RUNNING_GROUPS.add(pgid)
+        process_groups.RUNNING.add(pgid)
         try:
             deadline = time.monotonic() + timeout
             while True:
@@ -274,13 +231,20 @@ class Buildah:
                 if stop is None and time.monotonic() > deadline:
                     stop = "timed out"
                 if stop is not None:
-                    _stop(process, pgid)
+                    process_groups.stop(process, pgid)
                     output.sink(f"buildah {stop}: process group {pgid} killed")
                     if stop == "cancelled":
                         raise Cancelled("buildah cancelled")
                     raise _TimedOut
+        except BaseException:
+            # anything else ends the wait (Celery's soft time limit, a signal): buildah must
+            # not outlive it and push on its own
+            if process.is_alive():
+                process_groups.stop(process, pgid)
+                output.sink(f"buildah stopped: process group {pgid} killed")
+            raise
         finally:
-            _RUNNING_GROUPS.discard(pgid)
+            process_groups.RUNNING.discard(pgid)
 
     def build(self, spec: builds.BuildSpec, *, on_line: LineSink) -> str:
         output = _Output(on_line)

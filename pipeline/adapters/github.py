@@ -1,6 +1,8 @@
 """GitHub REST API through PyGithub: commit statuses (the StatusPoster port), collaborator
-permission and pull request heads and states (the PullRequests port). Token or GitHub App
-installation auth; base URL from settings (GitHub Enterprise, tests). Does network I/O.
+permission and pull request heads and states (the PullRequests port), and the operations of
+promotion pull requests (find, open, edit, comment, merge: adapters/promotion_requests.py).
+Token or GitHub App installation auth; base URL from settings (GitHub Enterprise, tests).
+Does network I/O.
 
 Rate limits (403/429 with Retry-After or X-RateLimit-Reset) and 5xx become TemporaryError with
 `retry_after`, so the Celery task retries; PyGithub's own sleeping retry is turned off so that a
@@ -171,6 +173,66 @@ class GitHubClient:
             )
         except (GithubException, requests.RequestException) as exc:
             raise self._call_failed(f"pull request #{number}", exc) from exc
+
+    # ---- promotion pull requests (adapters/promotion_requests.py)
+
+    def open_pulls(self, *, head: str, base: str) -> list[int]:
+        """Numbers of the open pull requests from branch `head` of this repository into
+        `base`, oldest first."""
+        owner = self._repository.partition("/")[0]
+        try:
+            pulls = self._repo.get_pulls(state="open", base=base, head=f"{owner}:{head}")
+            return sorted(pull.number for pull in pulls)
+        except (GithubException, requests.RequestException) as exc:
+            raise self._call_failed(f"open pull requests {head} -> {base}", exc) from exc
+
+    def create_pull(self, *, head: str, base: str, title: str, body: str) -> int:
+        try:
+            pull = self._repo.create_pull(
+                base=base, head=head, title=title, body=body, maintainer_can_modify=False
+            )
+            return pull.number
+        except (GithubException, requests.RequestException) as exc:
+            raise self._call_failed(f"open pull request {head} -> {base}", exc) from exc
+
+    def edit_pull(
+        self,
+        number: int,
+        *,
+        title: str | None = None,
+        body: str | None = None,
+        closed: bool = False,
+    ) -> None:
+        changes: dict[str, str] = {}
+        if title is not None:
+            changes["title"] = title
+        if body is not None:
+            changes["body"] = body
+        if closed:
+            changes["state"] = "closed"
+        try:
+            self._repo.get_pull(number).edit(**changes)  # type: ignore[arg-type]
+        except (GithubException, requests.RequestException) as exc:
+            raise self._call_failed(f"edit pull request #{number}", exc) from exc
+
+    def comment(self, number: int, text: str) -> None:
+        try:
+            self._repo.get_pull(number).create_issue_comment(redaction.scrub(text, self._secrets))
+        except (GithubException, requests.RequestException) as exc:
+            raise self._call_failed(f"comment on pull request #{number}", exc) from exc
+
+    def merge_pull(self, number: int, *, sha: str, title: str) -> bool:
+        """Merge (a merge commit) if the head is still `sha`; False when GitHub refuses: not
+        mergeable or required checks missing (405), head moved (409), conflict (422)."""
+        try:
+            pull = self._repo.get_pull(number)
+            return bool(pull.merge(commit_title=title, merge_method="merge", sha=sha).merged)
+        except GithubException as exc:
+            if exc.status in (405, 409, 422):
+                return False
+            raise self._call_failed(f"merge pull request #{number}", exc) from exc
+        except requests.RequestException as exc:
+            raise self._call_failed(f"merge pull request #{number}", exc) from exc
 
 
 def _retry_kwargs(error: TemporaryError | PermanentError) -> dict[str, float]:

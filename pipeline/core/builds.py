@@ -351,3 +351,15 @@ def build_spec(
         labels={name: value for name, value in labels.items() if value},
         entitlement=image.settings.entitlement,
     )
+
+
+@dataclass(frozen=True)
+class BuildLease:
+    """Who runs a build right now: the task delivery (`task_id`) and its process (`holder`,
+    unique per acquisition), until `deadline` (Redis server time) unless renewed. A lease past
+    its deadline means the worker vanished: its build is delivered again (flows/build_sweep)."""
+
+    build_id: str
+    task_id: str
+    holder: str
+    deadline: float = 0.0

@@ -107,6 +107,7 @@ class Gate:
     head_sha: str
     environment: str
     number: int
+    head_ref: str = ""
 
 
 Action = Pong | Ignore | BuildPush | BuildPullRequest | ClosePullRequest | OkToTest | Promote | Gate
@@ -169,7 +170,13 @@ def _route_pull_request(pull: PullRequest, default_branch: str) -> Action:
         )
     environment = environment_of(pull.base_ref)
     if environment is not None:
-        return Gate(head_sha=pull.head_sha, environment=environment, number=pull.number)
+        return Gate(
+            head_sha=pull.head_sha,
+            environment=environment,
+            number=pull.number,
+            # a fork's branch name proves nothing (flows/gate.py merges only its own)
+            head_ref="" if pull.from_fork else pull.head_ref,
+        )
     return Ignore(f"pull request #{pull.number} into {echo(pull.base_ref)!r}")
 
 
@@ -261,5 +268,7 @@ def task_for(action: Action, *, enqueued_at: float) -> tasks.TaskCall | None:
     if isinstance(action, Promote):
         return tasks.Promote(action.commit_sha, action.environment).call()
     if isinstance(action, Gate):
-        return tasks.Gate(action.head_sha, action.environment, action.number).call()
+        return tasks.Gate(
+            action.head_sha, action.environment, action.number, action.head_ref
+        ).call()
     return None

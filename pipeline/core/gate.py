@@ -58,6 +58,7 @@ class WatchedGate:
     head_sha: str
     environment: str
     pr_number: int
+    head_ref: str = ""  # the pull request's branch: `layering/promote/<environment>` may auto-merge
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,9 @@ from pipeline.core import (
     head,
     head_lint,
     poison,
+    post_push,
     promotion_commit,
+    reconcile,
     repo,
     rollout,
     tasks,
@@ -118,6 +120,25 @@ class KeyLocks(Protocol):
 
     def hold(self, build_key: str, *, on_wait: Callable[[], None]) -> AbstractContextManager[None]:
         """Hold the lock of one build key, calling `on_wait` first if another holder has it."""
+
+
+class HeldLease(Protocol):
+    """A running build's lease (adapters/leases.py); lost: it stops, its record untouched."""
+
+    def held(self) -> bool: ...
+
+
+class BuildLeases(Protocol):
+    """Expired leases for the sweep; `claim` removes one still expired (else None)."""
+
+    def expired(self) -> list[builds.BuildLease]: ...
+    def claim(self, build_id: str) -> builds.BuildLease | None: ...
+
+
+class Redelivery(Protocol):
+    """`restore`: put a task's unacknowledged message back on its queue (adapters/redelivery)."""
+
+    def restore(self, task_id: str) -> bool: ...
 
 
 # -- head: what a push, pull request, /ok-to-test or close does (flows/head.py, history.py) --
@@ -270,6 +291,18 @@ class BranchWriter(Protocol):
     ) -> promotion_commit.WriteResult: ...
 
 
+class PromotionRequests(Protocol):
+    """Promotion pull requests (pull-request mode, GitHub; adapters/github.py): one open pull
+    request per environment, from `layering/promote/<environment>` into `env/<environment>`."""
+
+    def merge(self, number: int, *, head_sha: str) -> bool:
+        """Merge pull request `number` if its head is still `head_sha`; False when GitHub
+        refuses (not mergeable, head moved, checks missing)."""
+
+    def close(self, environment: str, *, reason: str) -> None:
+        """Close the environment's open promotion pull request, if any, saying why."""
+
+
 class EnvBranches(Protocol):
     """The GitOps repository as the promotion stage reads it (adapters/env_branches.py: the
     worker's bare mirror, fetched as needed)."""
@@ -337,3 +370,26 @@ class PromotionStore(Protocol):
     def unwatch_gate(self, environment: str, pr_number: int) -> None: ...
 
     def watched_gates(self) -> list[gate.WatchedGate]: ...
+
+
+class BuildActivity(Protocol):
+    """Build keys with a build queued or running (adapters/promotion_waits.py)."""
+
+    def underway(self, build_keys: Collection[str]) -> dict[str, reconcile.BuildUnderway]: ...
+
+
+class PromotionWaits(Protocol):
+    """What promotions wait for, and the follow-ups of promotions that landed
+    (adapters/promotion_waits.py, Redis; kept until done: core/reconcile.py, core/post_push.py)."""
+
+    def record_wait(self, wait: reconcile.EnvironmentWait) -> None: ...
+
+    def clear_wait(self, environment: str) -> None: ...
+
+    def waits(self) -> list[reconcile.EnvironmentWait]: ...
+
+    def save_post_push(self, record: post_push.PostPush) -> None: ...
+
+    def remove_post_push(self, environment: str, base_head: str) -> None: ...
+
+    def post_pushes(self, environment: str | None = None) -> list[post_push.PostPush]: ...

@@ -28,12 +28,26 @@ _TRAILER_LINE = re.compile(r"(?P<key>[A-Za-z0-9-]+):(?P<value>.*)")
 
 
 @dataclass(frozen=True)
+class PoolChange:
+    """What a change does to one pool, for people (a promotion pull request's body)."""
+
+    cluster: str
+    pool: str
+    path: str  # the pool's MachineConfig
+    image: str = ""  # empty with digest None: removed, back to the stock image
+    digest: str | None = None
+    build_key: str = ""
+    source_commit: str = ""
+
+
+@dataclass(frozen=True)
 class Change:
     """Files to write (path -> bytes) and delete at a head, and the one commit's message."""
 
     message: str
     writes: Mapping[str, bytes] = field(default_factory=dict)
     deletes: frozenset[str] = frozenset()
+    pools: tuple[PoolChange, ...] = ()  # per pool, in the order of the plan's steps
 
     @property
     def empty(self) -> bool:
@@ -50,6 +64,9 @@ class WriteResult:
     commit_sha: str | None  # None: nothing to commit (the change was empty or already there)
     attempts: int
     change: Change | None
+    # pull-request mode: the promotion PR into the branch that was opened or updated with the
+    # commit (which then sits on layering/promote/<environment>, not on the branch itself)
+    pull_request: int | None = None
 
 
 def change_of(plan: promotion.PromotionPlan) -> Change | None:
@@ -60,6 +77,22 @@ def change_of(plan: promotion.PromotionPlan) -> Change | None:
         message=commit_message(plan),
         writes={s.path: s.content for s in plan.changes if isinstance(s, promotion.WriteFile)},
         deletes=frozenset(s.path for s in plan.changes if isinstance(s, promotion.DeleteFile)),
+        pools=tuple(_pool_change(step) for step in plan.changes),
+    )
+
+
+def _pool_change(step: promotion.WriteFile | promotion.DeleteFile) -> PoolChange:
+    if isinstance(step, promotion.DeleteFile):
+        return PoolChange(step.cluster, step.pool, step.path)
+    image = step.os_image
+    return PoolChange(
+        step.cluster,
+        step.pool,
+        step.path,
+        image=image.image,
+        digest=image.digest,
+        build_key=image.build_key,
+        source_commit=image.source_commit,
     )
 
 

@@ -73,6 +73,7 @@ class Cluster:
     promotes_from: str | None = None
     soak_seconds: int = 0
     kube_context: str | None = None
+    auto_merge: bool = True  # resolved: cluster.yaml's autoMerge, else promotes_from is None
 
     @property
     def path(self) -> str:
@@ -280,6 +281,9 @@ def _parse_cluster_file(name: str, raw: bytes) -> tuple[Cluster | None, tuple[Pr
         promotes_from=settings.promotes_from,
         soak_seconds=repo_schema.duration_seconds(settings.soak),
         kube_context=settings.kube.context if settings.kube else None,
+        auto_merge=(
+            settings.auto_merge if settings.auto_merge is not None else not settings.promotes_from
+        ),
     )
     return cluster, ()
 

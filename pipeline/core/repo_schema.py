@@ -64,6 +64,9 @@ class ClusterSettings(_Strict):
     promotes_from: str | None = Field(default=None, alias="promotesFrom")
     soak: str | int = "0s"
     kube: KubeAccess | None = None
+    # pull-request mode: merge the promotion pull request through the API once its gate is
+    # green; None: true for a first environment (no promotesFrom), false for the rest
+    auto_merge: StrictBool | None = Field(default=None, alias="autoMerge")
 
     @field_validator("environment")
     @classmethod

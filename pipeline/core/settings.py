@@ -35,6 +35,10 @@ class Settings(BaseModel):
     github_app_installation_id: int | None = None
     github_api_url: str = "https://api.github.com"
     github_repository: str | None = None
+    # how promotions reach env/<environment>: "pull-request" (GitHub: a promotion branch and
+    # one pull request per environment, for protected branches), "commit" (a direct push; plain
+    # Git servers) or "auto" (pull-request when a GitHub token or App is configured)
+    promotion_mode: Literal["auto", "pull-request", "commit"] = "auto"
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     registry_authfile: Path | None = None
     workdir: Path = Path(".layering")
@@ -68,7 +72,13 @@ class Settings(BaseModel):
     read_listen: str = ""
     read_token: SecretStr | None = None
     build_retention_seconds: int = Field(default=14 * 24 * 3600, ge=60)
-    build_timeout_seconds: int = Field(default=3600, ge=60)
+    # the Celery soft time limit of a build; 5 s is allowed so a test can hit it
+    build_timeout_seconds: int = Field(default=3600, ge=5)
+    # a running build renews a lease in Redis every third of this (its build-key lock
+    # expires with it); beat's sweep redelivers the build of an expired lease: a build
+    # whose worker vanished runs again within lease + sweep interval
+    build_lease_seconds: float = Field(default=30, ge=1, le=3600)
+    build_sweep_interval_seconds: float = Field(default=15, ge=0.5, le=3600)
     delivery_ttl_seconds: int = Field(default=4 * 24 * 3600, ge=3 * 24 * 3600)
     max_body_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
     # size caps of repository files (Containerfiles; cluster.yaml, image.yaml, MachineConfigs),
@@ -89,6 +99,13 @@ class Settings(BaseModel):
     rollout_watch_seconds: float = Field(default=600, gt=0)
     rollout_timeout_seconds: float = Field(default=6 * 3600, gt=0)
     base_drift_interval_seconds: float = Field(default=900, ge=10)
+    # promotion as reconciliation: how often beat re-runs the promotions whose wait ended (a
+    # lost trigger heals) and completes the follow-ups of pushes a dead worker left behind
+    promotion_sweep_seconds: float = Field(default=60, ge=0.5, le=3600)
+    # the lock of one env branch's writer expires this long after a writer that died took it
+    # (a SIGKILLed worker mid-push); git's own compare-and-swap on the push keeps two
+    # writers apart should one outlive it, so it only needs to outlast a normal write
+    promotion_lock_seconds: float = Field(default=30, ge=1, le=3600)
     # commit statuses: retried by their task with exponential back-off (base * 2**n, at most
     # 10 minutes, at least the server's Retry-After) status_retries times (~4 hours), then
     # parked in Redis and resent by beat every status_resend_interval_seconds for up to
@@ -162,6 +179,21 @@ class Settings(BaseModel):
         return retry.RetryPolicy(
             self.task_backoff_seconds, self.task_backoff_cap_seconds, self.task_retries
         )
+
+    @property
+    def resolved_promotion_mode(self) -> Literal["pull-request", "commit"]:
+        """LAYERING_PROMOTION_MODE with "auto" resolved: pull-request when the service has
+        GitHub credentials (a token, or an App's id, key and installation), else commit."""
+        if self.promotion_mode != "auto":
+            return self.promotion_mode
+        app = (
+            self.github_app_id is not None
+            and self.github_app_private_key is not None
+            and self.github_app_installation_id is not None
+        )
+        # an empty variable (compose's `${LAYERING_GITHUB_TOKEN:-}`) is no token
+        token = self.github_token is not None and bool(self.github_token.get_secret_value())
+        return "pull-request" if token or app else "commit"
 
     @cached_property
     def github_repo_name(self) -> str | None:

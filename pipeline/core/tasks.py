@@ -165,6 +165,14 @@ class Build(_Task):
     build_id: str | None = None
 
 
+@dataclass(frozen=True)
+class SweepBuilds(_Task):
+    """Periodic (beat): deliver again the builds whose worker vanished (lease expired)."""
+
+    NAME: ClassVar[str] = "layering.sweep_builds"
+    QUEUE: ClassVar[Queue] = "events"
+
+
 # -- promotion ------------------------------------------------------------------------------
 
 
@@ -183,6 +191,7 @@ class Gate(_Task):
     head_sha: str
     base_environment: str
     pr_number: int
+    head_ref: str = ""  # a promotion pull request (`layering/promote/<environment>`) may auto-merge
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,15 @@ class WatchRollout(_Task):
     environment: str
     cluster: str
     started_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ReconcilePromotions(_Task):
+    """Periodic (beat): promote again the environments whose wait is over, and finish the
+    post-push steps a promotion left pending (core/reconcile.py, core/post_push.py)."""
+
+    NAME: ClassVar[str] = "layering.reconcile_promotions"
+    QUEUE: ClassVar[Queue] = "promotions"
 
 
 @dataclass(frozen=True)
@@ -213,10 +231,12 @@ ALL: tuple[type[_Task], ...] = (
     ReportBuild,
     ReportBuildError,
     Build,
+    SweepBuilds,
     Promote,
     Gate,
     WatchRollout,
     BaseDrift,
+    ReconcilePromotions,
 )
 # Event tasks accept `enqueued_at` (the queue-latency metric); the receiver stamps it.
 STAMPED = frozenset(

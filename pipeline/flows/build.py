@@ -6,7 +6,8 @@ for the build key (`built`), which is what promotion takes. Talks to the world o
 ports handed in (core/ports.py), so the task, the CLI and tests wire different adapters.
 
     run_build(settings, request, *, build_id, records, sources, builder, registry, locks,
-              secrets, built=None, on_line=None, final_attempt=True, clock=time.time)
+              secrets, built=None, on_line=None, final_attempt=True, lease=None, stopped=(),
+              timeout_seconds=None, clock=time.time)
       -> builds.BuildRecord
 
 - `request`: builds.BuildRequest. `request.build_key`, when given, is what the planner
@@ -14,6 +15,14 @@ ports handed in (core/ports.py), so the task, the CLI and tests wire different a
 - `secrets`: values masked in every stored line and error (adapters/credentials.py).
 - `built`: where the digest each build pushed or reused is recorded (None: nowhere, e.g. a
   build on a laptop; the pipeline's own build of the key records it when it reuses the tag).
+- `lease`: the worker's lease of this build (adapters/leases.py). Lost means the build was
+  delivered again to another worker: this run stops (the builder's `cancelled` says so too) and
+  returns the record as the new run left it, never saving over it.
+- `stopped`: exception types meaning the task's time limit stopped the build (Celery's
+  SoftTimeLimitExceeded; the builder has killed buildah's process group by then): the record
+  fails "build stopped: exceeded LAYERING_BUILD_TIMEOUT_SECONDS (`timeout_seconds`)".
+- Nothing is pushed once the record is finished (cancelled, failed by a time limit) or the
+  lease is lost: the push is refused, checked right before buildah push starts.
 - Returns the final record: succeeded, skipped (tag already in the registry with this build's
   labels, digest reused; buildah not run), failed (PermanentError / BuildFailed: error,
   failing step and line) or cancelled (before buildah started, or the builder raised
@@ -49,6 +58,9 @@ def run_build(
     built: ports.BuiltImages | None = None,
     on_line: ports.LineSink | None = None,
     final_attempt: bool = True,
+    lease: ports.HeldLease | None = None,
+    stopped: tuple[type[BaseException], ...] = (),
+    timeout_seconds: float | None = None,
     clock: Callable[[], float] = time.time,
 ) -> builds.BuildRecord:
     def emit(line: str) -> None:
@@ -89,6 +101,14 @@ def run_build(
             return None
         emit(f"{spec.target} exists with {found.digest}: skipped, buildah not run")
         return found.digest
+
+    def may_push() -> None:
+        """Refuse to push for a record that is finished or a lease that was lost."""
+        if lease is not None and not lease.held():
+            raise Cancelled("lease lost: the build was delivered again")
+        current = records.get(build_id)
+        if current is not None and current.state.terminal:
+            raise Cancelled(f"the record says {current.state.value}: not pushing")
 
     record = records.get(build_id) or builds.queued(
         build_id,
@@ -143,6 +163,8 @@ def run_build(
                     return current
                 record = save(builds.start(record, now=clock()))
                 image_id = builder.build(spec, on_line=emit)
+                if request.push:
+                    may_push()
                 digest = builder.push(spec, on_line=emit) if request.push else image_id
                 emit(f"{'pushed ' + spec.target if request.push else 'built'}: {digest}")
                 record = done(builds.succeed(record, digest=digest, now=clock()), spec)
@@ -150,10 +172,13 @@ def run_build(
                     builder.discard(spec, on_line=emit)
                 return record
     except Cancelled as exc:
-        # the builder killed buildah (build or push) because the build was cancelled
-        emit(f"cancelled: {exc}; nothing pushed")
+        # the builder killed buildah (build or push) because the build was cancelled, or its
+        # lease was lost, or the push was refused
+        emit(f"stopped: {exc}; nothing pushed")
         current = records.get(build_id)
-        if current is not None and current.state is builds.BuildState.CANCELLED:
+        if lease is not None and not lease.held():
+            return current or record  # the run that took the build over owns the record
+        if current is not None and current.state.terminal:
             return current
         return save(builds.cancel(record, now=clock(), reason=str(exc)))
     except BuildFailed as exc:
@@ -176,6 +201,15 @@ def run_build(
         emit(f"attempt {record.attempts} failed, will retry: {exc}")
         save(builds.requeue(record, error=str(exc), now=clock()))
         raise
+    except stopped:
+        limit = f"{timeout_seconds:.0f}s" if timeout_seconds else "its time limit"
+        message = (
+            f"build stopped: exceeded LAYERING_BUILD_TIMEOUT_SECONDS ({limit}); buildah's "
+            "process group was killed and nothing was pushed; make the build faster or raise "
+            "LAYERING_BUILD_TIMEOUT_SECONDS"
+        )
+        emit(message)
+        return save(builds.fail(record, error=message, step="", now=clock()))
     except Exception as exc:
         # a bug, not the build's fault: the record must not stay queued forever
         emit(f"internal error: {type(exc).__name__}: {exc}")

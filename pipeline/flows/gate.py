@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline.core import gate, ports, promotion_policy, repo, tasks
+from pipeline.core import gate, ports, promotion_policy, promotion_request, repo, tasks
 from pipeline.flows import promotion_inputs
 
 
@@ -76,9 +76,13 @@ def run(
     reporter: ports.StatusReporter,
     queue: ports.TaskQueue,
     now: Callable[[], float],
+    head_ref: str = "",
+    requests: ports.PromotionRequests | None = None,
+    waits: ports.PromotionWaits | None = None,
 ) -> dict[str, Any]:
     """ "layering.gate": judge what merging the pull request gives now, and keep watching it
-    until it passes."""
+    until it passes. A green promotion pull request (`layering/promote/<environment>`) is
+    merged through `requests` when the environment's rules in force allow it (`autoMerge`)."""
     branch = f"env/{environment}"
     merge = branches.pull_request_merge(head_sha, branch=branch, pr_number=pr_number)
     # the rules in force: the branch as it is now (read after the merge: at least as new)
@@ -97,22 +101,50 @@ def run(
     if decision.state is gate.GateState.SUCCESS:
         store.unwatch_gate(environment, pr_number)
     else:
-        store.watch_gate(gate.WatchedGate(head_sha, environment, pr_number))
+        store.watch_gate(gate.WatchedGate(head_sha, environment, pr_number, head_ref))
     reporter.report(head_sha, decision.status(environment))
     if decision.recheck_after is not None:
         queue.send(
-            tasks.Gate(head_sha, environment, pr_number).call(countdown=decision.recheck_after)
+            tasks.Gate(head_sha, environment, pr_number, head_ref).call(
+                countdown=decision.recheck_after
+            )
         )
+    merged = (
+        requests is not None
+        and in_force is not None
+        and decision.state is gate.GateState.SUCCESS
+        and promotion_request.environment_of(head_ref) == environment
+        and _ours(waits, environment, pr_number=pr_number, head_sha=head_sha)
+        and promotion_request.auto_merge(in_force, environment)
+        and requests.merge(pr_number, head_sha=head_sha)
+    )
     return {
         "state": decision.state.value,
         "description": decision.description,
         "merge_sha": merge.commit_sha,
         "merge_source": merge.source,
+        "auto_merged": merged,
     }
+
+
+def _ours(
+    waits: ports.PromotionWaits | None, environment: str, *, pr_number: int, head_sha: str
+) -> bool:
+    """Whether pull request `pr_number` at `head_sha` is the promotion the service itself
+    opened (its post-push record): a branch merely named `layering/promote/<environment>`, in
+    a fork or pushed by a person, is never merged by the service."""
+    return waits is not None and any(
+        record.pull_request == pr_number and record.commit_sha == head_sha
+        for record in waits.post_pushes(environment)
+    )
 
 
 def recheck_watched(store: ports.PromotionStore, queue: ports.TaskQueue) -> None:
     """Every watched gate decided again: after a promotion or a rollout, a verification it
     waits for may have changed."""
     for watched in store.watched_gates():
-        queue.send(tasks.Gate(watched.head_sha, watched.environment, watched.pr_number).call())
+        queue.send(
+            tasks.Gate(
+                watched.head_sha, watched.environment, watched.pr_number, watched.head_ref
+            ).call()
+        )

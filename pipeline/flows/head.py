@@ -29,6 +29,7 @@ from typing import Any
 from pipeline.core import approval, builds, changes, commit_status, head, head_lint, ports, tasks
 from pipeline.core.settings import Settings
 from pipeline.flows import history
+from pipeline.flows import reconcile as reconcile_flow
 
 log = logging.getLogger(__name__)
 
@@ -287,10 +288,16 @@ def report_build(
     record: Mapping[str, Any],
     *,
     sha: str,
+    waits: ports.PromotionWaits | None = None,
+    queue: ports.TaskQueue | None = None,
 ) -> str:
     """The final status of a build ("layering.build" returned `record`, a BuildRecord as JSON);
-    "unfinished" when it has none (a cancelled build's status was posted when cancelled)."""
+    "unfinished" when it has none (a cancelled build's status was posted when cancelled).
+    With `waits` and `queue`, the environments whose promotion waits for this build key are
+    promoted again (flows/reconcile.py)."""
     status = commit_status.build_status(record, public_url=settings.public_url)
+    if waits is not None and queue is not None:
+        reconcile_flow.build_finished(record, waits=waits, queue=queue)
     if status is None:
         return "unfinished"
     finished, created = record.get("finished_at"), record.get("created_at")

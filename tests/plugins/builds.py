@@ -188,6 +188,9 @@ def make_worker_env(
         "LAYERING_RETRY_BACKOFF_SECONDS": "0.2",
         "LAYERING_BUILD_TIMEOUT_SECONDS": "300",
         "LAYERING_GITHUB_TOKEN": FAKE_TOKEN,
+        # bare repositories on disk are plain Git servers: commit mode (a token alone would
+        # choose pull-request mode); tests of pull-request mode ask for it
+        "LAYERING_PROMOTION_MODE": "commit",
         "LAYERING_VERIFICATION_KEY": VERIFICATION_KEY,
         "LAYERING_ENTITLEMENT_DIR": str(directory / "no-entitlement"),
     }

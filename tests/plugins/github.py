@@ -19,7 +19,7 @@ import itertools
 import json
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,6 +115,11 @@ class GitHubStandIn:
         self.statuses: dict[str, list[dict[str, Any]]] = {}
         self.permissions: dict[str, str] = {}
         self.pulls: dict[int, dict[str, Any]] = {}
+        # pull requests the API opens: the head sha of a branch (the test's Git repository),
+        # and what merging does there (returns the merge commit, None when not mergeable)
+        self.branch_head: Callable[[str], str | None] | None = None
+        self.merger: Callable[[dict[str, Any]], str | None] | None = None
+        self.comments: dict[int, list[str]] = {}
         self.faults: dict[str, list[Fault]] = {}
         self.outages: dict[str, Fault] = {}
         self._ids = itertools.count(1)
@@ -196,6 +201,8 @@ class GitHubStandIn:
             match = candidate.pattern.match(path)
             if match and candidate.method == request.method:
                 operation, params = candidate, match.groupdict()
+                # query parameters, apart from the path's: `?state`, `?head`, ...
+                params.update({f"?{key}": value for key, value in request.args.items()})
                 break
         body: Any = None
         raw = request.get_data()
@@ -267,18 +274,112 @@ class GitHubStandIn:
 
     def _op_pulls_get(self, operation: Operation, params: dict[str, str], body: Any) -> Response:
         number = int(params["pull_number"])
-        pull = self.pulls.get(number)
-        if pull is None:
+        if number not in self.pulls:
             return self._respond(404, {"message": "Not Found"})
-        answer = copy.deepcopy(operation.example)
+        return self._respond(
+            operation.success, self._pull_answer(operation.example, params, number)
+        )
+
+    def _pull_answer(self, example: Any, params: dict[str, str], number: int) -> dict[str, Any]:
+        pull = self.pulls[number]
+        if self.branch_head is not None and pull.get("state", "open") == "open":
+            pull["head"]["sha"] = self.branch_head(pull["head"]["ref"]) or pull["head"]["sha"]
         base_repo = f"{params['owner']}/{params['repo']}"
-        answer.update(number=number, state=pull.get("state", "open"))
-        answer["url"] = f"{GITHUB}/repos/{base_repo}/pulls/{number}"
+        answer: dict[str, Any] = copy.deepcopy(example)
+        api = f"{GITHUB}/repos/{base_repo}"
+        answer.update(
+            number=number,
+            state=pull.get("state", "open"),
+            title=pull.get("title", ""),
+            body=pull.get("body"),
+            merged=pull.get("merged", False),
+            url=f"{api}/pulls/{number}",
+            issue_url=f"{api}/issues/{number}",
+            comments_url=f"{api}/issues/{number}/comments",
+            statuses_url=f"{api}/statuses/{pull['head']['sha']}",
+        )
         answer["head"]["sha"] = pull["head"]["sha"]
         answer["head"]["ref"] = pull["head"]["ref"]
         answer["head"]["repo"]["full_name"] = pull["head"]["repo_full_name"]
         answer["base"]["ref"] = pull["base"]["ref"]
         answer["base"]["repo"]["full_name"] = base_repo
+        return answer
+
+    def _op_pulls_list(self, operation: Operation, params: dict[str, str], body: Any) -> Response:
+        state, head, base = params.get("?state", "open"), params.get("?head"), params.get("?base")
+        found = []
+        for number, pull in sorted(self.pulls.items()):
+            owner = pull["head"]["repo_full_name"].partition("/")[0]
+            if state != "all" and pull.get("state", "open") != state:
+                continue
+            if head is not None and head != f"{owner}:{pull['head']['ref']}":
+                continue
+            if base is not None and base != pull["base"]["ref"]:
+                continue
+            found.append(self._pull_answer(operation.example[0], params, number))
+        return self._respond(operation.success, found)
+
+    def _op_pulls_create(
+        self, operation: Operation, params: dict[str, str], body: dict[str, Any]
+    ) -> Response:
+        base_repo = f"{params['owner']}/{params['repo']}"
+        owner, _, ref = str(body["head"]).rpartition(":")
+        head_repo = f"{owner}/{params['repo']}" if owner else base_repo
+        sha = self.branch_head(ref) if self.branch_head is not None else None
+        if sha is None and self.branch_head is not None:
+            return self._respond(422, {"message": f"Validation Failed: no branch {ref}"})
+        with self._lock:
+            number = max([*self.pulls, 0]) + 1
+            self.pulls[number] = {
+                "head": {"sha": sha or "0" * 40, "ref": ref, "repo_full_name": head_repo},
+                "base": {"ref": body["base"]},
+                "state": "open",
+                "title": body.get("title", ""),
+                "body": body.get("body"),
+            }
+        return self._respond(201, self._pull_answer(operation.example, params, number))
+
+    def _op_pulls_update(
+        self, operation: Operation, params: dict[str, str], body: dict[str, Any]
+    ) -> Response:
+        number = int(params["pull_number"])
+        pull = self.pulls.get(number)
+        if pull is None:
+            return self._respond(404, {"message": "Not Found"})
+        with self._lock:
+            pull.update({k: body[k] for k in ("title", "body", "state") if k in body})
+        return self._respond(
+            operation.success, self._pull_answer(operation.example, params, number)
+        )
+
+    def _op_pulls_merge(
+        self, operation: Operation, params: dict[str, str], body: dict[str, Any]
+    ) -> Response:
+        number = int(params["pull_number"])
+        pull = self.pulls.get(number)
+        if pull is None:
+            return self._respond(404, {"message": "Not Found"})
+        if self.branch_head is not None:
+            pull["head"]["sha"] = self.branch_head(pull["head"]["ref"]) or pull["head"]["sha"]
+        if pull.get("state", "open") != "open":
+            return self._respond(405, {"message": "Pull Request is not mergeable"})
+        if (body or {}).get("sha") not in (None, pull["head"]["sha"]):
+            return self._respond(409, {"message": "Head branch was modified. Review and try"})
+        merged = self.merger(pull) if self.merger is not None else "f" * 40
+        if merged is None:
+            return self._respond(405, {"message": "Pull Request is not mergeable"})
+        with self._lock:
+            pull.update(state="closed", merged=True, merge_commit_sha=merged)
+        answer = {"sha": merged, "merged": True, "message": "Pull Request successfully merged"}
+        return self._respond(operation.success, answer)
+
+    def _op_issues_create_comment(
+        self, operation: Operation, params: dict[str, str], body: dict[str, Any]
+    ) -> Response:
+        with self._lock:
+            self.comments.setdefault(int(params["issue_number"]), []).append(body["body"])
+        answer = copy.deepcopy(operation.example)
+        answer["body"] = body["body"]
         return self._respond(operation.success, answer)
 
     def _op_apps_create_installation_access_token(

@@ -192,7 +192,12 @@ def test_fork_detection(head_repo: Any, fork: bool) -> None:
         ("pull_request", pull("closed", merged=True), events.Ignore),
         ("pull_request", pull("closed", base="env/prod"), events.Ignore),
         ("pull_request", pull("labeled"), events.Ignore),
-        ("pull_request", pull(base="env/prod"), events.Gate(B, "prod", 7)),
+        ("pull_request", pull(base="env/prod"), events.Gate(B, "prod", 7, head_ref="feature")),
+        (
+            "pull_request",
+            pull(base="env/prod", head_repo={"full_name": "mallory/layers"}),
+            events.Gate(B, "prod", 7, head_ref=""),  # a fork's branch name is not passed on
+        ),
         ("pull_request", pull(base="release"), events.Ignore),
         ("issue_comment", comment(), events.OkToTest(7, "maintainer")),
         ("issue_comment", comment("  /ok-to-test  \nthanks"), events.OkToTest(7, "maintainer")),
@@ -313,7 +318,7 @@ def test_task_calls_carry_ids_only() -> None:
     assert events.task_for(events.Gate(B, "prod", 3), enqueued_at=1.5) == tasks.TaskCall(
         "layering.gate",
         "promotions",
-        {"head_sha": B, "base_environment": "prod", "pr_number": 3},
+        {"head_sha": B, "base_environment": "prod", "pr_number": 3, "head_ref": ""},
     )
     assert events.task_for(events.Ignore("x"), enqueued_at=1.5) is None
 

@@ -18,6 +18,7 @@ from pipeline.core import (
     drift,
     gate,
     machineconfig,
+    post_push,
     promotion_commit,
     repo,
     rollout,
@@ -605,3 +606,93 @@ def test_drift_of_every_kube_cluster_one_unreadable_hides_no_other() -> None:
     assert drifted == {"nonprod": True, "prod": False}
     assert store.drifts["nonprod"].actual == newer
     assert "'prod-admin'" in store.drifts["prod"].error
+
+
+# -- auto-merge of the service's own promotion pull request ---------------------------------
+
+
+@dataclass
+class Requests:
+    """ports.PromotionRequests: the merges asked for."""
+
+    merged: list[tuple[int, str]] = field(default_factory=list)
+
+    def merge(self, number: int, *, head_sha: str) -> bool:
+        self.merged.append((number, head_sha))
+        return True
+
+    def close(self, environment: str, *, reason: str) -> None:
+        raise AssertionError("the gate never closes a pull request")
+
+
+@dataclass
+class Waits:
+    """ports.PromotionWaits: only the post-push records the gate reads."""
+
+    records: list[post_push.PostPush] = field(default_factory=list)
+
+    def post_pushes(self, environment: str | None = None) -> list[post_push.PostPush]:
+        return [r for r in self.records if environment in (None, r.environment)]
+
+
+def auto_merging() -> repo.Repository:
+    """repository() with prod allowing auto-merge (`autoMerge: true` in its cluster.yaml)."""
+    document = yamlfile.load(cluster_yaml("prod", kube=True, promotes_from="nonprod", soak="1h"))
+    document["autoMerge"] = True
+    files = {
+        "images/firewalld/Containerfile": b"FROM x\n",
+        "clusters/nonprod/cluster.yaml": cluster_yaml("nonprod", kube=True),
+        "clusters/prod/cluster.yaml": yamlfile.dump(document),
+    }
+    return repo.parse_files(files, {"firewalld": TREE})
+
+
+OURS = post_push.PostPush("prod", HEAD, "4" * 40, (), (), commit_sha=HEAD, pull_request=12)
+
+
+@pytest.mark.parametrize(
+    ("head_ref", "records", "rules", "merged"),
+    [
+        ("layering/promote/prod", [OURS], auto_merging, [(12, HEAD)]),
+        ("layering/promote/prod", [OURS], repository, []),  # prod's default: no auto-merge
+        ("feature/x", [OURS], auto_merging, []),  # not a promotion branch
+        ("", [OURS], auto_merging, []),  # a fork's branch name is never passed on
+        ("layering/promote/prod", [], auto_merging, []),  # named like ours, not opened by us
+        (
+            "layering/promote/prod",
+            [
+                post_push.PostPush(
+                    "prod", HEAD, "4" * 40, (), (), commit_sha="9" * 40, pull_request=12
+                )
+            ],
+            auto_merging,
+            [],
+        ),  # ours, but its head moved since the service pushed it
+    ],
+    ids=["ours-allowed", "not-allowed", "other-branch", "fork", "not-ours", "head-moved"],
+)
+def test_a_green_promotion_pull_request_is_merged_only_when_ours_and_allowed(
+    head_ref: str,
+    records: list[post_push.PostPush],
+    rules: Callable[[], repo.Repository],
+    merged: list[tuple[int, str]],
+) -> None:
+    statuses, queue, store = Statuses(), Queue(), Store()
+    proven_long_ago(store)
+    requests = Requests()
+    outcome = gate_flow.run(
+        HEAD,
+        "prod",
+        12,
+        branches=Branches(rules(), gate.MergeResult(rules(), "6" * 40, source="computed")),
+        sources=sources(store, readers={"nonprod-admin": Reader([UPDATED])}),
+        reporter=statuses,
+        queue=queue,
+        now=clock(),
+        head_ref=head_ref,
+        requests=requests,
+        waits=Waits(records),
+    )
+    assert outcome["state"] == "success"
+    assert requests.merged == merged
+    assert outcome["auto_merged"] is bool(merged)
