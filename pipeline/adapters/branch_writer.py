@@ -43,9 +43,10 @@ _REF_RACES = ("failed to update ref", "cannot lock ref", "incorrect old value", 
 # what a server says when branch protection refuses a direct push: GitHub's GH006 ("protected
 # branch hook declined") and a plain server's pre-receive (or update) hook refusal
 _PROTECTED = ("GH006", "protected branch", "hook declined")
+# the fix comes first: a commit status keeps only 140 characters
 PULL_REQUEST_MODE_HINT = (
-    "branch protection refuses direct pushes; promote through pull requests instead: "
-    "LAYERING_PROMOTION_MODE=pull-request (GitHub, with LAYERING_GITHUB_TOKEN or an App)"
+    "branch protection refuses direct pushes: set LAYERING_PROMOTION_MODE=pull-request "
+    "(GitHub, with LAYERING_GITHUB_TOKEN or an App) to promote through pull requests"
 )
 
 
@@ -245,7 +246,7 @@ class BranchWriter:
             tail = gitadapter.strip_credentials(str(exc.stderr or "").strip())[-600:]
             if any(marker in tail for marker in _PROTECTED):
                 raise PermanentError(
-                    f"git push {self._safe_url} {branch} refused: {PULL_REQUEST_MODE_HINT}"
+                    f"{branch}: {PULL_REQUEST_MODE_HINT} (git push {self._safe_url} refused)"
                 ) from exc
             raise TemporaryError(f"git push {self._safe_url} {branch} failed: {tail}") from exc
         if not results:
@@ -262,8 +263,8 @@ class BranchWriter:
                 marker in summary for marker in _PROTECTED
             ):
                 raise PermanentError(
-                    f"git push {self._safe_url} {branch} refused ({summary}): "
-                    f"{PULL_REQUEST_MODE_HINT}"
+                    f"{branch}: {PULL_REQUEST_MODE_HINT} "
+                    f"(git push {self._safe_url} refused: {summary})"
                 )
             if info.flags & git.PushInfo.REMOTE_REJECTED:
                 raise PermanentError(

@@ -100,8 +100,13 @@ def test_commit_mode_is_refused_and_names_pull_request_mode(
         workdir=tmp_path / "scratch",
         lock=branch_writer.RedisBranchLock(redis_client),
     )
+    recorder = Recorder()
     with pytest.raises(PermanentError) as refused:
-        support.promote(protected, writer, redis_client, redis_server.url, Recorder())
+        support.promote(protected, writer, redis_client, redis_server.url, recorder)
+    promote_statuses = [s for s in recorder.statuses if s[1].startswith("layering/promote/")]
+    assert promote_statuses, recorder.statuses
+    assert {state for _, _, state, _ in promote_statuses} == {"failure"}
+    assert all("LAYERING_PROMOTION_MODE=pull-request" in d for *_, d in promote_statuses)
     message = str(refused.value)
     assert "LAYERING_PROMOTION_MODE=pull-request" in message
     assert "branch protection" in message
