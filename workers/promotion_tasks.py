@@ -4,6 +4,9 @@ arguments are the contract in core/tasks.py (the receiver enqueues them by name)
 
 - "layering.promote"(commit_sha, environment): a push to env/<environment> whose head is
   commit_sha, whoever made it: the pipeline's own commits plan to nothing (flows/promote.py).
+- "layering.promote_downstream"(environment, upstream): a digest verified on a cluster of
+  env/<upstream> (pull-request mode): env/<environment>'s promotion pull request, merged with
+  env/<upstream> (flows/downstream.py).
 - "layering.gate"(head_sha, base_environment, pr_number): a pull request into
   env/<base_environment> (flows/gate.py).
 - "layering.watch_rollout"(commit_sha, environment, cluster, started_at=None): one cluster's
@@ -36,6 +39,7 @@ from pipeline.adapters import (
 from pipeline.core import tasks
 from pipeline.core.errors import PermanentError
 from pipeline.core.settings import Settings
+from pipeline.flows import downstream as downstream_flow
 from pipeline.flows import drift as drift_flow
 from pipeline.flows import gate as gate_flow
 from pipeline.flows import promote as promote_flow
@@ -141,6 +145,25 @@ def promote(self: Task, commit_sha: str, environment: str) -> dict[str, Any]:
         now=time.time,
         activity=_activity(settings),
         waits=adapters.promotion_waits_store(settings),
+        downstream=settings.resolved_promotion_mode == "pull-request",
+    )
+
+
+@app.task(name=tasks.PromoteDownstream.NAME, bind=True)  # type: ignore[untyped-decorator]
+def promote_downstream(self: Task, environment: str, upstream: str) -> dict[str, Any]:
+    settings = settings_of(self.app)
+    writer = _writer(settings)
+    if not isinstance(writer, promotion_requests.PullRequestWriter):
+        # commit mode promotes on pushes only: nothing automatic into the next environment
+        return {"environment": environment, "skipped": "LAYERING_PROMOTION_MODE=commit"}
+    return downstream_flow.run(
+        environment,
+        upstream,
+        writer=writer.merging(f"env/{upstream}"),
+        sources=_sources(settings),
+        reporter=adapters.status_reporter(self.app, settings),
+        queue=adapters.task_queue(self.app),
+        now=time.time,
     )
 
 
@@ -200,6 +223,8 @@ def watch_rollout(
         now=time.time,
         watch_seconds=settings.rollout_watch_seconds,
         timeout_seconds=settings.rollout_timeout_seconds,
+        waits=adapters.promotion_waits_store(settings),
+        downstream=settings.resolved_promotion_mode == "pull-request",
     )
 
 

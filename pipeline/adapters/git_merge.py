@@ -37,9 +37,12 @@ class Merge:
     unrelated: bool = False  # no common history: git refuses to merge at all
 
 
-def compute(command: git.Git, base: str, head: str, *, where: Path) -> Merge:
+def compute(
+    command: git.Git, base: str, head: str, *, where: Path, message: str | None = None
+) -> Merge:
     """Merge the commits `head` into `base` (full shas with a common history) in the
-    repository `command` runs in: the merge commit, or the conflicting paths."""
+    repository `command` runs in: the merge commit (its message `message`, by default naming
+    the shas), or the conflicting paths."""
     status, out, err = command.merge_tree(
         "--write-tree",
         "--name-only",
@@ -64,7 +67,7 @@ def compute(command: git.Git, base: str, head: str, *, where: Path) -> Merge:
         "-p",
         head,
         "-m",
-        f"Merge {head} into {base}",
+        message or f"Merge {head} into {base}",
         env=_MERGE_IDENTITY,
     )
     return Merge(str(commit).strip(), source="computed")

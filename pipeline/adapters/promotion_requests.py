@@ -7,6 +7,12 @@ branch's current head, force-pushes it to `layering/promote/<environment>` (the 
 branch) and opens or updates the one pull request from there into `env/<environment>`. With
 nothing to change, the pull request is closed. Merging it is the promotion.
 
+`writer.merging("env/nonprod")` is the same writer for the next environment's promotion (a
+digest verified upstream and soaked): the promotion branch starts from env/<environment>'s
+head MERGED with the upstream branch's head (a real merge commit, never a fast-forward), the
+MachineConfigs are rendered on that merge, and conflicting paths raise
+core/downstream.MergeConflict (no pull request).
+
 `GitHubPromotionRequests` is ports.PromotionRequests: merge a promotion pull request through
 the API (`sha=` guards against a head that moved) and close one that is no longer needed.
 
@@ -21,9 +27,9 @@ from pathlib import Path
 
 import git
 
-from pipeline.adapters import branch_writer, github
+from pipeline.adapters import branch_writer, git_merge, github
 from pipeline.adapters import git as gitadapter
-from pipeline.core import promotion_commit, promotion_request
+from pipeline.core import downstream, promotion_commit, promotion_request
 from pipeline.core.errors import PermanentError, TemporaryError
 from pipeline.core.settings import Settings
 
@@ -76,6 +82,7 @@ class PullRequestWriter(branch_writer.BranchWriter):
         mirror: Path | None = None,
         lock: branch_writer.BranchLock | None = None,
         identity: branch_writer.Identity | None = None,
+        merge_from: str | None = None,
     ) -> None:
         super().__init__(
             url=url,
@@ -85,6 +92,20 @@ class PullRequestWriter(branch_writer.BranchWriter):
             identity=identity or branch_writer.Identity(),
         )
         self._requests = requests
+        self._merge_from = merge_from
+        self._mirror_path = mirror
+
+    def merging(self, upstream_branch: str) -> PullRequestWriter:
+        """This writer for a downstream promotion: env/<e> merged with `upstream_branch`."""
+        return PullRequestWriter(
+            requests=self._requests,
+            url=self._url,
+            workdir=self._workdir,
+            mirror=self._mirror_path,
+            lock=self._lock,
+            identity=self._identity,
+            merge_from=upstream_branch,
+        )
 
     def write(
         self, branch: str, change_for: promotion_commit.ChangeFor
@@ -98,6 +119,8 @@ class PullRequestWriter(branch_writer.BranchWriter):
         # the env branch's lock: one writer of its promotion branch and pull request at a time
         with self._lock.hold(branch), self._scratch() as scratch:
             head = self._fetch(scratch, branch)
+            if self._merge_from is not None:
+                head = self._merged(scratch, branch, head, environment)
             with gitadapter.GitRepo.open(str(scratch.git_dir)) as reader:
                 base = reader.load(head)
             change = change_for(head, base)
@@ -126,6 +149,36 @@ class PullRequestWriter(branch_writer.BranchWriter):
                 body=promotion_request.body(environment, change, base),
             )
             return promotion_commit.WriteResult(head, commit, 1, change, pull_request=number)
+
+    def _merged(self, scratch: git.Repo, branch: str, head: str, environment: str) -> str:
+        """The merge commit of the upstream branch's head into `head` (no fast-forward; fixed
+        identity and dates, so the same heads give the same commit and an unchanged pull
+        request is not force-pushed again)."""
+        assert self._merge_from is not None
+        upstream_head = self._fetch(scratch, self._merge_from)
+        merge = git_merge.compute(
+            scratch.git,
+            head,
+            upstream_head,
+            where=Path(scratch.git_dir),
+            message=f"Merge {self._merge_from} into {branch}",
+        )
+        if merge.commit_sha is None:
+            # the environment's clusters on either side (a new one may come from upstream)
+            with gitadapter.GitRepo.open(str(scratch.git_dir)) as reader:
+                clusters = {
+                    cluster.name
+                    for sha in (head, upstream_head)
+                    for cluster in reader.load(sha).clusters_in(environment)
+                }
+            raise downstream.MergeConflict(
+                environment=environment,
+                upstream=self._merge_from.removeprefix(promotion_request.ENV_PREFIX),
+                head_sha=head,
+                conflicts=merge.conflicts,
+                clusters=tuple(sorted(clusters)),
+            )
+        return merge.commit_sha
 
     def _same_promotion(self, scratch: git.Repo, tip: str, commit: str) -> bool:
         """Whether `tip` is the same change on the same head as `commit` (tree and parents)."""

@@ -26,7 +26,7 @@ from typing import Any
 
 import redis
 
-from pipeline.core import drift, gate, pool_status, rollout, verification
+from pipeline.core import drift, gate, pool_status, reconcile, rollout, verification
 from pipeline.core.errors import InputError, TemporaryError
 from pipeline.core.settings import Settings
 
@@ -196,6 +196,15 @@ class PromotionStore:
             pool: rollout.RolloutRecord(**value)
             for pool, value in self._load_hash(f"{ROLLOUTS}{cluster}").items()
         }
+
+    def rolling_out(self, clusters: Collection[str]) -> set[tuple[str, str]]:
+        """(cluster, digest) of the rollouts on `clusters` still in progress: the last state
+        recorded for a pool is Updating (a promotion there waits for it)."""
+        return reconcile.rollouts_in_progress(
+            record
+            for cluster in sorted(set(clusters))
+            for record in self.rollouts(cluster).values()
+        )
 
     # -- base drift -------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ inputs, flows/reconcile.py triggers the re-runs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -21,6 +21,7 @@ from pipeline.core import (
     promotion,
     promotion_report,
     repo,
+    rollout,
     verification,
 )
 
@@ -117,6 +118,44 @@ def reconcile(
     return Reconciliation(plan, tuple(waits), tuple(refusals))
 
 
+def rollouts_in_progress(records: Iterable[rollout.RolloutRecord]) -> set[tuple[str, str]]:
+    """(cluster, digest) of the rollouts still Updating among the stored records (one per
+    pool, the last state seen). One that timed out or ended Degraded is not: the watch
+    recorded a failed verification for it, and a person must act."""
+    return {
+        (record.cluster, verification.digest_of(record.os_image_url))
+        for record in records
+        if record.phase == rollout.Phase.UPDATING.value
+    }
+
+
+def waits_of(
+    refusals: Sequence[promotion.Refusal],
+    repository: repo.Repository,
+    *,
+    verifications: Mapping[tuple[str, str], verification.Verification],
+    rolling_out: Collection[tuple[str, str]],
+) -> list[Wait] | None:
+    """The gate's view: every refusal as a wait on a soak or an upstream rollout, or None
+    when one of them needs a person (the gate sees no builds underway: it judges digests
+    already built)."""
+    found: list[Wait] = []
+    for refusal in refusals:
+        wait = _wait(
+            refusal,
+            repository,
+            build_key="",
+            lookups={},
+            verifications=verifications,
+            underway={},
+            rolling_out=rolling_out,
+        )
+        if wait is None:
+            return None
+        found.append(wait)
+    return found
+
+
 def _wait(
     refusal: promotion.Refusal,
     repository: repo.Repository,
@@ -196,9 +235,14 @@ class EnvironmentWait:
     build_keys: tuple[str, ...] = ()
     due: float | None = None  # the earliest end of a timed wait
     recorded_at: float = 0.0
+    upstreams: tuple[str, ...] = ()  # clusters whose rollout's end (verification) triggers it
 
     def to_json(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "build_keys": list(self.build_keys)}
+        return {
+            **dataclasses.asdict(self),
+            "build_keys": list(self.build_keys),
+            "upstreams": list(self.upstreams),
+        }
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any]) -> EnvironmentWait:
@@ -208,6 +252,7 @@ class EnvironmentWait:
             build_keys=tuple(str(key) for key in document.get("build_keys", ())),
             due=None if document.get("due") is None else float(document["due"]),
             recorded_at=float(document.get("recorded_at", 0.0)),
+            upstreams=tuple(str(name) for name in document.get("upstreams", ())),
         )
 
 
@@ -222,6 +267,7 @@ def environment_wait(
         build_keys=tuple(sorted({w.build_key for w in waits if w.kind is WaitKind.BUILDING})),
         due=min(ends) if ends else None,
         recorded_at=now,
+        upstreams=tuple(sorted({w.upstream for w in waits if w.kind is WaitKind.ROLLOUT})),
     )
 
 
@@ -247,3 +293,8 @@ def swept(wait: EnvironmentWait, *, now: float, interval: float) -> EnvironmentW
 def waiting_on(waits: Sequence[EnvironmentWait], build_key: str) -> list[EnvironmentWait]:
     """The environments whose promotion waits for a build of `build_key`."""
     return [wait for wait in waits if build_key in wait.build_keys]
+
+
+def waiting_on_rollout(waits: Sequence[EnvironmentWait], cluster: str) -> list[EnvironmentWait]:
+    """The environments whose promotion waits for a rollout on `cluster` to be verified."""
+    return [wait for wait in waits if cluster in wait.upstreams]

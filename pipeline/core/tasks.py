@@ -185,6 +185,17 @@ class Promote(_Task):
 
 
 @dataclass(frozen=True)
+class PromoteDownstream(_Task):
+    """A digest verified on a cluster of env/<upstream>: open or update the promotion pull
+    request of `environment` (env/<environment> merged with env/<upstream>; pull-request mode)."""
+
+    NAME: ClassVar[str] = "layering.promote_downstream"
+    QUEUE: ClassVar[Queue] = "promotions"
+    environment: str
+    upstream: str
+
+
+@dataclass(frozen=True)
 class Gate(_Task):
     NAME: ClassVar[str] = "layering.gate"
     QUEUE: ClassVar[Queue] = "promotions"
@@ -233,6 +244,7 @@ ALL: tuple[type[_Task], ...] = (
     Build,
     SweepBuilds,
     Promote,
+    PromoteDownstream,
     Gate,
     WatchRollout,
     BaseDrift,

@@ -15,7 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline.core import gate, ports, promotion_policy, promotion_request, repo, tasks
+from pipeline.core import (
+    gate,
+    ports,
+    promotion,
+    promotion_policy,
+    promotion_request,
+    reconcile,
+    repo,
+    tasks,
+)
 from pipeline.flows import promotion_inputs
 
 
@@ -36,7 +45,28 @@ def decide(
         return gate.conflicted(environment, conflicts, unrelated=unrelated)
     rules = promotion_policy.in_force(merged, head=head, environment=environment)
     inputs = promotion_inputs.load(rules.repository, environment, sources)
-    return gate.decide(rules, lookups=inputs.lookups, verifications=inputs.verifications, now=now)
+    decision = gate.decide(
+        rules, lookups=inputs.lookups, verifications=inputs.verifications, now=now
+    )
+    if decision.state is not gate.GateState.FAILURE or not decision.refusals:
+        return decision
+    # "not verified" while the upstream still rolls the digest out is a wait: pending, decided
+    # again when the rollout watch records the verification (it re-checks the watched gates)
+    waits = reconcile.waits_of(
+        decision.refusals,
+        rules.repository,
+        verifications=inputs.verifications,
+        rolling_out=sources.store.rolling_out(promotion.upstreams(rules.repository, environment)),
+    )
+    if not waits or not any(w.kind is reconcile.WaitKind.ROLLOUT for w in waits):
+        return decision
+    ends = [w.until - now for w in waits if w.until is not None]
+    return gate.GateDecision(
+        gate.GateState.PENDING,
+        f"waiting: {waits[0].describe(now)}",
+        remaining_seconds=max(0.0, *ends) if ends else 0.0,
+        refusals=decision.refusals,
+    )
 
 
 def judge(
@@ -103,7 +133,7 @@ def run(
     else:
         store.watch_gate(gate.WatchedGate(head_sha, environment, pr_number, head_ref))
     reporter.report(head_sha, decision.status(environment))
-    if decision.recheck_after is not None:
+    if decision.recheck_after is not None and not _waits_for_rollout_only(decision):
         queue.send(
             tasks.Gate(head_sha, environment, pr_number, head_ref).call(
                 countdown=decision.recheck_after
@@ -125,6 +155,16 @@ def run(
         "merge_source": merge.source,
         "auto_merged": merged,
     }
+
+
+def _waits_for_rollout_only(decision: gate.GateDecision) -> bool:
+    """A pending gate with no soak time left to count: the rollout watch's re-check of the
+    watched gates decides it again, a countdown would only poll."""
+    return (
+        decision.state is gate.GateState.PENDING
+        and decision.remaining_seconds <= 0.0
+        and any(refusal.kind is promotion.RefusalKind.UNVERIFIED for refusal in decision.refusals)
+    )
 
 
 def _ours(

@@ -44,6 +44,7 @@ from pipeline.core import (
     tasks,
 )
 from pipeline.core.errors import PermanentError
+from pipeline.flows import downstream as downstream_flow
 from pipeline.flows import gate as gate_flow
 from pipeline.flows import promotion_inputs
 
@@ -127,6 +128,12 @@ def _reconciled(
         lookups=inputs.lookups,
         verifications=inputs.verifications,
         underway=activity.underway(keys) if activity is not None and plan.refused else {},
+        # an upstream still rolling the digest out: a wait, not "not verified"
+        rolling_out=(
+            sources.store.rolling_out(promotion.upstreams(repository, environment))
+            if plan.refused
+            else set()
+        ),
     )
 
 
@@ -278,10 +285,13 @@ def run(
     now: Callable[[], float],
     activity: ports.BuildActivity | None = None,
     waits: ports.PromotionWaits | None = None,
+    downstream: bool = False,
 ) -> dict[str, Any]:
     """ "layering.promote": promote, then watch the rollouts of the commit and re-check the
     watched gates (a time-based verification may have let one pass). With `waits`: the
-    post-push steps are durable, and a plan that only waits is recorded and scheduled."""
+    post-push steps are durable, and a plan that only waits is recorded and scheduled. With
+    `downstream` (pull-request mode): time-based verifications recorded on the branch as it
+    is queue the next environments' promotions (flows/downstream.py)."""
     outcome = promote(
         commit_sha,
         environment,
@@ -300,8 +310,20 @@ def run(
         for record in outcome.landed:
             complete(record, reporter=reporter, queue=queue, records=waits)
         _follow_waits(outcome, commit_sha, environment, waits, activity, queue, now)
+    if downstream and _verified_by_time(outcome):
+        assert outcome.repository is not None
+        downstream_flow.trigger(outcome.repository, environment, queue)
     gate_flow.recheck_watched(sources.store, queue)
     return outcome.summary()
+
+
+def _verified_by_time(outcome: PromotionOutcome) -> bool:
+    """Whether the run recorded time-based verifications of what the branch already holds
+    (clusters without kube; those with kube are verified by their rollout watch)."""
+    plan, repository = outcome.plan, outcome.repository
+    if plan is None or repository is None or plan.refused or outcome.commit_sha is not None:
+        return False
+    return any(repository.clusters[name].kube_context is None for name in plan.clusters)
 
 
 def complete(

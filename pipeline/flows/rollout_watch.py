@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from pipeline.core import ports, repo, rollout, tasks
+from pipeline.core import ports, reconcile, repo, rollout, tasks
+from pipeline.flows import downstream as downstream_flow
 from pipeline.flows import gate as gate_flow
 
 
@@ -109,9 +110,13 @@ def run(
     now: Callable[[], float],
     watch_seconds: float,
     timeout_seconds: float,
+    waits: ports.PromotionWaits | None = None,
+    downstream: bool = False,
 ) -> dict[str, str]:
     """ "layering.watch_rollout": one watch window of `cluster` at the promotion commit, then
-    a new run, the timeout, or (done) the watched gates re-checked. pool -> phase."""
+    a new run, the timeout, or (done) the watched gates re-checked. pool -> phase. With
+    `downstream` (pull-request mode), every pool Updated queues the promotions of the
+    environments promoting from `cluster` (flows/downstream.py)."""
     started_at = started_at or now()
     repository = branches.at_commit(commit_sha, branch=f"env/{environment}")
     context = repository.clusters[cluster].kube_context
@@ -152,5 +157,16 @@ def run(
             reporter=reporter,
             now=now(),
         )
+    if waits is not None:
+        promote_waiting(cluster, waits=waits, queue=queue)
+    if downstream and states and all(s.phase is rollout.Phase.UPDATED for s in states.values()):
+        downstream_flow.trigger(repository, environment, queue, clusters=[cluster])
     gate_flow.recheck_watched(store, queue)
     return phases
+
+
+def promote_waiting(cluster: str, *, waits: ports.PromotionWaits, queue: ports.TaskQueue) -> None:
+    """The rollout on `cluster` is over (its verification recorded, healthy or failed): every
+    environment whose promotion waits for it runs again, by itself (issue 11)."""
+    for wait in reconcile.waiting_on_rollout(waits.waits(), cluster):
+        queue.send(tasks.Promote(wait.commit_sha, wait.environment).call())

@@ -20,6 +20,7 @@ from pipeline.core import (
     machineconfig,
     post_push,
     promotion_commit,
+    reconcile,
     repo,
     rollout,
     tasks,
@@ -158,6 +159,10 @@ class Store:
 
     def record_rollout(self, record: rollout.RolloutRecord) -> None:
         self.rollouts.append(record)
+
+    def rolling_out(self, clusters: Collection[str]) -> set[tuple[str, str]]:
+        last = {(r.cluster, r.pool): r for r in self.rollouts if r.cluster in clusters}
+        return reconcile.rollouts_in_progress(last.values())
 
     def record_drift(self, checked: drift.Drift) -> None:
         self.drifts[checked.cluster] = checked

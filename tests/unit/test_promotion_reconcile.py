@@ -9,16 +9,30 @@ import contextlib
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from pipeline.core import post_push, promotion_commit, reconcile, repo, tasks, verification
+from pipeline.core import (
+    gate,
+    post_push,
+    promotion_commit,
+    reconcile,
+    repo,
+    rollout,
+    tasks,
+    verification,
+)
 from pipeline.flows import promote as promote_flow
 from pipeline.flows import reconcile as reconcile_flow
+from pipeline.flows import rollout_watch
 from tests.unit.test_promotion_flows import (
     DIGEST,
     HEAD,
     NOW,
     PUSHED,
     UPDATED,
+    UPDATING,
+    URL,
+    Branches,
     Built,
+    Clusters,
     Queue,
     Reader,
     Statuses,
@@ -26,7 +40,9 @@ from tests.unit.test_promotion_flows import (
     Writer,
     clock,
     key,
+    promoted_machineconfig,
     repository,
+    run_gate,
     sources,
 )
 
@@ -258,3 +274,106 @@ def _rendered() -> dict[str, bytes]:
     change = promotion_commit.change_of(plan)
     assert change is not None
     return dict(change.writes)
+
+
+def rolling_out_upstream() -> Store:
+    """nonprod's worker pool is rolling out DIGEST (the watch recorded Updating)."""
+    store = Store()
+    state = rollout.RolloutState(rollout.Phase.UPDATING, 1, 2)
+    store.record_rollout(
+        rollout.record(
+            state,
+            cluster="nonprod",
+            pool="worker",
+            commit_sha=PUSHED,
+            os_image_url=URL,
+            observed_at=NOW - 30,
+        )
+    )
+    return store
+
+
+def promote_prod(store: Store, waits: Waits, statuses: Statuses, queue: Queue) -> None:
+    promote_flow.run(
+        HEAD,
+        "prod",
+        writer=Writer(repository()),
+        sources=sources(store, readers={"nonprod-admin": Reader([UPDATED])}),
+        reporter=statuses,
+        queue=queue,
+        now=clock(),
+        activity=Activity(),
+        waits=waits,
+    )
+
+
+def test_an_upstream_rollout_in_progress_is_a_wait_ended_by_its_verification() -> None:
+    statuses, queue, store, waits = Statuses(), Queue(), rolling_out_upstream(), Waits()
+    promote_prod(store, waits, statuses, queue)
+    (_, status), *_ = statuses.reported
+    assert status.state == "pending"
+    assert "firewalld@sha256:cccccccccccc rolling out on nonprod" in status.description
+    assert waits.recorded["prod"].upstreams == ("nonprod",)
+    assert waits.recorded["prod"].due is None
+    assert all(c.name != tasks.Promote.NAME for c in queue.sent)
+    assert (
+        reconcile.EnvironmentWait.from_json(waits.recorded["prod"].to_json())
+        == (waits.recorded["prod"])
+    )
+
+    # the watch records the verification: the waiting promotion runs again by itself
+    sent = Queue()
+    rollout_watch.run(
+        PUSHED,
+        "nonprod",
+        "nonprod",
+        started_at=NOW - 60,
+        branches=Branches(repository(promoted_machineconfig())),
+        clusters=Clusters({"nonprod-admin": Reader([UPDATING, UPDATED])}),
+        store=store,
+        reporter=Statuses(),
+        queue=sent,
+        now=clock(),
+        watch_seconds=600,
+        timeout_seconds=3600,
+        waits=waits,
+    )
+    assert store.proven[("nonprod", DIGEST)].healthy
+    assert tasks.Promote(HEAD, "prod").call() in sent.sent
+    # ... and now waits for the soak, no longer for the rollout
+    statuses = Statuses()
+    promote_prod(store, waits, statuses, Queue())
+    (_, status), *_ = statuses.reported
+    assert status.state == "pending"
+    assert "soaking on nonprod" in status.description
+    assert not waits.recorded["prod"].upstreams
+
+
+def test_a_timed_out_upstream_rollout_needs_a_person() -> None:
+    statuses, store, waits = Statuses(), rolling_out_upstream(), Waits()
+    store.record_verification(
+        verification.Verification(
+            "nonprod",
+            DIGEST,
+            NOW,
+            verification.VerificationMethod.ROLLOUT,
+            healthy=False,
+            message="rollout timed out after 1h",
+        )
+    )
+    promote_prod(store, waits, statuses, Queue())
+    assert statuses.states("layering/promote/prod") == ["failure"]
+    assert waits.waits() == []
+
+
+def test_the_gate_is_pending_while_the_upstream_rolls_out() -> None:
+    statuses, queue, store = Statuses(), Queue(), rolling_out_upstream()
+    merge = gate.MergeResult(repository(), "6" * 40, source="computed")
+    assert run_gate(store, queue, statuses, merge) == "pending"
+    ((_, status),) = statuses.reported
+    assert "rolling out on nonprod" in status.description
+    assert list(store.gates) == [("prod", 12)]
+    # no polling countdown: the rollout watch re-checks the watched gates when it is done
+    assert queue.sent == []
+    # without a rollout in progress, "not verified" stays a failure
+    assert run_gate(Store(), Queue(), Statuses(), merge) == "failure"
