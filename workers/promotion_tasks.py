@@ -164,6 +164,7 @@ def promote_downstream(self: Task, environment: str, upstream: str) -> dict[str,
         reporter=adapters.status_reporter(self.app, settings),
         queue=adapters.task_queue(self.app),
         now=time.time,
+        waits=adapters.promotion_waits_store(settings),
     )
 
 

@@ -44,9 +44,11 @@ class PromotionWaits:
     # -- waits ------------------------------------------------------------------------------
 
     def record_wait(self, wait: reconcile.EnvironmentWait) -> None:
-        self._call("hset", WAITS, wait.environment, json.dumps(wait.to_json(), sort_keys=True))
+        self._call("hset", WAITS, wait.slot, json.dumps(wait.to_json(), sort_keys=True))
 
     def clear_wait(self, environment: str) -> None:
+        """Forget the wait kept under `environment` (a `reconcile.downstream_slot` for a
+        downstream promotion)."""
         self._call("hdel", WAITS, environment)
 
     def waits(self) -> list[reconcile.EnvironmentWait]:

@@ -236,6 +236,14 @@ class EnvironmentWait:
     due: float | None = None  # the earliest end of a timed wait
     recorded_at: float = 0.0
     upstreams: tuple[str, ...] = ()  # clusters whose rollout's end (verification) triggers it
+    # a downstream promotion (pull-request mode) bringing env/<from_upstream>'s content: the
+    # sweep runs "layering.promote_downstream" for it, not "layering.promote"
+    from_upstream: str = ""
+
+    @property
+    def slot(self) -> str:
+        """Where the wait is kept: one per environment, and one per downstream promotion."""
+        return downstream_slot(self.environment, self.from_upstream)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -253,7 +261,12 @@ class EnvironmentWait:
             due=None if document.get("due") is None else float(document["due"]),
             recorded_at=float(document.get("recorded_at", 0.0)),
             upstreams=tuple(str(name) for name in document.get("upstreams", ())),
+            from_upstream=str(document.get("from_upstream", "")),
         )
+
+
+def downstream_slot(environment: str, from_upstream: str = "") -> str:
+    return f"{environment}<-{from_upstream}" if from_upstream else environment
 
 
 def environment_wait(

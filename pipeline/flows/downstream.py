@@ -17,6 +17,7 @@ eligible for env/<downstream> once it is verified on the upstream cluster its cl
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -67,6 +68,7 @@ def run(
     queue: ports.TaskQueue,
     now: Callable[[], float],
     target_url: str | None = None,
+    waits: ports.PromotionWaits | None = None,
 ) -> dict[str, Any]:
     """ "layering.promote_downstream": open, update or close env/<environment>'s promotion pull
     request carrying env/<upstream>'s content (`writer` merges it in; see the docstring)."""
@@ -111,13 +113,24 @@ def run(
         "pull_request": result.pull_request,
     }
     decision = decided[-1] if decided else None
+    slot = reconcile.downstream_slot(environment, upstream)
     if decision is not None and decision.waiting:
-        wait = reconcile.environment_wait(decision, commit_sha=result.head_sha, now=now())
+        wait = dataclasses.replace(
+            reconcile.environment_wait(decision, commit_sha=result.head_sha, now=now()),
+            from_upstream=upstream,
+        )
         found["waits"] = [f"{w.cluster}/{w.pool}: {w.kind.value}" for w in decision.waits]
+        # kept where the sweep finds it: a lost countdown is run again within one interval
+        if waits is not None:
+            waits.record_wait(wait)
+        for status in reconcile.statuses(decision, now=now(), target_url=target_url):
+            reporter.report(result.head_sha, status)
         if wait.due is not None:
             # the soak ends: eligible then, and this runs again by itself
             again = tasks.PromoteDownstream(environment, upstream)
             queue.send(again.call(countdown=max(0.0, wait.due - now()) + SOAK_MARGIN_SECONDS))
+    elif waits is not None:
+        waits.clear_wait(slot)
     if decision is not None and decision.refusals:
         found["refusals"] = [str(refusal) for refusal in decision.refusals]
     return found

@@ -54,8 +54,11 @@ def sweep(
     for wait in waits.waits():
         underway = activity.underway(wait.build_keys)
         if reconcile.wait_over(wait, underway=underway, now=now, recheck_seconds=interval):
-            queue.send(tasks.Promote(wait.commit_sha, wait.environment).call())
-            promoted.append(wait.environment)
+            if wait.from_upstream:
+                queue.send(tasks.PromoteDownstream(wait.environment, wait.from_upstream).call())
+            else:
+                queue.send(tasks.Promote(wait.commit_sha, wait.environment).call())
+            promoted.append(wait.slot)
             # sent once per interval until the run records or clears it (a busy queue)
             waits.record_wait(reconcile.swept(wait, now=now, interval=interval))
     finished: list[str] = []

@@ -16,7 +16,7 @@ import git
 import pytest
 import redis
 
-from pipeline.adapters import branch_writer
+from pipeline.adapters import branch_writer, promotion_waits
 from pipeline.core import machineconfig, promotion, tasks, yamlfile
 from pipeline.flows import downstream as downstream_flow
 from pipeline.flows import promote as promote_flow
@@ -131,6 +131,7 @@ def promote_prod(
     at: float = NOW + 1,
     queue: Queue | None = None,
 ) -> dict[str, object]:
+    waits = promotion_waits.PromotionWaits(redis_client)
     writer = support.pr_writer(gitops, tmp_path / "pr-scratch", stand_in, redis_client)
     return downstream_flow.run(
         "prod",
@@ -140,6 +141,7 @@ def promote_prod(
         reporter=recorder,
         queue=queue or Queue(),
         now=lambda: at,
+        waits=waits,
     )
 
 
@@ -238,12 +240,17 @@ def test_soaking_digest_waits_then_opens_the_pull_request(
 ) -> None:
     promote_nonprod(gitops, tmp_path, redis_client, redis_server.url, pr=True)
     queue = Queue()
+    recorder = Recorder()
     early = promote_prod(
-        gitops, tmp_path, github_api, redis_client, redis_server.url, Recorder(), queue=queue
+        gitops, tmp_path, github_api, redis_client, redis_server.url, recorder, queue=queue
     )
     assert early["commit_sha"] is None
     assert early["waits"] == ["prod/worker: soaking"]
     assert open_pulls(github_api) == []
+    # the wait says so, and is kept where the sweep finds it should the countdown be lost
+    assert recorder.states("layering/promote/prod") == ["pending"]
+    kept = {w.slot: w for w in promotion_waits.PromotionWaits(redis_client).waits()}
+    assert kept["prod<-nonprod"].from_upstream == "nonprod"
     # runs again by itself just after the soak's end
     again = tasks.PromoteDownstream("prod", "nonprod")
     assert queue.sent == [again.call(countdown=3600 - 1 + downstream_flow.SOAK_MARGIN_SECONDS)]
@@ -252,3 +259,5 @@ def test_soaking_digest_waits_then_opens_the_pull_request(
     )
     [number] = open_pulls(github_api)
     assert soaked["pull_request"] == number
+    slots = {w.slot for w in promotion_waits.PromotionWaits(redis_client).waits()}
+    assert "prod<-nonprod" not in slots

@@ -535,7 +535,11 @@ DEGRADED = rollout.RolloutState(rollout.Phase.DEGRADED, 1, 2, "NodeDegraded: boo
 
 
 def watch(
-    states: list[rollout.RolloutState], *, started_at: float | None, store: Store
+    states: list[rollout.RolloutState],
+    *,
+    started_at: float | None,
+    store: Store,
+    downstream: bool = False,
 ) -> tuple[dict[str, str], Statuses, Queue]:
     statuses, queue = Statuses(), Queue()
     phases = rollout_watch.run(
@@ -551,6 +555,7 @@ def watch(
         now=clock(),
         watch_seconds=600,
         timeout_seconds=3600,
+        downstream=downstream,
     )
     return phases, statuses, queue
 
@@ -573,6 +578,18 @@ def test_an_updated_pool_verifies_the_digest_and_rechecks_the_gates() -> None:
     assert statuses.states("layering/rollout/nonprod") == ["pending", "success"]
     assert store.proven[("nonprod", DIGEST)].healthy
     assert queue.sent == [tasks.Gate("7" * 40, "prod", 3).call()]
+
+
+def test_in_pull_request_mode_an_updated_pool_opens_the_next_environments_promotion() -> None:
+    # prod promotes from nonprod: once nonprod runs the digest healthy, prod's promotion pull
+    # request is prepared (flows/downstream.py); it waits there for the soak if need be
+    store = Store()
+    _, _, queue = watch([UPDATED], started_at=NOW - 60, store=store, downstream=True)
+    assert tasks.PromoteDownstream("prod", "nonprod").call() in queue.sent
+    _, _, queue = watch([UPDATED], started_at=NOW - 60, store=Store(), downstream=False)
+    assert not any(call.name == tasks.PromoteDownstream.NAME for call in queue.sent)
+    _, _, queue = watch([DEGRADED], started_at=NOW - 60, store=Store(), downstream=True)
+    assert not any(call.name == tasks.PromoteDownstream.NAME for call in queue.sent)
 
 
 def test_a_degraded_pool_fails_the_digest() -> None:

@@ -55,7 +55,7 @@ class Waits:
     records: dict[tuple[str, str], post_push.PostPush] = field(default_factory=dict)
 
     def record_wait(self, wait: reconcile.EnvironmentWait) -> None:
-        self.recorded[wait.environment] = wait
+        self.recorded[wait.slot] = wait
 
     def clear_wait(self, environment: str) -> None:
         self.recorded.pop(environment, None)
@@ -264,6 +264,26 @@ def test_the_sweep_reruns_waits_that_are_over_only() -> None:
     )
     # c was sent a moment ago: again an interval later, not at every sweep
     assert result["waits_over"] == ["a", "b"]
+
+
+def test_a_downstream_wait_is_kept_apart_and_swept_into_its_own_task() -> None:
+    # a downstream promotion (pull-request mode) waiting for nonprod's soak: its countdown may
+    # be lost, so the sweep runs "layering.promote_downstream" again, not "layering.promote"
+    downstream = reconcile.EnvironmentWait("prod", HEAD, (), NOW - 1, NOW, from_upstream="nonprod")
+    own = reconcile.EnvironmentWait("prod", HEAD, (), NOW + 600, NOW)
+    assert downstream.slot == "prod<-nonprod"
+    assert own.slot == "prod"
+    assert reconcile.EnvironmentWait.from_json(downstream.to_json()) == downstream
+    waits = Waits()
+    waits.record_wait(downstream)
+    waits.record_wait(own)
+    assert len(waits.waits()) == 2
+    queue = Queue()
+    result = reconcile_flow.sweep(
+        waits=waits, activity=Activity(), queue=queue, now=NOW, interval=60
+    )
+    assert result["waits_over"] == ["prod<-nonprod"]
+    assert queue.sent == [tasks.PromoteDownstream("prod", "nonprod").call()]
 
 
 def _rendered() -> dict[str, bytes]:
