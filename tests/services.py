@@ -73,6 +73,7 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     password: str | None = None  # requirepass: the URL then carries it (a secret to keep out)
+    append_only: bool = False  # an AOF fsynced on every write: a restart on the port keeps all
 
     @property
     def url(self) -> str:
@@ -89,13 +90,17 @@ class RedisServer:
             "127.0.0.1",
             "--save",
             "",
-            "--appendonly",
-            "no",
+            *(("--appendonly", "yes", "--appendfsync", "always") if self.append_only else ()),
+            *(() if self.append_only else ("--appendonly", "no")),
             "--dir",
             str(self.directory),
         ]
         if self.password:
-            argv += ["--requirepass", self.password]
+            # a config file, not argv: build steps under chroot read every process's argv
+            config = self.directory / "redis.conf"
+            config.touch(mode=0o600)
+            config.write_text(f"requirepass {self.password}\n")
+            argv.insert(1, str(config))
         self.process = start(argv, log=self.directory / "redis.log")
         wait_for_port(self.port, process=self.process)
         return self

@@ -9,9 +9,8 @@ commit lands."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -45,50 +44,10 @@ fi
 
 
 @dataclass
-class AofRedis:
-    """redis-server with an append-only file, restartable on the same port."""
-
-    directory: Path
-    port: int = field(default_factory=services.free_port)
-    process: object = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> AofRedis:
-        self.directory.mkdir(parents=True, exist_ok=True)
-        argv = [
-            shutil.which("redis-server") or "redis-server",
-            "--port",
-            str(self.port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-            str(self.directory),
-        ]
-        process = services.start(argv, log=self.directory / "redis.log")
-        services.wait_for_port(self.port, process=process)
-        self.process = process
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            services.stop_process(self.process)  # type: ignore[arg-type]
-            self.process = None
-
-
-@dataclass
 class Stage:
     gitops: EnvRepo
     github: GitHubStandIn
-    redis: AofRedis
+    redis: services.RedisServer
     registry_host: str
     start_worker: StartWorker
     worker: Worker
@@ -150,7 +109,7 @@ def stage(
 ) -> Iterator[Stage]:
     require_tools("git", "redis-server", "skopeo")
     directory = tmp_path_factory.mktemp("post-push")
-    redis = AofRedis(directory / "redis").start()
+    redis = services.RedisServer(directory / "redis", append_only=True).start()
     server = HTTPServer(host="127.0.0.1", port=0, threaded=True)
     server.start()
     github = GitHubStandIn(server, load_operations())
