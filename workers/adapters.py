@@ -14,6 +14,7 @@ from celery.signals import worker_process_init
 
 from pipeline.adapters import build_records, github, promotion_waits, status_queue
 from pipeline.adapters import promotion_requests as promotion_requests_adapter
+from pipeline.adapters import redis_client as redis_clients
 from pipeline.adapters import task_queue as task_queues
 from pipeline.core.settings import Settings
 
@@ -32,7 +33,7 @@ def redis_client(settings: Settings) -> redis.Redis[bytes]:
     """The process's Redis client for the configured URL."""
     return once(
         "redis",
-        lambda: redis.Redis.from_url(
+        lambda: redis_clients.sync_client(
             settings.redis_url.get_secret_value(), socket_timeout=30, socket_connect_timeout=10
         ),
     )

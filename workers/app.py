@@ -25,6 +25,7 @@ from celery.exceptions import Ignore
 from kombu import Queue  # type: ignore[attr-defined]
 
 from pipeline.adapters import poison as poison_store
+from pipeline.adapters import redis_client
 from pipeline.adapters.environment import load_settings
 from pipeline.core import poison, retry, tasks
 from pipeline.core.errors import TemporaryError
@@ -55,10 +56,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     redis_url = settings.redis_url.get_secret_value()
     redelivery = visibility_timeout(settings)
     return {
-        "broker_url": redis_url,
-        "result_backend": redis_url,
-        "broker_transport_options": {"visibility_timeout": redelivery},
-        "result_backend_transport_options": {"visibility_timeout": redelivery},
+        # broker and results at LAYERING_REDIS_URL: redis://, rediss:// (TLS) or sentinel://
+        **redis_client.celery_options(redis_url, {"visibility_timeout": redelivery}),
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",
         "result_serializer": "json",

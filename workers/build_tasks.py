@@ -13,6 +13,11 @@ running (celery.exceptions.Ignore: no callbacks), so a build never runs twice at
 outcome is reported once per build id: only the delivery that claims the report returns it
 to its callbacks (BuildStore.claim_report).
 
+Clean-up: removing a pushed build's local image runs on one thread per worker process
+(`deferred`), after the record says succeeded, so the task's slot goes to the next build
+meanwhile (tests/bench/fanout_bench.py); a removal that fails is logged, and one still queued
+when the process exits runs before it does.
+
 Time limit: at Celery's soft time limit (LAYERING_BUILD_TIMEOUT_SECONDS) the builder kills
 buildah's process group and the record fails naming the setting (flows/build.py `stopped`).
 
@@ -23,6 +28,9 @@ Returns the final record as JSON. Does I/O (through the adapters it builds).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,8 @@ from pipeline.flows import build as build_flow
 from workers import adapters
 from workers.app import app, settings_of
 
+log = logging.getLogger(__name__)
+
 
 def build_leases(settings: Settings) -> leases.RedisBuildLeases:
     """The process's build leases (also read by the sweep)."""
@@ -49,6 +59,21 @@ def build_leases(settings: Settings) -> leases.RedisBuildLeases:
             keep_seconds=settings.build_retention_seconds,
         ),
     )
+
+
+def deferred(cleanup: Callable[[], None]) -> None:
+    """Run `cleanup` on the process's clean-up thread (made after a prefork fork: see
+    workers/adapters.py), logging a failure."""
+    executor = adapters.once(
+        "build_cleanup",
+        lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="layering-build-cleanup"),
+    )
+    executor.submit(cleanup).add_done_callback(_log_failure)
+
+
+def _log_failure(done: Future[None]) -> None:
+    if (error := done.exception()) is not None:
+        log.warning("build clean-up failed: %s: %s", type(error).__name__, error)
 
 
 @app.task(name=tasks.Build.NAME, bind=True, retry_kind="build")  # type: ignore[untyped-decorator]
@@ -95,6 +120,7 @@ def build(
             lease=lease,
             stopped=(SoftTimeLimitExceeded,),
             timeout_seconds=settings.build_timeout_seconds,
+            defer=deferred,
         )
     if not lease.held():
         raise Ignore(f"build {record_id}: delivered again elsewhere; that run reports it")

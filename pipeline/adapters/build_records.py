@@ -42,7 +42,7 @@ import redis
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
 
-from pipeline.adapters import build_logs
+from pipeline.adapters import build_logs, redis_client
 from pipeline.core import builds, redaction
 from pipeline.core.errors import TemporaryError
 from pipeline.core.settings import Settings
@@ -111,7 +111,7 @@ class BuildStore:
         return cls(
             client
             if client is not None
-            else redis.Redis.from_url(url, socket_timeout=30, socket_connect_timeout=10),
+            else redis_client.sync_client(url, socket_timeout=30, socket_connect_timeout=10),
             retention_seconds=settings.build_retention_seconds,
             # expires with its holder's lease unless the build's heartbeat extends it; a waiter
             # waits for a live holder as long as a build may take
@@ -120,7 +120,7 @@ class BuildStore:
             log_max_lines=settings.build_log_max_lines,
             log_line_max_bytes=settings.build_log_line_max_bytes,
             log_max_bytes=settings.build_log_max_bytes,
-            secrets=[*secrets, url, *redaction.url_passwords(url)],
+            secrets=[*secrets, url, *redaction.url_passwords(url), *redis_client.secrets(url)],
             key=(
                 settings.verification_key.get_secret_value().encode()
                 if settings.verification_key is not None

@@ -1,5 +1,5 @@
-"""The buildah wrapper: `buildah build` and `buildah push` through the `sh` package with argument
-lists (never a shell string), output streamed line by line, failures translated into
+"""The buildah wrapper: `buildah build` and `buildah push` as subprocesses with argument lists
+(never a shell string), output streamed line by line, failures translated into
 BuildFailed (a Containerfile step failed: never retried), TemporaryError (registry or network:
 retried) or PermanentError. Does I/O (runs buildah).
 
@@ -7,12 +7,23 @@ Isolation: `build` runs RUN steps with the isolation `isolation_mode` resolves (
 `chroot`, or `oci` with private PID and network namespaces once adapters/isolation.py's probe
 showed it works here; `auto` never falls back to chroot) and says which in the build log.
 
+Storage: `config_of` resolves LAYERING_BUILDAH_STORAGE_DRIVER (`auto` probes the storage root
+once per process with adapters/storage_probe.py: overlay where it works, else vfs).
+
+Layer cache: bases are content-addressed (the final FROM is pinned to the cluster's base by
+digest), so a build whose every FROM names a digest (or an earlier stage) runs with
+`--pull=missing`: the base is pulled once per worker's storage, never checked again. A FROM by
+tag keeps buildah's default (`--pull=true`: asks the registry whether the tag moved). `discard`
+removes only the pushed target; the base stays for the next build. Pushes upload only the blobs
+the registry lacks (containers/image asks with a HEAD per blob first; tests/integration/
+test_layer_cache.py shows it in the registry's access log).
+
 The argument lists are built by pure functions (`build_argv`, `push_argv`) so they can be read
 and tested without buildah. Build arguments and labels are single argv elements: a value such
 as `$(id); rm -rf /` reaches buildah verbatim and is never interpreted by a shell.
 
-Cancellation: buildah runs in its own session (process group), and while it runs the wrapper
-asks `cancelled()` every `poll_seconds`; once it says yes the whole group (buildah and the RUN
+Cancellation (buildah_process.py): buildah runs in its own session (process group); while it runs
+`cancelled()` is asked every `poll_seconds`; once it says yes the whole group (buildah and the RUN
 step it started) is terminated, then killed, before `Cancelled` is raised, so a superseded build
 never reaches its push. Any other exception that ends the wait (Celery's soft time limit)
 stops the group too. Buildah in its own session would otherwise outlive the worker and still
@@ -22,20 +33,17 @@ makes buildah die with a worker that is SIGKILLed.
 
 from __future__ import annotations
 
-import collections
-import shlex
+import subprocess
 import tempfile
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import sh
-
+from pipeline.adapters import buildah_process, storage_probe
 from pipeline.adapters import isolation as isolation_probe
-from pipeline.adapters import process_groups
 from pipeline.adapters import registry as registry_adapter
-from pipeline.core import buildah_output, builds, isolation, log_caps, names
+from pipeline.core import buildah_output, builds, containerfile, isolation, names
+from pipeline.core import storage_driver as storage
 from pipeline.core.errors import BuildFailed, Cancelled, PermanentError, TemporaryError
 from pipeline.core.settings import Settings
 
@@ -48,14 +56,10 @@ def _never() -> bool:
     return False
 
 
-class _TimedOut(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class BuildahConfig:
     command: str = "buildah"
-    storage_driver: str = "vfs"
+    storage_driver: storage.Driver = "vfs"  # config_of: resolved from the setting
     isolation: isolation.Mode = "chroot"  # config_of: the setting, `auto` by default
     root: Path | None = None
     runroot: Path | None = None
@@ -75,10 +79,21 @@ class BuildahConfig:
         return argv
 
 
+def storage_choice(settings: Settings) -> storage.Choice:
+    """The storage driver builds use and why (probed once per process; PermanentError when
+    an explicit `overlay` does not work here)."""
+    return storage_probe.resolve(
+        command=settings.buildah_command,
+        root=settings.buildah_root,
+        runroot=settings.buildah_runroot,
+        setting=settings.buildah_storage_driver,
+    )
+
+
 def config_of(settings: Settings) -> BuildahConfig:
     return BuildahConfig(
         command=settings.buildah_command,
-        storage_driver=settings.buildah_storage_driver,
+        storage_driver=storage_choice(settings).driver,
         isolation=settings.buildah_isolation,
         root=settings.buildah_root,
         runroot=settings.buildah_runroot,
@@ -99,6 +114,7 @@ def build_argv(
         *config.global_argv(),
         "build",
         *isolation.build_argv(config.isolation),
+        *pull_argv(spec.containerfile, spec.build_args),
         "--file",
         str(containerfile),
         "--tag",
@@ -122,6 +138,26 @@ def build_argv(
     return argv
 
 
+def pull_argv(text: str, build_args: Mapping[str, str] | None = None) -> list[str]:
+    """`--pull=missing` when every FROM names a digest or an earlier stage (content-addressed:
+    a stored copy is the same image), else nothing (buildah then asks whether a tag moved)."""
+    try:
+        parsed = containerfile.parse(text, build_args)
+    except containerfile.ContainerfileError:
+        return []  # buildah reports the Containerfile's own error
+    stages: set[str] = set()
+    for stage in parsed.stages:
+        image = stage.resolved
+        if image is None:
+            return []
+        pinned = "@sha256:" in image or image.lower() in stages or image.lower() == "scratch"
+        if not pinned:
+            return []
+        if stage.name:
+            stages.add(stage.name.lower())
+    return ["--pull=missing"]
+
+
 def push_argv(config: BuildahConfig, spec: builds.BuildSpec, *, digestfile: Path) -> list[str]:
     _check_reference(spec.target)
     argv = [*config.global_argv(), "push", "--digestfile", str(digestfile)]
@@ -138,32 +174,6 @@ def _check_reference(reference: str) -> None:
         raise PermanentError(f"refusing to build {reference!r}: {exc}") from None
     if str(parsed) != reference or reference.startswith("-"):
         raise PermanentError(f"refusing to build {reference!r}: not a plain image reference")
-
-
-# A failing build's error carries the tail of its output; a RUN step may print 10 MB lines,
-# so each kept line is cut (the full line still goes to the sink, whose store caps it).
-TAIL_LINE_BYTES = 2 * log_caps.KIB
-
-
-class _Output:
-    """Streams lines to a sink while keeping the tail (each line cut) and the last STEP seen."""
-
-    def __init__(self, sink: LineSink) -> None:
-        self.sink = sink
-        self.tail: collections.deque[str] = collections.deque(maxlen=buildah_output.TAIL_LINES)
-        self.step: buildah_output.Step | None = None
-
-    def __call__(self, chunk: str) -> None:
-        for line in chunk.splitlines():
-            self.tail.append(log_caps.cut_line(line, TAIL_LINE_BYTES))
-            step = buildah_output.parse_step(line)
-            if step is not None:
-                self.step = step
-            self.sink(line)
-
-    @property
-    def text(self) -> str:
-        return "\n".join(self.tail)
 
 
 class Buildah:
@@ -202,52 +212,18 @@ class Buildah:
         if self._cancelled():
             raise Cancelled(f"{what} cancelled")
 
-    def _run(self, argv: Sequence[str], output: _Output, *, timeout: float) -> None:
-        """Run buildah in its own session; kill the session on cancellation or timeout."""
+    def _run(self, argv: Sequence[str], output: buildah_process.Output, *, timeout: float) -> None:
         self._check_cancelled("buildah")
-        output.sink(f"$ {shlex.join([self.config.command, *argv])}")
-        process = sh.Command(self.config.command)(
-            *argv,
-            _out=output,
-            _err_to_out=True,
-            _tty_out=False,
-            _bg=True,
-            _bg_exc=False,
-            _new_session=True,
-            _preexec_fn=process_groups.die_with_parent,
-            _return_cmd=True,
+        buildah_process.run(
+            [self.config.command, *argv],
+            output,
+            timeout=timeout,
+            poll_seconds=self._poll_seconds,
+            cancelled=self._cancelled,
         )
-        pgid = process.pid  # a session leader's group id is its pid
-        process_groups.RUNNING.add(pgid)
-        try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    process.wait(timeout=self._poll_seconds)
-                    return
-                except sh.TimeoutException:
-                    pass
-                stop = "cancelled" if self._cancelled() else None
-                if stop is None and time.monotonic() > deadline:
-                    stop = "timed out"
-                if stop is not None:
-                    process_groups.stop(process, pgid)
-                    output.sink(f"buildah {stop}: process group {pgid} killed")
-                    if stop == "cancelled":
-                        raise Cancelled("buildah cancelled")
-                    raise _TimedOut
-        except BaseException:
-            # anything else ends the wait (Celery's soft time limit, a signal): buildah must
-            # not outlive it and push on its own
-            if process.is_alive():
-                process_groups.stop(process, pgid)
-                output.sink(f"buildah stopped: process group {pgid} killed")
-            raise
-        finally:
-            process_groups.RUNNING.discard(pgid)
 
     def build(self, spec: builds.BuildSpec, *, on_line: LineSink) -> str:
-        output = _Output(on_line)
+        output = buildah_process.Output(on_line)
         mode = self.isolation_mode()
         config = replace(self.config, isolation=mode)
         output.sink(f"build isolation: {isolation.describe(mode)}")
@@ -258,19 +234,19 @@ class Buildah:
             argv = build_argv(config, spec, containerfile=containerfile, iidfile=iidfile)
             try:
                 self._run(argv, output, timeout=self.config.timeout_seconds)
-            except _TimedOut:
+            except buildah_process.TimedOut:
                 raise BuildFailed(
                     f"build timed out after {self.config.timeout_seconds:.0f}s"
                     + (f" in {output.step}" if output.step else ""),
                     step=str(output.step or ""),
                     log_tail=output.text,
                 ) from None
-            except sh.ErrorReturnCode as exc:
+            except buildah_process.Exited as exc:
                 raise build_error(spec, output.text, output.step, exc.exit_code) from None
             return iidfile.read_text().strip()
 
     def push(self, spec: builds.BuildSpec, *, on_line: LineSink) -> str:
-        output = _Output(on_line)
+        output = buildah_process.Output(on_line)
         host = registry_adapter.registry_host(spec.target)
         with tempfile.TemporaryDirectory(prefix="layering-push-") as scratch:
             digestfile = Path(scratch, "digest")
@@ -280,22 +256,29 @@ class Buildah:
                     output,
                     timeout=PUSH_TIMEOUT_SECONDS,
                 )
-            except _TimedOut:
+            except buildah_process.TimedOut:
                 raise TemporaryError(
                     f"registry {host}: push of {spec.target} timed out after "
                     f"{PUSH_TIMEOUT_SECONDS}s"
                 ) from None
-            except sh.ErrorReturnCode:
+            except buildah_process.Exited:
                 raise push_error(spec, output.text) from None
             return digestfile.read_text().strip()
 
     def discard(self, spec: builds.BuildSpec, *, on_line: LineSink) -> None:
-        """Drop the local copy after a push (vfs storage copies every layer in full)."""
+        """Drop the pushed target after a push (its layers only: the base it was built on stays
+        in storage, so the next build does not pull it again)."""
         try:
-            sh.Command(self.config.command)(
-                *self.config.global_argv(), "rmi", spec.target, _tty_out=False, _timeout=300
+            removed = subprocess.run(
+                [self.config.command, *self.config.global_argv(), "rmi", spec.target],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                check=False,
+                timeout=300,
             )
-        except (sh.ErrorReturnCode, sh.TimeoutException):
+        except (OSError, subprocess.TimeoutExpired):
+            removed = None
+        if removed is None or removed.returncode != 0:
             on_line(f"note: could not remove local image {spec.target}")
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import SecretStr
 
-from pipeline.adapters import registry
+from pipeline.adapters import redis_client, registry
 from pipeline.core import redaction
 from pipeline.core.settings import Settings
 
@@ -19,5 +19,7 @@ def secret_values(settings: Settings) -> list[str]:
             secret = value.get_secret_value()
             values.append(secret)
             values.extend(redaction.url_passwords(secret))
+    # a sentinel:// URL's ?sentinel_password= is in no userinfo
+    values.extend(redis_client.secrets(settings.redis_url.get_secret_value()))
     values.extend(registry.authfile_secrets(settings.registry_authfile))
     return values

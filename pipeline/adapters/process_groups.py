@@ -3,7 +3,6 @@ stopped: buildah runs in a session of its own (so one signal reaches it and the 
 started), which also means it would outlive the worker that started it. Does process I/O
 (signals).
 
-- `stop(process, pgid)`: SIGTERM the group, wait, SIGKILL what is left.
 - `install_signal_handlers()`: a worker child killed by SIGTERM/SIGINT/SIGQUIT (a `revoke
   --terminate`, a cold shutdown) kills the groups it started first.
 - `die_with_parent()`: run in buildah's child before exec; a worker SIGKILLed (OOM, the whole
@@ -17,8 +16,6 @@ import ctypes
 import os
 import signal
 import time
-
-import sh
 
 KILL_GRACE_SECONDS = 5.0
 _PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -60,13 +57,3 @@ def install_signal_handlers() -> None:
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(signum, handle)
 
-
-def stop(process: sh.RunningCommand, pgid: int) -> None:
-    """SIGTERM the group (buildah cleans up and ends its RUN step), wait for buildah, then
-    SIGKILL whatever is left of the group (a RUN step that ignored SIGTERM)."""
-    signal_group(pgid, signal.SIGTERM)
-    with contextlib.suppress(sh.ErrorReturnCode, sh.TimeoutException):
-        process.wait(timeout=KILL_GRACE_SECONDS)
-    signal_group(pgid, signal.SIGKILL)
-    with contextlib.suppress(sh.ErrorReturnCode):
-        process.wait()

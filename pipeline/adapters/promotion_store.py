@@ -26,6 +26,7 @@ from typing import Any
 
 import redis
 
+from pipeline.adapters import redis_client
 from pipeline.core import drift, gate, pool_status, reconcile, rollout, verification
 from pipeline.core.errors import InputError, TemporaryError
 from pipeline.core.settings import Settings
@@ -75,7 +76,7 @@ class PromotionStore:
 
     @classmethod
     def from_url(cls, url: str, *, key: bytes | None) -> PromotionStore:
-        return cls(redis.Redis.from_url(url), key=key)
+        return cls(redis_client.sync_client(url), key=key)
 
     @classmethod
     def from_settings(
@@ -91,7 +92,8 @@ class PromotionStore:
         key = verification_key(settings) if configured else None
         if key is None:
             log.warning("LAYERING_VERIFICATION_KEY is not set: no verification is trusted or shown")
-        return cls(client or redis.Redis.from_url(settings.redis_url.get_secret_value()), key=key)
+        url = settings.redis_url.get_secret_value()
+        return cls(client or redis_client.sync_client(url), key=key)
 
     def _signing_key(self) -> bytes:
         if self._key is None:

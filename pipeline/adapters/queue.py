@@ -33,6 +33,7 @@ import redis.backoff
 import redis.exceptions
 from redis.asyncio import retry
 
+from pipeline.adapters import redis_client
 from pipeline.core.errors import TemporaryError
 
 DEDUPE_PREFIX = "layering:delivery:"
@@ -122,7 +123,7 @@ class Enqueuer:
     def __init__(self, redis_url: str, *, timeout: float = 5.0) -> None:
         # One deadline per batch (below) instead of redis-py's socket timeout: that one wraps
         # every write in asyncio.wait_for, a task per command.
-        self._client = redis.asyncio.Redis.from_url(
+        self._client = redis_client.async_client(
             redis_url,
             socket_timeout=None,
             socket_connect_timeout=timeout,

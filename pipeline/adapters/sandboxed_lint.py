@@ -17,12 +17,20 @@ group. Why it stopped is read from how it ended:
 - any other signal or exit status: a crash, with its stderr tail in the worker log.
 
 The subprocess bounds resources; it is not a privilege boundary (it runs as the worker's user).
-Cost: about 0.3 s of start-up per head (measured on a 2-core machine), small beside the fetch.
+
+A warm spare (`warm=True`, what `from_settings` builds): the next subprocess is started as soon
+as one is used, with the limits but no request on its argv (`--request-on-stdin`). It imports
+Python and the pipeline (about 0.7 s of CPU time, nearly all of a 40-image head's lint) while
+nothing waits for it, then blocks on stdin; `lint` writes the request there (ids and a path, as
+argv would carry them), and only then does it set its limits and read the mirror. A spare whose
+worker goes away reads end-of-file and exits. tests/bench/fanout_bench.py shows what it saves
+from event to first build start.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import resource
@@ -30,7 +38,9 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import IO
 
 from pipeline.core import head_lint
@@ -46,6 +56,9 @@ KEPT_VARIABLES = ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "TZ")
 GIT_LIMITS = {"core.packedGitWindowSize": "32m", "core.packedGitLimit": "256m"}
 STDERR_TAIL = 4000
 _MiB = 1024 * 1024
+# the subprocess's option that asks for the request on stdin (one JSON list of its options)
+REQUEST_ON_STDIN = "--request-on-stdin"
+REQUEST_MAX_BYTES = 64 * 1024
 
 
 def wall_seconds(cpu_seconds: int) -> float:
@@ -85,6 +98,23 @@ def environment() -> dict[str, str]:
     return {**kept, **git, "PYTHONDONTWRITEBYTECODE": "1", "HOME": os.devnull}
 
 
+@dataclass
+class _Running:
+    """One subprocess with the files its stdout and stderr go to."""
+
+    process: subprocess.Popen[bytes]
+    out: IO[bytes]
+    err: IO[bytes]
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        _kill_group(self.process)
+        self.out.close()
+        self.err.close()
+
+
 class SandboxedLinter:
     def __init__(
         self,
@@ -93,20 +123,27 @@ class SandboxedLinter:
         memory_mb: int,
         timeout: float | None = None,
         command: Sequence[str] | None = None,
+        warm: bool = False,
     ) -> None:
         """`command` runs the entry (default: this Python, `-m ENTRY`); `timeout` defaults to
-        `wall_seconds(cpu_seconds)`."""
+        `wall_seconds(cpu_seconds)`; `warm` keeps a spare subprocess started (see the module
+        docstring: the entry must accept REQUEST_ON_STDIN)."""
         self.cpu_seconds = cpu_seconds
         self.memory_mb = memory_mb
         self.timeout = timeout if timeout is not None else wall_seconds(cpu_seconds)
         self._command = list(command or (sys.executable, "-m", ENTRY))
+        self.warm = warm
+        self._spare: _Running | None = None
+        self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SandboxedLinter:
-        return cls(cpu_seconds=settings.lint_cpu_seconds, memory_mb=settings.lint_memory_mb)
+        return cls(
+            cpu_seconds=settings.lint_cpu_seconds, memory_mb=settings.lint_memory_mb, warm=True
+        )
 
-    def argv(self, request: head_lint.Request) -> list[str]:
-        limits = [
+    def _limits(self) -> list[str]:
+        return [
             "--cpu-seconds",
             str(self.cpu_seconds),
             "--memory-mb",
@@ -114,26 +151,81 @@ class SandboxedLinter:
             "--wall-seconds",
             f"{self.timeout:g}",
         ]
-        return [*self._command, *limits, *request.argv()]
 
-    def lint(self, request: head_lint.Request) -> head_lint.Reading | head_lint.Stopped:
-        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    def argv(self, request: head_lint.Request) -> list[str]:
+        return [*self._command, *self._limits(), *request.argv()]
+
+    def spare_argv(self) -> list[str]:
+        """A spare's argv: the limits, no request."""
+        return [*self._command, *self._limits(), REQUEST_ON_STDIN]
+
+    def _start(self, argv: list[str], *, stdin: int) -> _Running:
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(tempfile.TemporaryFile())
+            err = files.enter_context(tempfile.TemporaryFile())
             process = subprocess.Popen(
-                self.argv(request),
-                stdin=subprocess.DEVNULL,
+                argv,
+                stdin=stdin,
                 stdout=out,
                 stderr=err,
                 env=environment(),
                 start_new_session=True,  # its Git processes are killed with it
             )
+            files.pop_all()  # _Running closes them
+        return _Running(process, out, err)
+
+    def prepare(self) -> None:
+        """Start the spare now unless one is waiting (a warm linter only)."""
+        if not self.warm:
+            return
+        with self._lock:
+            if self._spare is None or self._spare.process.poll() is not None:
+                if self._spare is not None:
+                    self._spare.close()
+                self._spare = self._start(self.spare_argv(), stdin=subprocess.PIPE)
+
+    def spare_pid(self) -> int | None:
+        """The pid of the spare waiting for a request, if one is alive."""
+        with self._lock:
+            spare = self._spare
+        return spare.process.pid if spare is not None and spare.process.poll() is None else None
+
+    def close(self) -> None:
+        """Stop the spare, if any."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.close()
+
+    def _take(self, request: head_lint.Request) -> _Running:
+        """The spare with `request` written to it, or a subprocess started for `request`."""
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            stdin = spare.process.stdin
+            assert stdin is not None
             try:
-                status: int | None = process.wait(timeout=self.timeout)
+                stdin.write(json.dumps(request.argv()).encode() + b"\n")
+                stdin.close()
+                return spare
+            except OSError:  # it died meanwhile (its stderr is lost with it): start afresh
+                spare.close()
+        return self._start(self.argv(request), stdin=subprocess.DEVNULL)
+
+    def lint(self, request: head_lint.Request) -> head_lint.Reading | head_lint.Stopped:
+        running = self._take(request)
+        try:
+            try:
+                status: int | None = running.process.wait(timeout=self.timeout)
             except subprocess.TimeoutExpired:
                 status = None
             finally:
-                _kill_group(process)
-            answer = _read(out, head_lint.ANSWER_LIMIT_BYTES + 1)
-            errors = _tail(err)
+                _kill_group(running.process)
+            answer = _read(running.out, head_lint.ANSWER_LIMIT_BYTES + 1)
+            errors = _tail(running.err)
+        finally:
+            running.close()
+            self.prepare()  # the next head's subprocess imports while nothing waits for it
         outcome = self._outcome(status, answer, errors)
         if isinstance(outcome, head_lint.Stopped):
             log.warning(

@@ -3,6 +3,11 @@ a process of its own, under the limits on its argv. adapters/sandboxed_lint.py s
 reads how it ended; it is not a `layering` subcommand (only the worker runs it). Reads the
 mirror; writes stdout and stderr only.
 
+With `--request-on-stdin` (a warm spare, adapters/sandboxed_lint.py) it is started before
+there is a request: it waits for one JSON list of the request's options on stdin (end-of-file:
+it exits quietly). Either way its CPU-time limit counts from when its imports are done: Python's
+start-up (most of a second here) is not the head's to pay.
+
 It sets its limits before it reads anything, then plans and lints as flows/head.read_head does,
 naming on stderr each repository file before it is parsed (and each image and MachineConfig
 as lint reads them), so a limit hit names the file, and writes one core/head_lint.Answer as
@@ -13,6 +18,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
+import resource
 import sys
 from collections.abc import Collection, Iterator, Mapping, Sequence
 
@@ -125,10 +133,34 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _request_from_stdin(argv: list[str]) -> list[str] | None:
+    """argv with the request's options read from stdin in place of REQUEST_ON_STDIN; None at
+    end-of-file (the worker went away without a request)."""
+    line = sys.stdin.buffer.readline(sandboxed_lint.REQUEST_MAX_BYTES)
+    if not line.strip():
+        return None
+    options = json.loads(line)
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        raise SystemExit("the request on stdin must be a JSON list of strings")
+    return [a for a in argv if a != sandboxed_lint.REQUEST_ON_STDIN] + options
+
+
+def _cpu_used() -> int:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return math.ceil(usage.ru_utime + usage.ru_stime)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if sandboxed_lint.REQUEST_ON_STDIN in arguments:
+        requested = _request_from_stdin(arguments)
+        if requested is None:
+            return 0
+        arguments = requested
+    spent = _cpu_used()  # Python's start-up and imports, before the head: not its to pay
+    args = _parser().parse_args(arguments)
     sandboxed_lint.apply_limits(
-        cpu_seconds=args.cpu_seconds, memory_mb=args.memory_mb, wall=args.wall_seconds
+        cpu_seconds=args.cpu_seconds + spent, memory_mb=args.memory_mb, wall=args.wall_seconds
     )
     request = head_lint.Request(
         args.mirror, args.from_rev, args.to, args.default_branch, args.branch

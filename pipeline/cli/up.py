@@ -67,6 +67,12 @@ def run(args: argparse.Namespace) -> int:
         isolation=(
             settings.buildah_isolation if "buildah_isolation" in settings.model_fields_set else None
         ),
+        # likewise: otherwise `up` probes the storage root for overlay (services.py)
+        storage_driver=(
+            settings.buildah_storage_driver
+            if "buildah_storage_driver" in settings.model_fields_set
+            else None
+        ),
     )
     mode = settings.repo_url or "a local sandbox repository"
 
@@ -92,6 +98,7 @@ def next_steps(started: workdir.Started, default_branch: str) -> Text:
         ("Registry", f"http://{started.registry_host}"),
         ("Redis", f"{started.redis_url} (password in {started.redis_password_file})"),
         ("Isolation", f"builds run with {started.build_isolation} isolation"),
+        ("Storage", f"buildah storage driver {started.storage_driver}"),
         ("Logs", str(started.workdir / "logs")),
         *((("Clone URL", started.clone_url),) if started.clone_url else ()),
     ):

@@ -10,7 +10,8 @@ from typing import Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
 
-from pipeline.core import isolation, retry
+from pipeline.core import isolation, retry, storage_driver
+from pipeline.core import redis_url as redis_urls
 
 _GITHUB_URL = re.compile(
     r"^(?:https://github\.com/|git@github\.com:|ssh://git@github\.com/)"
@@ -22,7 +23,10 @@ RetryKind = Literal["build", "status", "status-resend", "task"]
 
 
 class Settings(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a rejected value (a URL with its password) is never in a message
+    model_config = ConfigDict(
+        frozen=True, extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     repo_url: str | None = None
     default_branch: str = "main"
@@ -46,7 +50,9 @@ class Settings(BaseModel):
     kubeconfig: Path | None = Field(
         default=None, validation_alias=AliasChoices("KUBECONFIG", "LAYERING_KUBECONFIG")
     )
-    buildah_storage_driver: str = "vfs"
+    # auto: overlay where the worker's probe shows it works on the storage root, else vfs
+    # (core/storage_driver.py); overlay or vfs: that driver (overlay failing stops the worker)
+    buildah_storage_driver: storage_driver.Setting = "auto"
     # auto: oci where the worker's probe shows it works, else refuse to build; chroot only
     # when asked for (core/isolation.py says what each mode protects)
     buildah_isolation: isolation.Mode = "auto"
@@ -128,6 +134,15 @@ class Settings(BaseModel):
     def _branch_is_a_ref_name(cls, value: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9._/-]+", value) or ".." in value or value.startswith("-"):
             raise ValueError("must be a plain branch name such as 'main'")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_is_a_known_form(cls, value: SecretStr) -> SecretStr:
+        try:
+            redis_urls.parse(value.get_secret_value())
+        except redis_urls.RedisUrlError as exc:
+            raise ValueError(exc.problem) from None  # the problem only: the URL holds passwords
         return value
 
     @field_validator("read_listen")

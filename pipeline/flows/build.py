@@ -7,7 +7,7 @@ ports handed in (core/ports.py), so the task, the CLI and tests wire different a
 
     run_build(settings, request, *, build_id, records, sources, builder, registry, locks,
               secrets, built=None, on_line=None, final_attempt=True, lease=None, stopped=(),
-              timeout_seconds=None, clock=time.time)
+              timeout_seconds=None, clock=time.time, defer=None)
       -> builds.BuildRecord
 
 - `request`: builds.BuildRequest. `request.build_key`, when given, is what the planner
@@ -21,6 +21,10 @@ ports handed in (core/ports.py), so the task, the CLI and tests wire different a
 - `stopped`: exception types meaning the task's time limit stopped the build (Celery's
   SoftTimeLimitExceeded; the builder has killed buildah's process group by then): the record
   fails "build stopped: exceeded LAYERING_BUILD_TIMEOUT_SECONDS (`timeout_seconds`)".
+- `defer`: takes the clean-up of a pushed build (removing its local image, `builder.discard`,
+  under the build key's lock) once the record is saved as succeeded; the worker runs it on a
+  thread, so the removal (seconds for a large image on vfs) leaves the task's slot to the next
+  build. None: removed at once, before returning.
 - Nothing is pushed once the record is finished (cancelled, failed by a time limit) or the
   lease is lost: the push is refused, checked right before buildah push starts.
 - Returns the final record: succeeded, skipped (tag already in the registry with this build's
@@ -62,6 +66,7 @@ def run_build(
     stopped: tuple[type[BaseException], ...] = (),
     timeout_seconds: float | None = None,
     clock: Callable[[], float] = time.time,
+    defer: Callable[[Callable[[], None]], None] | None = None,
 ) -> builds.BuildRecord:
     def emit(line: str) -> None:
         # a RUN step chooses its lines: shorten before masking (the store cuts the rest)
@@ -168,8 +173,11 @@ def run_build(
                 digest = builder.push(spec, on_line=emit) if request.push else image_id
                 emit(f"{'pushed ' + spec.target if request.push else 'built'}: {digest}")
                 record = done(builds.succeed(record, digest=digest, now=clock()), spec)
-                if request.push:
+                if request.push and defer is None:
                     builder.discard(spec, on_line=emit)
+                elif request.push and defer is not None:
+                    pushed = spec
+                    defer(lambda: _discard_held(locks, builder, pushed, on_line=emit))
                 return record
     except Cancelled as exc:
         # the builder killed buildah (build or push) because the build was cancelled, or its
@@ -215,6 +223,19 @@ def run_build(
         emit(f"internal error: {type(exc).__name__}: {exc}")
         save(builds.fail(record, error=f"internal error: {type(exc).__name__}: {exc}", now=clock()))
         raise
+
+
+def _discard_held(
+    locks: ports.KeyLocks,
+    builder: ports.ImageBuilder,
+    spec: builds.BuildSpec,
+    *,
+    on_line: ports.LineSink,
+) -> None:
+    """A deferred clean-up holds the key's lock, as the build did: a build of the same key in
+    the same storage never has the tag it just built removed by an older build's clean-up."""
+    with locks.hold(spec.build_key, on_wait=lambda: None):
+        builder.discard(spec, on_line=on_line)
 
 
 def _spec(

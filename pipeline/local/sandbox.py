@@ -170,7 +170,8 @@ def manifest_exists(registry_host: str, repository: str, digest: str) -> bool:
         return False
 
 
-def buildah_argv(layout: workdir.Layout) -> list[str]:
+def buildah_argv(layout: workdir.Layout, driver: str = "vfs") -> list[str]:
+    """buildah on `up`'s own storage root, with the driver the workers use (services.py)."""
     buildah = shutil.which("buildah")
     if buildah is None:
         raise InputError("buildah not found: install the Debian package buildah")
@@ -181,7 +182,7 @@ def buildah_argv(layout: workdir.Layout) -> list[str]:
         "--runroot",
         str(layout.buildah / "run"),
         "--storage-driver",
-        "vfs",
+        driver,
     ]
 
 
@@ -191,6 +192,8 @@ def base_image(
     registry_host: str,
     env: Mapping[str, str],
     say: workdir.Say,
+    *,
+    driver: str = "vfs",
 ) -> standin.BaseImage:
     """The stand-in base image in the local registry: the one `state` remembers while the
     registry still holds it, else built and pushed now (and remembered in up.json)."""
@@ -204,7 +207,7 @@ def base_image(
         return standin.BaseImage(repository, digest)
     started = time.monotonic()
     image = standin.build(
-        buildah=buildah_argv(layout),
+        buildah=buildah_argv(layout, driver),
         repository=repository,
         workdir=layout.root / "standin",
         env=env,

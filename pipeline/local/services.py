@@ -3,7 +3,9 @@ loopback interface: a private Redis (append-only persistence, a password from th
 docker-registry, the receiver, a Celery worker and Celery beat, started in that order, each
 awaited until it answers. Secrets reach the services in their environment, never on an argv
 (keys.py says why). Builds use oci isolation where the probe shows it works here, else chroot,
-said at start (LAYERING_BUILDAH_ISOLATION, when set, decides instead). With no
+said at start (LAYERING_BUILDAH_ISOLATION, when set, decides instead); buildah storage is
+overlay where the probe of the workdir's storage root shows it works, else vfs, said at start
+too (LAYERING_BUILDAH_STORAGE_DRIVER, when set, decides instead). With no
 LAYERING_REPO_URL it also makes the local GitOps sandbox (sandbox.py) and installs the
 post-receive hook into it. `run` starts everything and stops it on Ctrl-C, by process group
 (supervisor.py); the data stays in the workdir (workdir.py) for the next run. Does file,
@@ -19,9 +21,9 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from pipeline.adapters import hook
+from pipeline.adapters import hook, storage_probe
 from pipeline.adapters import isolation as isolation_probe
-from pipeline.core import isolation, tasks
+from pipeline.core import isolation, storage_driver, tasks
 from pipeline.core.errors import InputError, PipelineError
 from pipeline.local import keys, sandbox, supervisor, workdir
 
@@ -38,6 +40,7 @@ def service_environment(
     redis_url: str,
     verification_key: str,
     build_isolation: str,
+    storage: str = "vfs",
 ) -> dict[str, str]:
     """The environment of the receiver, worker and beat (the only place their secrets are)."""
     env = dict(base)
@@ -56,7 +59,7 @@ def service_environment(
     if options.buildah_storage:
         env["LAYERING_BUILDAH_ROOT"] = str(layout.buildah / "root")
         env["LAYERING_BUILDAH_RUNROOT"] = str(layout.buildah / "run")
-        env["LAYERING_BUILDAH_STORAGE_DRIVER"] = "vfs"
+        env["LAYERING_BUILDAH_STORAGE_DRIVER"] = storage
     if options.repo_url is None:
         env["LAYERING_REPO_URL"] = layout.repository.as_uri()
         env["LAYERING_DEFAULT_BRANCH"] = "main"
@@ -94,13 +97,46 @@ def start_redis(
     return keys.redis_url(port=port, password=password)
 
 
-def choose_isolation(options: workdir.Options, layout: workdir.Layout, say: workdir.Say) -> str:
+def choose_storage(options: workdir.Options, layout: workdir.Layout, say: workdir.Say) -> str:
+    """The workers' storage driver on the workdir's storage root: the one asked for, else
+    overlay when the probe shows it works here, else vfs (saying what the host lacks); an
+    explicit overlay that does not work stops `up` with the reason and the fix."""
+    setting = options.storage_driver or "auto"
+    if setting not in storage_driver.SETTINGS:
+        raise InputError(
+            f"LAYERING_BUILDAH_STORAGE_DRIVER={setting!r}: expected one of "
+            + ", ".join(storage_driver.SETTINGS)
+        )
+    if not options.buildah_storage:
+        say(f"buildah storage: LAYERING_BUILDAH_ROOT's, driver {setting} (each worker probes)")
+        return setting
+    buildah = sandbox.buildah_argv(layout)
+    root = layout.buildah / "root"
+    choice = storage_probe.resolve(
+        command=buildah[0],
+        root=root,
+        runroot=layout.buildah / "run",
+        setting=setting,
+    )
+    say(choice.message)
+    leftover = storage_driver.leftover_warning(
+        choice.driver, storage_probe.drivers_with_images(root)
+    )
+    if leftover is not None:
+        say(f"warning: {leftover}")
+    return choice.driver
+
+
+def choose_isolation(
+    options: workdir.Options, layout: workdir.Layout, say: workdir.Say, *, storage: str = "vfs"
+) -> str:
     """The workers' LAYERING_BUILDAH_ISOLATION: the one asked for, else oci when the probe
     shows it works here, else chroot (this machine's own sandbox), said either way."""
     if options.isolation is not None:
         say(f"build isolation {options.isolation} (LAYERING_BUILDAH_ISOLATION)")
         return options.isolation
-    buildah = sandbox.buildah_argv(layout) if options.buildah_storage else ["buildah"]
+    driver = storage if storage in storage_driver.DRIVERS else "vfs"
+    buildah = sandbox.buildah_argv(layout, driver) if options.buildah_storage else ["buildah"]
     try:
         isolation_probe.resolve(command=buildah[0], global_argv=buildah[1:], mode="oci")
     except PipelineError as exc:
@@ -145,7 +181,8 @@ def start_all(
         f"{workdir.since(started)}"
     )
 
-    build_isolation = choose_isolation(options, layout, say)
+    storage = choose_storage(options, layout, say)
+    build_isolation = choose_isolation(options, layout, say, storage=storage)
     env = service_environment(
         base_env,
         layout=layout,
@@ -155,11 +192,19 @@ def start_all(
         redis_url=redis_url,
         verification_key=verification_key,
         build_isolation=build_isolation,
+        storage=storage,
     )
     seed_tree: Path | None = None
     if local:
         layout.entitlement.mkdir(exist_ok=True)
-        base = sandbox.base_image(layout, state, registry_host, env, say)
+        base = sandbox.base_image(
+            layout,
+            state,
+            registry_host,
+            env,
+            say,
+            driver=storage if storage in storage_driver.DRIVERS else "vfs",
+        )
         if not layout.repository.exists():
             started = time.monotonic()
             seed_tree = sandbox.create_repository(
@@ -246,6 +291,7 @@ def start_all(
         secret_file=layout.secret_file,
         redis_password_file=layout.redis_password_file,
         build_isolation=build_isolation,
+        storage_driver=storage,
     )
 
 

@@ -38,6 +38,7 @@ class Options:
     concurrency: int = 2
     buildah_storage: bool = True  # False: the environment configures buildah storage
     isolation: str | None = None  # LAYERING_BUILDAH_ISOLATION when set; None: `up` probes
+    storage_driver: str | None = None  # LAYERING_BUILDAH_STORAGE_DRIVER when set; None: auto
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,7 @@ class Started:
     secret_file: Path
     redis_password_file: Path
     build_isolation: str  # oci or chroot
+    storage_driver: str = "vfs"  # overlay or vfs (auto: the workers' own storage decides)
 
 
 def write_json(path: Path, document: Mapping[str, Any]) -> None:

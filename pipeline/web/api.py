@@ -1,5 +1,7 @@
-"""The service's plain HTTP API: `/healthz`, `/readyz` (the queue answers; and how build steps
-are isolated, with a warning under chroot), `/metrics`
+"""The service's plain HTTP API: `/healthz`, `/readyz` (the queue answers; how build steps are
+isolated, with a warning under chroot; and `build_workers`, what each live build worker
+resolved at start: storage driver and isolation, read in the same single Redis call that shows
+the queue answers; none seen is shown, not an error), `/metrics`
 (Prometheus) and the read-only builds API (`/api/builds`, `/api/builds/{id}`,
 `/api/builds/{id}/log?offset=&limit=`: a bounded range of the log as text, with
 `X-Log-Next-Offset` and, while more may follow, a `Link: <…>; rel="next"` header). Who may read
@@ -11,14 +13,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from pipeline.core import builds
+from pipeline.core import builds, storage_driver
 from pipeline.core.errors import TemporaryError
 from pipeline.web import build_source, receiver
 
@@ -34,16 +36,32 @@ def json_response(
     )
 
 
+class BuildWorkers(Protocol):
+    """What the build workers published (adapters/worker_presence.Reader provides it)."""
+
+    async def read(self) -> tuple[float, list[storage_driver.WorkerReport]]: ...
+
+
 def router(
     *,
     enqueuer: receiver.Enqueuer,
     registry: CollectorRegistry,
     store: build_source.BuildSource | None,
     build_isolation: Mapping[str, str] | None = None,
+    build_workers: BuildWorkers | None = None,
 ) -> APIRouter:
-    """`build_isolation`: what /readyz says about build isolation (isolation.readiness)."""
+    """`build_isolation`: what /readyz says about build isolation (isolation.readiness);
+    `build_workers`: where /readyz reads the workers' reports (the queue's Redis: that read
+    answering is the readiness check, so /readyz stays one round trip)."""
     routes = APIRouter()
     isolation_report = dict(build_isolation or {})
+
+    async def queue_answers() -> dict[str, Any]:
+        if build_workers is None:
+            await enqueuer.ping()
+            return {}
+        now, reports = await build_workers.read()
+        return {"build_workers": [report.readiness(now) for report in reports]}
 
     @routes.get("/healthz")
     async def healthz() -> Response:
@@ -52,12 +70,12 @@ def router(
     @routes.get("/readyz")
     async def readyz() -> Response:
         try:
-            await enqueuer.ping()
+            workers = await queue_answers()
         except TemporaryError as exc:
             return json_response(
                 503, {"status": "unavailable", "error": str(exc), **isolation_report}
             )
-        return json_response(200, {"status": "ready", **isolation_report})
+        return json_response(200, {"status": "ready", **isolation_report, **workers})
 
     @routes.get("/metrics")
     def metrics() -> Response:

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-import redis
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CollectorRegistry
@@ -32,6 +31,8 @@ from pipeline.adapters import (
     promotion_metrics,
     promotion_store,
     queue,
+    redis_client,
+    worker_presence,
 )
 from pipeline.core import events, isolation
 from pipeline.core.errors import InputError, TemporaryError
@@ -47,10 +48,12 @@ def create_app(
     promotion_source: promotions.PromotionSource | None = None,
     collectors: tuple[Collector, ...] = (),
     on_shutdown: Sequence[Callable[[], None]] = (),
+    build_workers: worker_presence.Reader | None = None,
 ) -> receiver.WebhookFront:
     """The web app. `store` serves /api/builds and the dashboard's builds; `promotion_source`
     the dashboard's promotions; `collectors` add to /metrics (e.g. build durations and queue
-    latency recorded by workers in Redis); `on_shutdown` closes what the caller built."""
+    latency recorded by workers in Redis); `on_shutdown` closes what the caller built;
+    `build_workers` gives /readyz the workers' reports (closed with the app)."""
     secret = settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else b""
     the_enqueuer: receiver.Enqueuer = enqueuer or queue.Enqueuer(
         settings.redis_url.get_secret_value()
@@ -77,6 +80,8 @@ def create_app(
             yield
         finally:
             await the_enqueuer.close()
+            if build_workers is not None:
+                await build_workers.close()
             for close in on_shutdown:
                 close()
 
@@ -100,6 +105,7 @@ def create_app(
             registry=registry,
             store=store,
             build_isolation=isolation.readiness(settings.buildah_isolation),
+            build_workers=build_workers,
         )
     )
     app.include_router(dashboard.router(store, promotion_source=promotion_source))
@@ -121,8 +127,9 @@ def create_app(
 def service_app(settings: Settings) -> receiver.WebhookFront:
     """The web app wired to the real adapters, each built once for the process: one Redis
     client for the metrics and promotion records, the build store (with its own client and
-    timeouts), the queue writer, and the dashboard's Git mirror."""
-    client = redis.Redis.from_url(
+    timeouts), the queue writer, the build workers' reports for /readyz, and the dashboard's
+    Git mirror."""
+    client = redis_client.sync_client(
         settings.redis_url.get_secret_value(), socket_timeout=5, socket_connect_timeout=2
     )
     build_store = build_records.BuildStore.from_settings(settings)
@@ -139,6 +146,7 @@ def service_app(settings: Settings) -> receiver.WebhookFront:
             promotion_metrics.PromotionCollector(promotion_records),
         ),
         on_shutdown=(repository_promotions.close, build_store.client.close, client.close),
+        build_workers=worker_presence.Reader(settings.redis_url.get_secret_value()),
     )
 
 

@@ -188,6 +188,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     yield handle_up
     # a safety net: the SIGINT tests stop `up` and assert; this only cleans up
     _clean_up(handle_up)
+    services.unmount_under(directory)  # overlay storage leaves buildah/root/overlay mounted
 
 
 def _manifest_digest(registry: str, repository: str, tag: str) -> str:
@@ -258,6 +259,21 @@ def test_redis_refuses_a_client_without_the_password_and_no_argv_holds_a_secret(
     assert isolation in {"oci", "chroot"}
     if isolation == "chroot":
         assert "host's network and PID namespaces" in ready["build_isolation_warning"]
+
+
+def test_a_fresh_up_builds_on_overlay_and_says_so(up: Up) -> None:
+    """overlay works on this machine (ext4): `up` probes the workdir's storage root, says so,
+    and the worker reports the same driver in /readyz."""
+    text = up.text()
+    assert "buildah storage driver overlay: auto, the probe showed" in text
+    assert "Storage     buildah storage driver overlay" in text
+    ready = httpx.get(f"{up.receiver}/readyz", timeout=10).json()
+    [worker] = ready["build_workers"]
+    assert worker["worker"].startswith("up@")
+    assert worker["storage_driver"] == "overlay"
+    assert worker["isolation"] in {"oci", "chroot"}
+    log = (up.workdir / "logs" / "worker.log").read_text(errors="replace")
+    assert "buildah storage driver overlay: " in log
 
 
 def test_merge_into_nonprod_commits_the_machineconfig(up: Up) -> None:

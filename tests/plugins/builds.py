@@ -58,6 +58,7 @@ def _require(*tools: str) -> None:
 class BuildahStorage:
     root: Path
     runroot: Path
+    driver: str = "vfs"  # tests keep vfs; overlay where a test needs it, on a root of its own
 
     def argv(self) -> list[str]:
         return [
@@ -67,7 +68,7 @@ class BuildahStorage:
             "--runroot",
             str(self.runroot),
             "--storage-driver",
-            "vfs",
+            self.driver,
         ]
 
 
@@ -180,7 +181,7 @@ def make_worker_env(
         "LAYERING_WORKDIR": str(directory / "work"),
         "LAYERING_BUILDAH_ROOT": str(storage.root),
         "LAYERING_BUILDAH_RUNROOT": str(storage.runroot),
-        "LAYERING_BUILDAH_STORAGE_DRIVER": "vfs",
+        "LAYERING_BUILDAH_STORAGE_DRIVER": storage.driver,
         "LAYERING_BUILDAH_ISOLATION": "chroot",
         "LAYERING_BUILDAH_COMMAND": str(wrapper),
         "LAYERING_REGISTRY_AUTHFILE": str(authfile),

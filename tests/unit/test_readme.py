@@ -48,6 +48,12 @@ COVERAGE: dict[str, str] = {
     "layering worker --queues builds --concurrency 4 --hostname builds@%h": (
         f"{RUN_HERE}::test_scaling_worker_command_starts_a_builds_worker"
     ),
+    "kubectl kustomize deploy/overlays/openshift": (
+        "tests/unit/test_deploy_readme.py::test_readme_render_commands_run"
+    ),
+    "kubectl kustomize deploy/overlays/kubernetes": (
+        "tests/unit/test_deploy_readme.py::test_readme_render_commands_run"
+    ),
 }
 
 
