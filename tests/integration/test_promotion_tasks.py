@@ -403,7 +403,9 @@ def test_rollout_watch_times_out_and_fails_the_digest(stage: Stage) -> None:
             "KUBECONFIG": stage.service_env["KUBECONFIG"],
             "LAYERING_REDIS_URL": redis_url,
             "LAYERING_ROLLOUT_WATCH_SECONDS": "1",
-            "LAYERING_ROLLOUT_TIMEOUT_SECONDS": "3",
+            # long enough for the pending status to be delivered before the failure
+            # supersedes it on a busy machine (parallel test processes)
+            "LAYERING_ROLLOUT_TIMEOUT_SECONDS": "8",
         },
     )
     commit = stage.gitops.origin_head("env/nonprod")

@@ -93,7 +93,9 @@ def test_a_pull_request_cutting_the_soak_is_judged_by_the_rules_in_force(policy:
     assert decision["state"] == "pending", decision
     description = policy.wait_status(head, "layering/gate/gp2", "pending")
     assert description.startswith("judged by env/gp2's promotesFrom/soak, not this PR's: soaking: ")
-    assert f"firewalld@{policy.short('firewalld')} soaking on no" in description
+    # the 140-character cut falls later or earlier as the soak's time left is "24h" or
+    # "23h59m59s" (a busy machine crosses the second): only what fits either way is checked
+    assert f"firewalld@{policy.short('firewalld')} soakin" in description
 
     # the same pull request without the rule change is judged the same, and says nothing more
     def docs(s: Stage) -> None:

@@ -141,12 +141,12 @@ def test_install_hook_command_runs(tmp_path: Path) -> None:
 
 
 @pytest.mark.integration
-def test_scaling_worker_command_starts_a_builds_worker(
-    redis_server: services.RedisServer, tmp_path: Path
-) -> None:
+def test_scaling_worker_command_starts_a_builds_worker(tmp_path: Path) -> None:
     from pipeline.adapters.environment import load_settings
     from workers import app as celery_app
 
+    # a Redis of its own: the session's may have other tests' workers on it
+    redis_server = services.RedisServer(tmp_path / "redis").start()
     command = next(c for c in readme_commands() if c.startswith("layering worker"))
     env = {**os.environ, "LAYERING_REDIS_URL": redis_server.url, "LAYERING_WORKDIR": str(tmp_path)}
     process = services.start(
@@ -166,6 +166,7 @@ def test_scaling_worker_command_starts_a_builds_worker(
         assert queues == ["builds"]
     finally:
         services.stop_process(process)
+        redis_server.stop()
 
 
 def test_configuration_table_lists_every_setting() -> None:
