@@ -56,4 +56,3 @@ def install_signal_handlers() -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(signum, handle)
-
