@@ -61,6 +61,15 @@ def build_leases(settings: Settings) -> leases.RedisBuildLeases:
     )
 
 
+def checkout_loader(settings: Settings) -> source_adapter.CheckoutLoader:
+    """The process's checkouts: its mirror kept open between builds, so a checkout starts no
+    Git process (made after a prefork fork: see workers/adapters.py)."""
+    return adapters.once(
+        "checkout_loader",
+        lambda: source_adapter.CheckoutLoader.from_settings(settings, keep_mirror=True),
+    )
+
+
 def deferred(cleanup: Callable[[], None]) -> None:
     """Run `cleanup` on the process's clean-up thread (made after a prefork fork: see
     workers/adapters.py), logging a failure."""
@@ -107,7 +116,7 @@ def build(
             ),
             build_id=record_id,
             records=store,
-            sources=source_adapter.CheckoutLoader.from_settings(settings),
+            sources=checkout_loader(settings),
             builder=buildah.Buildah.from_settings(
                 settings,
                 cancelled=lambda: not lease.held() or store.cancel_requested(record_id),

@@ -3,8 +3,10 @@
 One `GitRepo` keeps one GitPython `Repo` open and reads objects through its persistent
 `git cat-file --batch` process, so reading a tree or a file costs a pipe round trip, not a
 process. Not thread-safe: one `GitRepo` per thread or worker process. Its helpers live beside
-it: git_trees.py (raw objects and tree walks), git_mirror.py (the workers' bare mirrors and
-their locks), git_merge.py (merges without a work tree), git_errors.py (Git's failures as ours).
+it: git_objects.py (the cat-file reads), git_trees.py (raw objects and tree walks),
+git_export.py (a directory of a commit written to disk), git_mirror.py (the workers' bare
+mirrors and their locks), git_merge.py (merges without a work tree), git_errors.py (Git's
+failures as ours).
 
 Public API:
 
@@ -26,6 +28,10 @@ Public API:
     repo.read_file(rev, path) -> bytes | None
     repo.listing(rev, images=None, machineconfigs=True) -> repo.TreeListing
     repo.load(rev) -> repo.Repository           # repo.parse(listing(rev))
+    repo.export(rev, path, destination) -> Path | None  # the directory `path` at `rev` written
+                                                # to destination/path (git_export.py); None
+                                                # when there is no such directory
+    repo.ensure_commit(commit_sha) -> None      # fetch everything when the commit is missing
     repo.close()  (also a context manager)
 
     mirror_path(workdir, url) -> Path           # where a worker keeps its mirror of `url`
@@ -52,7 +58,7 @@ from types import TracebackType
 
 import git
 
-from pipeline.adapters import git_errors, git_merge, git_mirror, git_trees
+from pipeline.adapters import git_errors, git_export, git_merge, git_mirror, git_objects, git_trees
 from pipeline.core import repo, repo_limits
 from pipeline.core.errors import InputError, PermanentError
 
@@ -60,7 +66,6 @@ ZERO_SHA = "0" * 40
 _SHA = re.compile(r"^[0-9a-f]{40}$")
 # in-process ancestry walk before asking `git merge-base --is-ancestor`
 _ANCESTRY_WALK = 64
-_CACHE_SIZE = 4096
 _GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_ASKPASS": "/bin/true", "LC_ALL": "C"}
 
 # defined beside the code that uses them, named here for callers (gitadapter.Merge, ...)
@@ -73,10 +78,7 @@ def ensure_commit(path: Path, url: str, commit_sha: str) -> None:
     """Make the mirror at `path` hold `commit_sha`, cloning and fetching as needed (a build or
     promotion may run on another machine than the event task that fetched it)."""
     with GitRepo.ensure_mirror(path, url) as mirror:
-        if not mirror.exists(commit_sha):
-            mirror.fetch()
-        if not mirror.exists(commit_sha):
-            raise PermanentError(f"commit {commit_sha} is not in {strip_credentials(url)}")
+        mirror.ensure_commit(commit_sha)
 
 
 def _check_rev(rev: str) -> str:
@@ -86,29 +88,16 @@ def _check_rev(rev: str) -> str:
     return rev
 
 
-def _text(value: str | bytes) -> str:
-    # GitPython's cat-file helpers are annotated as str but hand back bytes
-    return value.decode() if isinstance(value, bytes) else value
-
-
-class GitRepo:
+class GitRepo(git_objects.ObjectReader):
     """An open repository; see the module docstring for the API."""
 
     def __init__(
         self, repository: git.Repo, *, caps: repo_limits.FileCaps = repo_limits.DEFAULT_CAPS
     ) -> None:
-        self._repo = repository
+        super().__init__(repository)
         # the size caps its listings apply (a mirror's owner sets them from settings)
         self.caps = caps
         self._repo.git.update_environment(**_GIT_ENV)
-        # objects never change, so parsed trees and commits can be kept (bounded)
-        self._trees: dict[str, git_trees.Entries] = {}
-        self._commits: dict[str, tuple[str, list[str]]] = {}
-
-    def clear_cache(self) -> None:
-        """Forget parsed objects (for benchmarks; the cache is never stale)."""
-        self._trees.clear()
-        self._commits.clear()
 
     @classmethod
     def open(
@@ -182,69 +171,6 @@ class GitRepo:
             return f"+{name}:{name}"
         local = name.replace("refs/heads/", "refs/remotes/origin/", 1)
         return f"+{name}:{local}"
-
-    # -- objects ----------------------------------------------------------------------------
-
-    def _header(self, name: str) -> tuple[str, str] | None:
-        """(sha, type) of an object named `name` (any `git cat-file` name), or None.
-
-        Reads the object through the same `cat-file --batch` process as everything else
-        rather than starting a second (`--batch-check`) one: revisions name commits, small."""
-        try:
-            sha, kind, _, _ = self._repo.git.get_object_data(name)
-        except ValueError:
-            return None
-        return _text(sha), _text(kind)
-
-    def _data(self, name: str) -> tuple[str, bytes] | None:
-        """(type, content) of an object named `name` (any `git cat-file` name), or None."""
-        try:
-            _, kind, _, data = self._repo.git.get_object_data(name)
-        except ValueError:
-            return None
-        return _text(kind), data
-
-    def _blob_size(self, name: str) -> int | None:
-        """The size of the blob named `name`, or None when it is missing or not a blob; asked
-        of a `cat-file --batch-check` process, so an oversized blob is never read."""
-        try:
-            _, kind, size = self._repo.git.get_object_header(name)
-        except ValueError:
-            return None
-        return int(size) if _text(kind) == "blob" else None
-
-    def _blob(self, name: str) -> bytes | None:
-        """The content of the blob named `name`, or None when it is missing or not a blob."""
-        found = self._data(name)
-        if found is None or found[0] != "blob":
-            return None
-        return found[1]
-
-    def _tree(self, sha: str) -> git_trees.Entries:
-        entries = self._trees.get(sha)
-        if entries is None:
-            found = self._data(sha)
-            if found is None or found[0] != "tree":
-                raise InputError(f"{sha}: not a tree in {self.path}")
-            entries = git_trees.tree_entries(found[1])
-            if len(self._trees) >= _CACHE_SIZE:
-                self._trees.clear()
-            self._trees[sha] = entries
-        return entries
-
-    def _commit_header(self, sha: str) -> tuple[str, list[str]]:
-        """(tree, parents) of a commit, parsed from its raw header."""
-        cached = self._commits.get(sha)
-        if cached is not None:
-            return cached
-        found = self._data(sha)
-        if found is None or found[0] != "commit":
-            raise InputError(f"{sha}: not a commit in {self.path}")
-        header = git_trees.commit_header(found[1])
-        if len(self._commits) >= _CACHE_SIZE:
-            self._commits.clear()
-        self._commits[sha] = header
-        return header
 
     def resolve(self, rev: str) -> str:
         """The commit sha `rev` names (sha, abbreviation, branch, tag, `HEAD~2`...)."""
@@ -379,6 +305,36 @@ class GitRepo:
 
     def load(self, rev: str) -> repo.Repository:
         return repo.parse(self.listing(rev))
+
+    def export(self, rev: str, path: str, destination: Path) -> Path | None:
+        """The directory `path` at `rev` written to `destination / path`, safely and with the
+        commit's times (git_export.py); None when `rev` has no such directory."""
+        commit = self.resolve(rev)
+        tree = git_trees.subtree(self._tree, self._commit_header(commit)[0], path)
+        if tree is None:
+            return None
+        found = self._data(commit)
+        mtime = git_export.commit_time(found[1]) if found is not None else 0
+        return git_export.export(
+            self._tree,
+            self._blob_stream,
+            self._blob_size,
+            tree,
+            destination,
+            path=path,
+            caps=self.caps,
+            mtime=mtime,
+        )
+
+    def ensure_commit(self, commit_sha: str) -> None:
+        """Fetch everything when the repository lacks `commit_sha` (a build or promotion may
+        run on another machine than the event task that fetched); PermanentError when it is
+        still missing."""
+        if not self.exists(commit_sha):
+            self.fetch()
+        if not self.exists(commit_sha):
+            url = self._repo.remotes.origin.url if self._repo.remotes else str(self.path)
+            raise PermanentError(f"commit {commit_sha} is not in {strip_credentials(url)}")
 
 
 def branch_commit(git_repo: GitRepo, branch: str) -> str | None:
