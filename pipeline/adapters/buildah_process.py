@@ -19,7 +19,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from pipeline.adapters import process_groups
 from pipeline.core import buildah_output, log_caps
@@ -65,6 +65,22 @@ class Exited(Exception):
 
 
 OUTPUT_DRAIN_SECONDS = 2.0
+
+
+def captured(
+    argv: Sequence[str], *, env: Mapping[str, str] | None, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """A short buildah command (a probe) run to its end, its output captured as text; raises
+    OSError (not installed) or subprocess.TimeoutExpired past `timeout`."""
+    return subprocess.run(
+        list(argv),
+        capture_output=True,
+        text=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        env=dict(env) if env is not None else None,
+    )
 
 
 def _pump(process: subprocess.Popen[bytes], output: Callable[[str], None]) -> None:

@@ -18,6 +18,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pipeline.adapters import buildah_process
 from pipeline.core import isolation
 from pipeline.core.errors import PermanentError
 
@@ -36,15 +37,7 @@ def host_namespaces() -> dict[str, str]:
 
 
 def _run(argv: Sequence[str], env: Mapping[str, str] | None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(argv),
-        capture_output=True,
-        text=True,
-        check=False,
-        stdin=subprocess.DEVNULL,
-        timeout=PROBE_TIMEOUT_SECONDS,
-        env=dict(env) if env is not None else None,
-    )
+    return buildah_process.captured(argv, env=env, timeout=PROBE_TIMEOUT_SECONDS)
 
 
 def probe(

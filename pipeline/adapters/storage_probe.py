@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from pipeline.adapters import buildah_process
 from pipeline.core import storage_driver
 
 PROBE_TIMEOUT_SECONDS = 30
@@ -49,15 +50,7 @@ def probe(
         "info",
     ]
     try:
-        result = subprocess.run(
-            list(argv),
-            capture_output=True,
-            text=True,
-            check=False,
-            stdin=subprocess.DEVNULL,
-            timeout=PROBE_TIMEOUT_SECONDS,
-            env=dict(env) if env is not None else None,
-        )
+        result = buildah_process.captured(argv, env=env, timeout=PROBE_TIMEOUT_SECONDS)
     except subprocess.TimeoutExpired:
         return storage_driver.Probe(
             False, f"`buildah info` with overlay did not answer in {PROBE_TIMEOUT_SECONDS}s"
