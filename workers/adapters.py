@@ -12,7 +12,8 @@ import redis
 from celery import Celery
 from celery.signals import worker_process_init
 
-from pipeline.adapters import build_records, github, promotion_waits, status_queue
+from pipeline.adapters import build_records, credentials, github, promotion_waits, status_queue
+from pipeline.adapters import github_checks as github_checks_adapter
 from pipeline.adapters import promotion_requests as promotion_requests_adapter
 from pipeline.adapters import redis_client as redis_clients
 from pipeline.adapters import task_queue as task_queues
@@ -68,6 +69,16 @@ def status_reporter(app: Celery, settings: Settings) -> status_queue.QueuedStatu
 def github_client(settings: Settings) -> github.GitHubClient | None:
     """The process's GitHub client; None when the service has no GitHub credentials."""
     return once("github", lambda: github.GitHubClient.from_settings(settings))
+
+
+def github_checks(settings: Settings) -> github_checks_adapter.GitHubChecks | None:
+    """The process's ChecksPoster; None unless LAYERING_GITHUB_CHECKS resolves to check-runs."""
+    return once(
+        "github_checks",
+        lambda: github_checks_adapter.GitHubChecks.from_settings(
+            settings, redis_client(settings), secrets=tuple(credentials.secret_values(settings))
+        ),
+    )
 
 
 def promotion_requests(

@@ -13,7 +13,8 @@ running (celery.exceptions.Ignore: no callbacks), so a build never runs twice at
 outcome is reported once per build id: only the delivery that claims the report returns it
 to its callbacks (BuildStore.claim_report).
 
-Clean-up: removing a pushed build's local image runs on one thread per worker process
+Clean-up: reading what a pushed build's image changes against its base (then asking for its
+check to be drawn again) and removing its local image run on one thread per worker process
 (`deferred`), after the record says succeeded, so the task's slot goes to the next build
 meanwhile (tests/bench/fanout_bench.py); a removal that fails is logged, and one still queued
 when the process exits runs before it does.
@@ -29,6 +30,7 @@ Returns the final record as JSON. Does I/O (through the adapters it builds).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -38,15 +40,18 @@ from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
-from pipeline.adapters import buildah, credentials, leases, process_groups, registry
+from pipeline.adapters import buildah, credentials, image_changes, leases, process_groups, registry
 from pipeline.adapters import source as source_adapter
-from pipeline.core import builds, tasks
+from pipeline.core import builds, commit_status, tasks
 from pipeline.core.settings import Settings
 from pipeline.flows import build as build_flow
 from workers import adapters
 from workers.app import app, settings_of
 
 log = logging.getLogger(__name__)
+
+# how much lower the clean-up thread's priority is than the builds' (nice(2) increment)
+CLEANUP_NICENESS = 10
 
 
 def build_leases(settings: Settings) -> leases.RedisBuildLeases:
@@ -75,9 +80,21 @@ def deferred(cleanup: Callable[[], None]) -> None:
     workers/adapters.py), logging a failure."""
     executor = adapters.once(
         "build_cleanup",
-        lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="layering-build-cleanup"),
+        lambda: ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="layering-build-cleanup", initializer=_yield_cpu
+        ),
     )
     executor.submit(cleanup).add_done_callback(_log_failure)
+
+
+def _yield_cpu() -> None:
+    """The clean-up thread (and the buildah and rpm it starts) runs at a lower priority: on
+    Linux the nice value is per thread, so builds waiting for a slot go first and reading a
+    finished image's changes only takes the CPU they leave."""
+    try:
+        os.nice(CLEANUP_NICENESS)
+    except OSError as exc:
+        log.info("build clean-up thread keeps its priority: %s", exc)
 
 
 def _log_failure(done: Future[None]) -> None:
@@ -94,6 +111,7 @@ def build(
     cluster: str,
     build_key: str | None = None,
     build_id: str | None = None,
+    status_sha: str | None = None,
 ) -> dict[str, Any]:
     settings = settings_of(self.app)
     store = adapters.build_store(settings)
@@ -130,12 +148,54 @@ def build(
             stopped=(SoftTimeLimitExceeded,),
             timeout_seconds=settings.build_timeout_seconds,
             defer=deferred,
+            on_start=_report_started(self.app, settings, status_sha),
+            inspector=image_changes.ImageReader(buildah.config_of(settings)),
+            on_changes=_refresh_check(self.app, settings, status_sha),
         )
     if not lease.held():
         raise Ignore(f"build {record_id}: delivered again elsewhere; that run reports it")
     if record.state.terminal and not store.claim_report(record.id):
         raise Ignore(f"build {record_id}: its outcome was reported by an earlier delivery")
     return record.to_dict()
+
+
+def _report_started(
+    app: Any, settings: Settings, status_sha: str | None
+) -> Callable[[builds.BuildRecord], None] | None:
+    """Reports on `status_sha` that buildah started (the build's check run: in_progress); None
+    for a build no commit shows (promotion, sweep), and with commit statuses: "started" is
+    not a status, and reporting it would take the place of the queued `pending` (one
+    sequence per sha and context)."""
+    if status_sha is None or settings.resolved_github_checks != "check-runs":
+        return None
+    reporter = adapters.status_reporter(app, settings)
+
+    def started(record: builds.BuildRecord) -> None:
+        status = commit_status.build_started(
+            record.image, record.cluster, build_id=record.id, public_url=settings.public_url
+        )
+        # best effort: the build goes on, and its final status follows anyway
+        try:
+            reporter.report(status_sha, status)
+        except Exception as exc:
+            log.warning("build %s: its start was not reported: %s", record.id, exc)
+
+    return started
+
+
+def _refresh_check(
+    app: Any, settings: Settings, status_sha: str | None
+) -> Callable[[builds.BuildRecord], None]:
+    """Once a build's image changes are on its record, its check run on `status_sha` is drawn
+    again from the record (nothing to draw for a build no commit shows, nor for a commit
+    status, which does not show them)."""
+
+    def refresh(record: builds.BuildRecord) -> None:
+        if status_sha is not None and settings.resolved_github_checks == "check-runs":
+            call = tasks.RefreshBuildCheck(build_id=record.id, sha=status_sha).call()
+            adapters.task_queue(app).send(call)
+
+    return refresh
 
 
 @worker_process_init.connect  # type: ignore[untyped-decorator]

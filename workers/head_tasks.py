@@ -5,6 +5,8 @@ arguments are the contract in pipeline/core/tasks.py (the receiver enqueues them
 - "layering.handle_push"(branch, before, after, forced, enqueued_at=None)
 - "layering.handle_pull_request"(number, head_sha, head_ref, base_ref, from_fork, enqueued_at=None)
 - "layering.ok_to_test"(number, user, enqueued_at=None, sha=None, commented_at=None)
+- "layering.retest"(number, user, target=None, enqueued_at=None, commented_at=None,
+  malformed=False): pipeline/flows/retest.py.
 - "layering.close_pull_request"(number, head_sha, enqueued_at=None)
 - "layering.report_build"(record, sha, scope): `link` of "layering.build": its final status.
 - "layering.report_build_error"(task_id, sha, image, cluster, build_id): its `link_error`.
@@ -22,6 +24,7 @@ from pipeline.adapters import event_metrics, head_store, mirror_source, sandboxe
 from pipeline.core import repo_limits, tasks
 from pipeline.core.settings import Settings
 from pipeline.flows import head as head_flow
+from pipeline.flows import retest as retest_flow
 from workers import adapters
 from workers.app import app, settings_of
 
@@ -32,12 +35,18 @@ def _metrics(settings: Settings) -> event_metrics.RedisEventMetrics:
     )
 
 
+def _heads(settings: Settings) -> head_store.RedisHeadStore:
+    return adapters.once(
+        "head_store", lambda: head_store.RedisHeadStore(adapters.redis_client(settings))
+    )
+
+
 def _adapters(celery_app: Celery) -> head_flow.Adapters:
     settings = settings_of(celery_app)
     return adapters.once(
         "head_flow",
         lambda: head_flow.Adapters(
-            heads=head_store.RedisHeadStore(adapters.redis_client(settings)),
+            heads=_heads(settings),
             mirror=mirror_source.MirrorSource(
                 settings.workdir, settings.repo_url, caps=repo_limits.from_settings(settings)
             ),
@@ -105,6 +114,31 @@ def ok_to_test(
         enqueued_at=enqueued_at,
         sha=sha,
         commented_at=commented_at,
+    )
+
+
+@app.task(name=tasks.Retest.NAME, bind=True)  # type: ignore[untyped-decorator]
+def retest(
+    self: Task,
+    number: int,
+    user: str,
+    target: str | None = None,
+    enqueued_at: float | None = None,
+    commented_at: float | None = None,
+    malformed: bool = False,
+) -> dict[str, Any]:
+    settings = settings_of(self.app)
+    return retest_flow.retest_builds(
+        _adapters(self.app),
+        _heads(settings),
+        adapters.github_client(settings),
+        settings,
+        number=number,
+        user=user,
+        target=target,
+        enqueued_at=enqueued_at,
+        commented_at=commented_at,
+        malformed=malformed,
     )
 
 

@@ -7,9 +7,16 @@ pipeline/flows/status_delivery.py. Thin: build the process's adapters, call the 
   newer status for the same (sha, context) was queued meanwhile.
 - "layering.resend_statuses"(): periodic (Celery beat, every
   LAYERING_STATUS_RESEND_INTERVAL_SECONDS): sends parked statuses that are due again.
+- "layering.refresh_build_check"(build_id, sha): reports a finished build's status again, so
+  its check run is drawn anew from the record (its image changes were added after it ended).
+
+In check-runs mode (LAYERING_GITHUB_CHECKS) lint and build statuses are sent as check runs
+(flows/status_delivery.py `Checks`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from celery import Task
 
@@ -31,6 +38,16 @@ app.conf.beat_schedule = {
         },
     },
 }
+
+
+def _checks(settings: Settings) -> status_delivery.Checks | None:
+    """Check-runs mode's ports; None in statuses mode."""
+    poster = adapters.github_checks(settings)
+    if poster is None:
+        return None
+    return status_delivery.Checks(
+        poster, adapters.build_store(settings), public_url=settings.public_url
+    )
 
 
 def _parked(settings: Settings) -> parked_statuses.ParkedStatuses:
@@ -58,14 +75,17 @@ def report_status(
     description: str,
     target_url: str | None,
     seq: int,
+    details: dict[str, Any] | None = None,
+    build_id: str | None = None,
 ) -> str:
     settings = settings_of(self.app)
     outcome = status_delivery.deliver(
-        tasks.ReportStatus(sha, context, state, description, target_url, seq),
+        tasks.ReportStatus(sha, context, state, description, target_url, seq, details, build_id),
         attempt=int(self.request.retries or 0),
         poster=adapters.github_client(settings),
         parked=_parked(settings),
         settings=settings,
+        checks=_checks(settings),
     )
     if isinstance(outcome, status_delivery.RetryLater):
         raise self.retry(exc=outcome.error, countdown=outcome.countdown)
@@ -76,5 +96,20 @@ def report_status(
 def resend_statuses(self: Task) -> dict[status_delivery.Resent, int]:
     settings = settings_of(self.app)
     return status_delivery.resend(
-        poster=adapters.github_client(settings), parked=_parked(settings), settings=settings
+        poster=adapters.github_client(settings),
+        parked=_parked(settings),
+        settings=settings,
+        checks=_checks(settings),
+    )
+
+
+@app.task(name=tasks.RefreshBuildCheck.NAME, bind=True)  # type: ignore[untyped-decorator]
+def refresh_build_check(self: Task, build_id: str, sha: str) -> str:
+    settings = settings_of(self.app)
+    return status_delivery.refresh_build_check(
+        adapters.build_store(settings),
+        adapters.status_reporter(self.app, settings),
+        settings,
+        build_id=build_id,
+        sha=sha,
     )

@@ -1,7 +1,8 @@
 """The buildah wrapper: `buildah build` and `buildah push` as subprocesses with argument lists
 (never a shell string), output streamed line by line, failures translated into
-BuildFailed (a Containerfile step failed: never retried), TemporaryError (registry or network:
-retried) or PermanentError. Does I/O (runs buildah).
+BuildFailed (a Containerfile step failed: never retried), TemporaryError (registry or network,
+or buildah's runtime failing before a step's command ran: retried) or PermanentError. Does I/O
+(runs buildah).
 
 Isolation: `build` runs RUN steps with the isolation `isolation_mode` resolves (the setting's
 `chroot`, or `oci` with private PID and network namespaces once adapters/isolation.py's probe
@@ -290,6 +291,11 @@ def build_error(
     lines = output.splitlines()
     instruction = buildah_output.failed_instruction(lines)
     step_text = str(step) if step else ""
+    if (fault := buildah_output.runtime_fault(lines)) is not None:
+        return TemporaryError(
+            f"{step_text or 'buildah build'}: buildah's runtime failed before the command ran "
+            f"({fault}); a host fault, tried again"
+        )
     if instruction is not None and not instruction.upper().startswith("FROM"):
         return BuildFailed(
             f"{step_text or instruction} failed (exit {exit_code})",

@@ -66,6 +66,31 @@ def translate(action: str, exc: GithubException, *, now: float) -> TemporaryErro
     return PermanentError(text)
 
 
+def connect(settings: Settings, auth: Auth.Auth) -> Github:
+    """A PyGithub client for LAYERING_GITHUB_API_URL that never sleeps in a retry of its own."""
+    return Github(
+        base_url=settings.github_api_url.rstrip("/"),
+        auth=auth,
+        retry=None,
+        timeout=15,
+        seconds_between_requests=None,
+        seconds_between_writes=None,
+        lazy=True,
+    )
+
+
+def app_auth(settings: Settings) -> Auth.AppInstallationAuth | None:
+    """The GitHub App's installation auth; None without the App's id, key and installation."""
+    if (
+        settings.github_app_id is None
+        or settings.github_app_private_key is None
+        or settings.github_app_installation_id is None
+    ):
+        return None
+    app = Auth.AppAuth(settings.github_app_id, settings.github_app_private_key.get_secret_value())
+    return app.get_installation_auth(settings.github_app_installation_id)
+
+
 class GitHubClient:
     """One repository's statuses and permissions."""
 
@@ -91,29 +116,13 @@ class GitHubClient:
         auth: Auth.Auth
         if settings.github_token is not None:
             auth = Auth.Token(settings.github_token.get_secret_value())
-        elif (
-            settings.github_app_id is not None
-            and settings.github_app_private_key is not None
-            and settings.github_app_installation_id is not None
-        ):
-            app = Auth.AppAuth(
-                settings.github_app_id, settings.github_app_private_key.get_secret_value()
-            )
-            auth = app.get_installation_auth(settings.github_app_installation_id)
+        elif (installation := app_auth(settings)) is not None:
+            auth = installation
         else:
             return None
         if repository is None:
             return None
-        github = Github(
-            base_url=settings.github_api_url.rstrip("/"),
-            auth=auth,
-            retry=None,
-            timeout=15,
-            seconds_between_requests=None,
-            seconds_between_writes=None,
-            lazy=True,
-        )
-        return cls(github, repository, secrets=secrets)
+        return cls(connect(settings, auth), repository, secrets=secrets)
 
     def close(self) -> None:
         self._github.close()

@@ -8,18 +8,18 @@ each other cannot both win; the decisions are core's (`head.claim`, `head.with_b
 Key `layering:head-timeline:<scope>` lists when each head of the scope arrived (JSON
 `[sha, time]`, the last `approval.TIMELINE_LENGTH`), appended in the same transaction as the
 claim that made it the head: an /ok-to-test approves the head as of its comment
-(core/approval.py).
+(core/approval.py), and a /retest re-runs builds of that head only (core/retest.py).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, cast
 
 import redis
 
-from pipeline.core import approval, head
+from pipeline.core import approval, head, retest
 
 PREFIX = "layering:head:"
 TIMELINE_PREFIX = "layering:head-timeline:"
@@ -81,6 +81,17 @@ class RedisHeadStore:
         request was closed) meanwhile, return that head instead (the caller cancels them)."""
         current, written = self._update(
             scope, lambda current: head.with_builds(current, sha=sha, builds=builds)
+        )
+        return None if written is not None else current
+
+    def record_rerun(
+        self, scope: str, sha: str, *, replaced: Collection[str], builds: Sequence[head.HeadBuild]
+    ) -> head.Head | None:
+        """Swap the builds a /retest re-ran (`replaced` ids) for their new `builds` in head
+        `sha` of `scope`; as `record_builds`, the newer head when one took the scope."""
+        current, written = self._update(
+            scope,
+            lambda current: retest.with_rerun(current, sha=sha, replaced=replaced, builds=builds),
         )
         return None if written is not None else current
 

@@ -34,5 +34,7 @@ class QueuedStatuses:
                 description=status.description,
                 target_url=status.target_url,
                 seq=seq,
+                details=dict(status.details) if status.details is not None else None,
+                build_id=status.build_id,
             ).call()
         )

@@ -1,7 +1,9 @@
 """`layering build IMAGE --cluster C [--repo PATH] [--commit SHA] [--push] [--format text|json]`:
 the build the worker runs (`build_flow.run_build`), on this machine, with a live progress display;
 prints the digest. Without --push it builds only (no registry check, nothing pushed) and prints
-the local image id. Does I/O (buildah, skopeo, Git)."""
+the local image id. A Git checkout gives the image its revision and source labels, as the worker
+does (adapters/git_provenance.py); what keeps a label off is said once. Does I/O (buildah,
+skopeo, Git)."""
 
 from __future__ import annotations
 
@@ -15,10 +17,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.status import Status
 
-from pipeline.adapters import credentials, local_builds, registry, source
+from pipeline.adapters import credentials, git_provenance, local_builds, registry, source
 from pipeline.adapters.environment import load_settings
 from pipeline.cli import EXIT_FINDINGS, EXIT_OK
-from pipeline.core import buildah_output, builds, ports, retry
+from pipeline.core import buildah_output, builds, image_changes, ports, retry
 from pipeline.core.errors import TemporaryError
 from pipeline.core.settings import Settings
 from pipeline.flows import build as build_flow
@@ -39,14 +41,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
+    origin = git_provenance.read(
+        args.repo, image=args.image, cluster=args.cluster, commit=args.commit
+    )
     request = builds.BuildRequest(
         source=args.repo,
         image=args.image,
         cluster=args.cluster,
         commit_sha=args.commit,
         push=args.push,
+        revision=origin.revision,
+        source_url=origin.source_url,
     )
     console = Console(stderr=True, highlight=False, soft_wrap=True)
+    for note in origin.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}")
     if args.format == "json" or not console.is_terminal:
         record = _build(settings, request, on_line=lambda line: console.print(line, markup=False))
     else:
@@ -79,6 +88,7 @@ def _build(
     settings: Settings, request: builds.BuildRequest, *, on_line: ports.LineSink
 ) -> builds.BuildRecord:
     from pipeline.adapters import buildah
+    from pipeline.adapters import image_changes as image_changes_adapter
 
     records = local_builds.MemoryRecords()
     secrets = credentials.secret_values(settings)
@@ -98,6 +108,7 @@ def _build(
                 secrets=secrets,
                 on_line=on_line,
                 final_attempt=attempt >= settings.registry_retries,
+                inspector=image_changes_adapter.ImageReader(buildah.config_of(settings)),
             )
         except TemporaryError as exc:
             delay = retry.backoff(
@@ -118,6 +129,15 @@ def _summary(record: builds.BuildRecord) -> None:
             f"[bold red]failed[/] {escape(record.error)}"
         )
         return
+    if record.changes is not None:
+        try:
+            lines = image_changes.summary_lines(
+                image_changes.ImageChanges.from_json(record.changes)
+            )
+        except image_changes.InvalidChanges as exc:
+            lines = [f"changes: unreadable: {exc}"]
+        for line in lines:
+            out.print(line, markup=False)
     if record.reference:
         out.print(f"{escape(record.state.value)}: {escape(record.reference)}")
     out.print(record.digest, markup=False)

@@ -83,6 +83,29 @@ def failed_instruction(lines: Iterable[str]) -> str | None:
     return found
 
 
+# buildah's chroot runtime re-executes itself through a sealed memfd copy before a RUN
+# command starts (containers/storage pkg/unshare); these lines are that step failing, not the
+# command, and the same step passes when tried again
+_RUNTIME_FAULT = re.compile(
+    r"sealing memfd copy: |Error during reexec\(|memfd_create\(\): |write\(anonfd\): |"
+    r'read\("/proc/self/exe"\): |open\("/proc/self/exe"\): '
+)
+
+
+def runtime_fault(lines: Iterable[str]) -> str | None:
+    """The runtime's own error when it is the first thing the failing step printed (so the
+    step's command never ran), else None."""
+    after_step: list[str] = []
+    for line in lines:
+        if parse_step(line) is not None:
+            after_step = []
+        elif line.strip():
+            after_step.append(line.strip())
+    if after_step and _RUNTIME_FAULT.search(after_step[0]):
+        return after_step[0]
+    return None
+
+
 class Failure(enum.Enum):
     MISSING = "missing"  # manifest or repository unknown: the tag does not exist
     AUTH = "auth"  # credentials refused: fix the authfile, retrying cannot help

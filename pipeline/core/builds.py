@@ -92,6 +92,9 @@ class BuildRecord:
     failing_step: str = ""  # e.g. "STEP 4/4: RUN make"
     failing_line: int | None = None  # line of that step in images/<image>/Containerfile
     attempts: int = 0
+    # what the pushed image changes against its base (core/image_changes.py's JSON form),
+    # added after the build succeeded; None until analysed
+    changes: dict[str, Any] | None = None
 
     @property
     def reference(self) -> str:
@@ -111,6 +114,8 @@ class BuildRecord:
         known = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in document.items() if k in known}
         values["state"] = BuildState(values.get("state", BuildState.QUEUED.value))
+        if not isinstance(values.get("changes"), dict):
+            values["changes"] = None  # checked where it is read (ImageChanges.from_json)
         return cls(**values)
 
 
@@ -204,7 +209,9 @@ class BuildRequest:
     """One (image, cluster) build as asked for. `source`: a checkout directory, or a Git
     repository (work tree or bare mirror) holding `commit_sha`. `build_key`: the key the
     planner computed; the build checks it against the key of what it loaded (a stale plan).
-    `push=False` builds only: no registry check, nothing pushed."""
+    `push=False` builds only: no registry check, nothing pushed. `revision` and `source_url`:
+    the provenance labels of a build from a directory (`layering build` reads them from the
+    checkout); a worker's come from `commit_sha` and LAYERING_REPO_URL."""
 
     source: Path
     image: str
@@ -212,6 +219,8 @@ class BuildRequest:
     commit_sha: str | None = None
     build_key: str | None = None
     push: bool = True
+    revision: str = ""
+    source_url: str = ""
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ scrubs them once more.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 State = Literal["pending", "success", "failure", "error"]
@@ -63,12 +64,23 @@ def state(text: str) -> State:
     return text  # type: ignore[return-value]
 
 
+# what a status says beyond its state, for its check run (core/check_runs.py): the lint
+# findings and table, or `check_status`/`conclusion` where the state alone does not say it
+Details = Mapping[str, Any]
+
+
 @dataclass(frozen=True)
 class Status:
+    """`details` (JSON) and `build_id` (a build context: its check run is drawn from the build
+    record at delivery) matter to check runs only; a commit status carries neither, and two
+    statuses that post the same commit status are equal."""
+
     context: str
     state: State
     description: str
     target_url: str | None = None
+    details: Details | None = field(default=None, compare=False)
+    build_id: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "description", description(self.description))
@@ -76,12 +88,15 @@ class Status:
 
 @dataclass(frozen=True)
 class LintFinding:
-    """The parts of a lint.Finding a status needs (ids, where, severity)."""
+    """The parts of a lint.Finding a status and its check run need (ids, where, severity,
+    the message of its annotation)."""
 
     id: str
     severity: str
     path: str
     line: int | None
+    message: str = ""
+    end_line: int | None = None
 
 
 def lint_status(findings: Sequence[LintFinding], *, fork: bool = False) -> Status:
@@ -110,21 +125,28 @@ def build_status(record: Mapping[str, Any], *, public_url: str) -> Status | None
     """The final status of a build record (a BuildRecord.to_dict()); None while unfinished or
     cancelled (a cancelled build's status was set when it was superseded)."""
     context = build_context(str(record["image"]), str(record["cluster"]))
-    url = log_url(public_url, str(record["id"]))
+    build_id = str(record["id"])
+    url = log_url(public_url, build_id)
     state = record.get("state")
     digest = str(record.get("digest") or "")
     if state == "succeeded":
-        return Status(context, "success", f"built {short_digest(digest)}", url)
+        return Status(context, "success", f"built {short_digest(digest)}", url, build_id=build_id)
     if state == "skipped":
-        return Status(context, "success", f"reused {short_digest(digest)} (already built)", url)
+        return Status(
+            context,
+            "success",
+            f"reused {short_digest(digest)} (already built)",
+            url,
+            build_id=build_id,
+        )
     if state == "failed":
         step = str(record.get("failing_step") or "")
         line = record.get("failing_line")
         if step:
             where = f" (Containerfile line {line})" if line else ""
-            return Status(context, "failure", f"failed at {step}{where}", url)
+            return Status(context, "failure", f"failed at {step}{where}", url, build_id=build_id)
         error = str(record.get("error") or "build failed").splitlines()[0]
-        return Status(context, "error", error, url)
+        return Status(context, "error", error, url, build_id=build_id)
     return None
 
 
@@ -134,6 +156,19 @@ def pending_build(image: str, cluster: str, *, build_id: str, public_url: str) -
         "pending",
         f"queued: {image} on {cluster}'s base",
         log_url(public_url, build_id),
+        build_id=build_id,
+    )
+
+
+def build_started(image: str, cluster: str, *, build_id: str, public_url: str) -> Status:
+    """buildah started: `in_progress` as a check run (a commit status would repeat pending)."""
+    return Status(
+        build_context(image, cluster),
+        "pending",
+        f"building: {image} on {cluster}'s base",
+        log_url(public_url, build_id),
+        details={"check_status": "in_progress", CHECK_ONLY: True},
+        build_id=build_id,
     )
 
 
@@ -144,6 +179,7 @@ def crashed(image: str, cluster: str, *, build_id: str, public_url: str) -> Stat
         "error",
         "build task crashed; see the build log",
         log_url(public_url, build_id),
+        build_id=build_id,
     )
 
 
@@ -151,17 +187,34 @@ def not_built(image: str, cluster: str, reason: str) -> Status:
     return Status(build_context(image, cluster), "failure", f"not built: {reason}")
 
 
-def superseded(context: str, *, by_sha: str, target_url: str | None = None) -> Status:
-    return Status(context, "error", f"superseded by {by_sha[:12]}", target_url)
+# a cancelled build's check run concludes `cancelled` (its commit status: `error`)
+CANCELLED: Details = {"conclusion": "cancelled"}
+# a status only a check run shows (a build started, a build's check drawn again): as a commit
+# status it would repeat the state already posted, so none is posted
+CHECK_ONLY = "check_only"
+
+
+def check_only(status: Status) -> bool:
+    return bool(status.details and status.details.get(CHECK_ONLY))
+
+
+def for_checks_only(status: Status) -> Status:
+    return dataclasses.replace(status, details={**(status.details or {}), CHECK_ONLY: True})
+
+
+def superseded(
+    context: str, *, by_sha: str, target_url: str | None = None, build_id: str | None = None
+) -> Status:
+    return Status(context, "error", f"superseded by {by_sha[:12]}", target_url, CANCELLED, build_id)
 
 
 PULL_REQUEST_CLOSED = "pull request closed"
 
 
-def closed(context: str, *, target_url: str | None = None) -> Status:
+def closed(context: str, *, target_url: str | None = None, build_id: str | None = None) -> Status:
     """A build of a pull request closed without merging: cancelled, and its pending status
     ends as `error` (not `failure`: nothing about the change was judged)."""
-    return Status(context, "error", PULL_REQUEST_CLOSED, target_url)
+    return Status(context, "error", PULL_REQUEST_CLOSED, target_url, CANCELLED, build_id)
 
 
 @dataclass(frozen=True)
@@ -177,6 +230,8 @@ class ParkedStatus:
     seq: int
     parked_at: float
     attempts: int = 0
+    details: Details | None = None
+    build_id: str | None = None
 
     @property
     def member(self) -> str:
@@ -193,11 +248,14 @@ class ParkedStatus:
             "seq": self.seq,
             "parked_at": self.parked_at,
             "attempts": self.attempts,
+            "details": dict(self.details) if self.details is not None else None,
+            "build_id": self.build_id,
         }
 
     @classmethod
     def from_json(cls, document: Mapping[str, Any]) -> ParkedStatus:
         target_url = document.get("target_url")
+        details, build_id = document.get("details"), document.get("build_id")
         return cls(
             sha=str(document["sha"]),
             context=str(document["context"]),
@@ -207,6 +265,8 @@ class ParkedStatus:
             seq=int(document["seq"]),
             parked_at=float(document["parked_at"]),
             attempts=int(document.get("attempts", 0)),
+            details=dict(details) if isinstance(details, Mapping) else None,
+            build_id=str(build_id) if build_id else None,
         )
 
 

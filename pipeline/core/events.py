@@ -12,7 +12,7 @@ import datetime
 import re
 from dataclasses import dataclass
 
-from pipeline.core import deliveries, tasks
+from pipeline.core import deliveries, retest, tasks
 
 # -- deliveries: verification and parsing (pipeline/core/deliveries.py) -----------------------
 
@@ -96,6 +96,19 @@ class OkToTest:
 
 
 @dataclass(frozen=True)
+class Retest:
+    """Someone asked to re-run builds of a pull request's head (core/retest.py): every failed
+    one, or `target` (`<image>@<cluster>`); `malformed`: an argument that is neither. The worker
+    checks the permission and replies."""
+
+    number: int
+    user: str
+    target: str | None = None
+    commented_at: float | None = None
+    malformed: bool = False
+
+
+@dataclass(frozen=True)
 class Promote:
     commit_sha: str
     environment: str
@@ -110,7 +123,17 @@ class Gate:
     head_ref: str = ""
 
 
-Action = Pong | Ignore | BuildPush | BuildPullRequest | ClosePullRequest | OkToTest | Promote | Gate
+Action = (
+    Pong
+    | Ignore
+    | BuildPush
+    | BuildPullRequest
+    | ClosePullRequest
+    | OkToTest
+    | Retest
+    | Promote
+    | Gate
+)
 
 
 def _normal_url(url: str) -> str:
@@ -197,10 +220,13 @@ def _timestamp(text: str | None) -> float | None:
 def _route_comment(comment: IssueComment) -> Action:
     if comment.action != "created" or not comment.on_pull_request:
         return Ignore("comment not on a pull request")
+    command = retest.parse(comment.body)
+    if command is not None:
+        return _route_retest(comment, command)
     lines = comment.body.strip().splitlines()
     words = lines[0].split() if lines else []
     if not words or words[0] != OK_TO_TEST:
-        return Ignore("comment is not /ok-to-test")
+        return Ignore(f"comment is neither /ok-to-test nor {retest.COMMAND}")
     if comment.state != "open":
         return Ignore(f"pull request #{comment.number} is {echo(comment.state)}: not built")
     named = words[1].lower() if len(words) == 2 else None
@@ -214,6 +240,19 @@ def _route_comment(comment: IssueComment) -> Action:
         user=comment.user,
         sha=named,
         commented_at=_timestamp(comment.created_at),
+    )
+
+
+def _route_retest(comment: IssueComment, command: retest.Command | retest.Malformed) -> Action:
+    if comment.state != "open":
+        return Ignore(f"pull request #{comment.number} is {echo(comment.state)}: nothing re-run")
+    target = command.target if isinstance(command, retest.Command) else None
+    return Retest(
+        number=comment.number,
+        user=comment.user,
+        target=str(target) if target is not None else None,
+        commented_at=_timestamp(comment.created_at),
+        malformed=isinstance(command, retest.Malformed),
     )
 
 
@@ -264,6 +303,15 @@ def task_for(action: Action, *, enqueued_at: float) -> tasks.TaskCall | None:
     if isinstance(action, OkToTest):
         return tasks.OkToTest(
             action.number, action.user, enqueued_at, action.sha, action.commented_at
+        ).call()
+    if isinstance(action, Retest):
+        return tasks.Retest(
+            action.number,
+            action.user,
+            action.target,
+            enqueued_at,
+            action.commented_at,
+            action.malformed,
         ).call()
     if isinstance(action, Promote):
         return tasks.Promote(action.commit_sha, action.environment).call()

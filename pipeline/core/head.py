@@ -11,11 +11,20 @@ request's builds are all cancelled.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core import changes, commit_status, head_lint, lint, lint_packages, repo
+from pipeline.core import (
+    changes,
+    check_output,
+    commit_status,
+    head_lint,
+    lint,
+    lint_packages,
+    repo,
+)
 
 ZERO_SHA = "0" * 40
 FORK_NOTE = "fork: lint only"
@@ -190,7 +199,7 @@ def lint_findings(
             on_image(repository.images[image].directory)
         clusters = {cluster.name for cluster in repository.clusters_using(image)}
         found[image] = [
-            commit_status.LintFinding(f.id, str(f.severity), f.path, f.line)
+            commit_status.LintFinding(f.id, str(f.severity), f.path, f.line, f.message)
             for f in (
                 *lint.lint_image(repository, image),
                 *(f for f in unreadable if f.path.split("/")[1] in clusters),
@@ -234,6 +243,7 @@ def supersede(
                 build.context,
                 by_sha=new_sha,
                 target_url=commit_status.log_url(public_url, build.build_id),
+                build_id=build.build_id,
             ),
         )
         for build in superseded_builds(previous.builds, new_keys)
@@ -248,7 +258,9 @@ def close(head: Head, *, public_url: str) -> tuple[Cancel, ...]:
             build,
             commit_status.PULL_REQUEST_CLOSED,
             commit_status.closed(
-                build.context, target_url=commit_status.log_url(public_url, build.build_id)
+                build.context,
+                target_url=commit_status.log_url(public_url, build.build_id),
+                build_id=build.build_id,
             ),
         )
         for build in head.builds
@@ -309,7 +321,14 @@ def decide(
         for problem in plan.problems
     ]
     every = problems + [f for image in images for f in findings.get(image, ())]
-    lint_status = commit_status.lint_status(every, fork=fork)
+    details = check_output.lint_details(
+        problems=problems,
+        findings=findings,
+        images=images,
+        targets=[(target.image, target.cluster) for target in plan.builds],
+        fork=fork,
+    )
+    lint_status = dataclasses.replace(commit_status.lint_status(every, fork=fork), details=details)
     if fork:
         cancels = supersede(previous, new_sha=sha, new_keys=(), public_url=public_url)
         return Decision((lint_status,), cancels=cancels, note=FORK_NOTE)

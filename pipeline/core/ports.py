@@ -223,6 +223,8 @@ class PullRequests(Protocol):
 
     def pull_head(self, number: int) -> head.PullHead: ...
 
+    def comment(self, number: int, text: str) -> None: ...
+
 
 class EventMetrics(Protocol):
     """Histograms for /metrics (adapters/event_metrics.py): best effort, never raises."""

@@ -9,6 +9,7 @@ userinfo, instead of a regex that retries the scheme at every position (quadrati
 from __future__ import annotations
 
 import string
+import urllib.parse
 from collections.abc import Iterable, Iterator
 
 MASK = "***"
@@ -67,3 +68,18 @@ def url_passwords(text: str) -> list[str]:
         user, _, password = text[start:end].partition(":")
         found.append(password or user)
     return found
+
+
+def public_url(url: str) -> str:
+    """A repository URL fit for an image label: its userinfo, query and fragment dropped
+    (`https://user:token@host/o/r.git?x` -> `https://host/o/r.git`); an scp-like
+    `git@host:o/r.git` or a path is kept as it is, without any secret it could not carry."""
+    url = url.strip()
+    if "://" not in url:
+        return scrub(url)
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return scrub(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))

@@ -8,7 +8,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+)
 
 from pipeline.core import isolation, retry, storage_driver
 from pipeline.core import redis_url as redis_urls
@@ -43,6 +51,10 @@ class Settings(BaseModel):
     # one pull request per environment, for protected branches), "commit" (a direct push; plain
     # Git servers) or "auto" (pull-request when a GitHub token or App is configured)
     promotion_mode: Literal["auto", "pull-request", "commit"] = "auto"
+    # how lint and build results reach GitHub: "check-runs" (annotations, a summary, a log
+    # excerpt; needs a GitHub App: GitHub refuses check runs to tokens), "statuses" (commit
+    # statuses), or "auto" (check runs with App credentials, else statuses)
+    github_checks: Literal["auto", "check-runs", "statuses"] = "auto"
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
     registry_authfile: Path | None = None
     workdir: Path = Path(".layering")
@@ -136,6 +148,21 @@ class Settings(BaseModel):
             raise ValueError("must be a plain branch name such as 'main'")
         return value
 
+    @field_validator("github_checks")
+    @classmethod
+    def _check_runs_need_an_app(cls, value: str, info: ValidationInfo) -> str:
+        app = all(
+            info.data.get(name) is not None
+            for name in ("github_app_id", "github_app_private_key", "github_app_installation_id")
+        )
+        if value == "check-runs" and not app:
+            raise ValueError(
+                "check-runs needs GitHub App credentials (LAYERING_GITHUB_APP_ID, "
+                "LAYERING_GITHUB_APP_PRIVATE_KEY, LAYERING_GITHUB_APP_INSTALLATION_ID): GitHub "
+                "refuses check runs to tokens; set them, or use auto or statuses"
+            )
+        return value
+
     @field_validator("redis_url")
     @classmethod
     def _redis_url_is_a_known_form(cls, value: SecretStr) -> SecretStr:
@@ -201,14 +228,27 @@ class Settings(BaseModel):
         GitHub credentials (a token, or an App's id, key and installation), else commit."""
         if self.promotion_mode != "auto":
             return self.promotion_mode
-        app = (
+        app = self.has_github_app
+        # an empty variable (compose's `${LAYERING_GITHUB_TOKEN:-}`) is no token
+        token = self.github_token is not None and bool(self.github_token.get_secret_value())
+        return "pull-request" if token or app else "commit"
+
+    @property
+    def resolved_github_checks(self) -> Literal["check-runs", "statuses"]:
+        """LAYERING_GITHUB_CHECKS with "auto" resolved: check-runs when the service has a
+        GitHub App's id, key and installation, else statuses (a token or plain Git)."""
+        if self.github_checks != "auto":
+            return self.github_checks
+        return "check-runs" if self.has_github_app else "statuses"
+
+    @property
+    def has_github_app(self) -> bool:
+        """The service has a GitHub App's id, key and installation (all three)."""
+        return (
             self.github_app_id is not None
             and self.github_app_private_key is not None
             and self.github_app_installation_id is not None
         )
-        # an empty variable (compose's `${LAYERING_GITHUB_TOKEN:-}`) is no token
-        token = self.github_token is not None and bool(self.github_token.get_secret_value())
-        return "pull-request" if token or app else "commit"
 
     @cached_property
     def github_repo_name(self) -> str | None:

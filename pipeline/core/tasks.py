@@ -89,6 +89,22 @@ class OkToTest(_Task):
 
 
 @dataclass(frozen=True)
+class Retest(_Task):
+    """`/retest` on pull request `number` (core/retest.py): its failed builds, or the one
+    `target` names (`<image>@<cluster>`); `malformed`: the argument was not one, the reply
+    shows the accepted forms."""
+
+    NAME: ClassVar[str] = "layering.retest"
+    QUEUE: ClassVar[Queue] = "events"
+    number: int
+    user: str
+    target: str | None = None
+    enqueued_at: float | None = None
+    commented_at: float | None = None  # the comment's created_at (GitHub's clock)
+    malformed: bool = False
+
+
+@dataclass(frozen=True)
 class ClosePullRequest(_Task):
     NAME: ClassVar[str] = "layering.close_pull_request"
     QUEUE: ClassVar[Queue] = "events"
@@ -102,7 +118,8 @@ class ClosePullRequest(_Task):
 
 @dataclass(frozen=True)
 class ReportStatus(_Task):
-    """One commit status; `seq` orders the statuses of one (sha, context)."""
+    """One commit status; `seq` orders the statuses of one (sha, context). `details` and
+    `build_id` feed its check run in check-runs mode (commit_status.Status)."""
 
     NAME: ClassVar[str] = "layering.report_status"
     QUEUE: ClassVar[Queue] = "events"
@@ -112,6 +129,8 @@ class ReportStatus(_Task):
     description: str
     target_url: str | None
     seq: int
+    details: Mapping[str, Any] | None = None
+    build_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +182,20 @@ class Build(_Task):
     cluster: str
     build_key: str | None = None
     build_id: str | None = None
+    # the commit whose checks show this build (a head's build): the task reports it started
+    # there, and its image changes once analysed; None for promotion and sweep builds
+    status_sha: str | None = None
+
+
+@dataclass(frozen=True)
+class RefreshBuildCheck(_Task):
+    """The build check of `build_id` on commit `sha` drawn again from its record (its image
+    changes were added after it finished)."""
+
+    NAME: ClassVar[str] = "layering.refresh_build_check"
+    QUEUE: ClassVar[Queue] = "events"
+    build_id: str
+    sha: str
 
 
 @dataclass(frozen=True)
@@ -236,12 +269,14 @@ ALL: tuple[type[_Task], ...] = (
     HandlePush,
     HandlePullRequest,
     OkToTest,
+    Retest,
     ClosePullRequest,
     ReportStatus,
     ResendStatuses,
     ReportBuild,
     ReportBuildError,
     Build,
+    RefreshBuildCheck,
     SweepBuilds,
     Promote,
     PromoteDownstream,

@@ -7,7 +7,8 @@ ports handed in (core/ports.py), so the task, the CLI and tests wire different a
 
     run_build(settings, request, *, build_id, records, sources, builder, registry, locks,
               secrets, built=None, on_line=None, final_attempt=True, lease=None, stopped=(),
-              timeout_seconds=None, clock=time.time, defer=None)
+              timeout_seconds=None, clock=time.time, defer=None, on_start=None,
+              inspector=None, on_changes=None)
       -> builds.BuildRecord
 
 - `request`: builds.BuildRequest. `request.build_key`, when given, is what the planner
@@ -25,6 +26,11 @@ ports handed in (core/ports.py), so the task, the CLI and tests wire different a
   under the build key's lock) once the record is saved as succeeded; the worker runs it on a
   thread, so the removal (seconds for a large image on vfs) leaves the task's slot to the next
   build. None: removed at once, before returning.
+- `inspector`: reads what a succeeded build's image changes against its base
+  (flows/build_changes.py), saved on the record as `changes` before the image is removed (in
+  the deferred clean-up when deferred); `on_changes` then hears the record. None: not read.
+- `on_start`: hears the record once it is saved as running, right before buildah starts (the
+  worker reports the build's check run in progress).
 - Nothing is pushed once the record is finished (cancelled, failed by a time limit) or the
   lease is lost: the push is refused, checked right before buildah push starts.
 - Returns the final record: succeeded, skipped (tag already in the registry with this build's
@@ -43,9 +49,10 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
-from pipeline.core import buildah_output, builds, log_caps, ports, redaction
+from pipeline.core import buildah_output, builds, log_caps, ports, ports_image_changes, redaction
 from pipeline.core.errors import BuildFailed, Cancelled, PermanentError, TemporaryError
 from pipeline.core.settings import Settings
+from pipeline.flows import build_changes
 
 
 def run_build(
@@ -67,6 +74,9 @@ def run_build(
     timeout_seconds: float | None = None,
     clock: Callable[[], float] = time.time,
     defer: Callable[[Callable[[], None]], None] | None = None,
+    on_start: Callable[[builds.BuildRecord], None] | None = None,
+    inspector: ports_image_changes.ImageInspector | None = None,
+    on_changes: Callable[[builds.BuildRecord], None] | None = None,
 ) -> builds.BuildRecord:
     def emit(line: str) -> None:
         # a RUN step chooses its lines: shorten before masking (the store cuts the rest)
@@ -167,17 +177,35 @@ def run_build(
                     emit("cancelled before buildah started")
                     return current
                 record = save(builds.start(record, now=clock()))
+                if on_start is not None:
+                    on_start(record)
                 image_id = builder.build(spec, on_line=emit)
                 if request.push:
                     may_push()
                 digest = builder.push(spec, on_line=emit) if request.push else image_id
                 emit(f"{'pushed ' + spec.target if request.push else 'built'}: {digest}")
                 record = done(builds.succeed(record, digest=digest, now=clock()), spec)
-                if request.push and defer is None:
+                built_spec = spec
+
+                def analyse() -> builds.BuildRecord | None:
+                    if inspector is None:
+                        return None
+                    return build_changes.analyse(
+                        built_spec,
+                        build_id=build_id,
+                        records=records,
+                        inspector=inspector,
+                        secrets=secrets,
+                        on_line=emit,
+                        on_changes=on_changes,
+                    )
+
+                if request.push and defer is not None:
+                    defer(lambda: _discard_held(locks, builder, built_spec, analyse, on_line=emit))
+                    return record
+                record = analyse() or record
+                if request.push:
                     builder.discard(spec, on_line=emit)
-                elif request.push and defer is not None:
-                    pushed = spec
-                    defer(lambda: _discard_held(locks, builder, pushed, on_line=emit))
                 return record
     except Cancelled as exc:
         # the builder killed buildah (build or push) because the build was cancelled, or its
@@ -229,13 +257,18 @@ def _discard_held(
     locks: ports.KeyLocks,
     builder: ports.ImageBuilder,
     spec: builds.BuildSpec,
+    analyse: Callable[[], object],
     *,
     on_line: ports.LineSink,
 ) -> None:
     """A deferred clean-up holds the key's lock, as the build did: a build of the same key in
-    the same storage never has the tag it just built removed by an older build's clean-up."""
+    the same storage never has the tag it just built removed by an older build's clean-up.
+    It reads the image's changes first, while the image is still there."""
     with locks.hold(spec.build_key, on_wait=lambda: None):
-        builder.discard(spec, on_line=on_line)
+        try:
+            analyse()
+        finally:
+            builder.discard(spec, on_line=on_line)
 
 
 def _spec(
@@ -266,6 +299,6 @@ def _spec(
         image=image,
         cluster=cluster,
         context=checkout.context,
-        commit_sha=request.commit_sha or "",
-        source_url=redaction.scrub(settings.repo_url or ""),
+        commit_sha=request.revision or request.commit_sha or "",
+        source_url=redaction.public_url(request.source_url or settings.repo_url or ""),
     )

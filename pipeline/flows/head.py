@@ -225,10 +225,14 @@ def read_head(git_history: ports.GitHistory, request: head_lint.Request) -> head
 
 
 def _send(
-    adapters: Adapters, settings: Settings, new: head.NewHead, target: changes.BuildTarget
+    adapters: Adapters,
+    settings: Settings,
+    new: head.NewHead,
+    target: changes.BuildTarget | head.HeadBuild,
 ) -> head.HeadBuild:
     """Create the build's record (so its status links to it at once), post its pending status,
-    send "layering.build" with its callbacks."""
+    send "layering.build" with its callbacks. A HeadBuild `target` is a re-run of that build
+    (flows/retest.py)."""
     record = adapters.records.create_queued(
         image=target.image,
         cluster=target.cluster,
@@ -249,6 +253,7 @@ def _send(
         cluster=target.cluster,
         build_key=target.build_key,
         build_id=record.id,
+        status_sha=new.sha,
     )
     adapters.queue.send(
         build.call(task_id=task_id),

@@ -4,6 +4,12 @@ credentials), then parks it; "layering.resend_statuses" (beat) sends parked stat
 due again, with the "status-resend" back-off, until GitHub takes them or
 LAYERING_STATUS_PARK_SECONDS have passed. A status older than the newest one queued for its
 (sha, context) is never sent. I/O only through ports (StatusPoster, ParkedStatusStore).
+
+In check-runs mode (`Checks`) lint and build statuses go as check runs instead
+(core/check_runs.py), through the same ordering, retries and parking: a build's run is drawn
+from its record as it is when it is sent (and sent again), so a late change to the record is
+never overwritten by an older drawing; the ChecksPoster (ports_checks) updates the run of
+(sha, name) in place and refuses one older than the newest it sent.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.core import commit_status, ports, retry, tasks
+from pipeline.core import check_output, check_runs, commit_status, ports, ports_checks, retry, tasks
 from pipeline.core.errors import PermanentError, TemporaryError
 from pipeline.core.settings import Settings
 
@@ -24,9 +30,48 @@ log = logging.getLogger(__name__)
 # parked statuses sent per beat tick at most
 RESEND_BATCH = 100
 
-Delivered = Literal["posted", "superseded", "no-github", "parked"]
+Delivered = Literal["posted", "superseded", "no-github", "parked", "check-only"]
 Resent = Literal["sent", "outdated", "expired", "refused", "waiting"]
 Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Checks:
+    """Check-runs mode: where check runs go, and the build records they are drawn from."""
+
+    poster: ports_checks.ChecksPoster
+    records: ports_checks.BuildRecordReader
+    public_url: str
+
+    def post(self, sha: str, status: commit_status.Status, *, seq: int) -> bool:
+        record = self.records.get(status.build_id) if status.build_id else None
+        run = check_output.render(sha, status, record=record, public_url=self.public_url)
+        return self.poster.post(run, seq=seq)
+
+
+def _send(
+    sha: str,
+    status: commit_status.Status,
+    *,
+    seq: int,
+    poster: ports.StatusPoster,
+    checks: Checks | None,
+) -> bool:
+    """Post `status` as a check run (check-runs mode, lint and builds) or a commit status;
+    False when a newer check run of its (sha, name) was sent meanwhile, or when it is a status
+    for check runs only (commit_status.check_only) and goes as a commit status."""
+    if checks is not None and check_runs.is_check(status.context):
+        return checks.post(sha, status, seq=seq)
+    if commit_status.check_only(status):
+        return False
+    poster.set_status(
+        sha,
+        context=status.context,
+        state=status.state,
+        description=status.description,
+        target_url=status.target_url,
+    )
+    return True
 
 
 @dataclass(frozen=True)
@@ -45,6 +90,7 @@ def deliver(
     parked: ports.ParkedStatusStore,
     settings: Settings,
     now: Clock = time.time,
+    checks: Checks | None = None,
 ) -> Delivered | RetryLater:
     """Post one queued status; `attempt` counts the retries so far (0 on the first try).
     `poster` None: the service has no GitHub credentials, the status is not posted."""
@@ -52,6 +98,18 @@ def deliver(
     if latest is not None and latest > report.seq:
         return "superseded"
     state = commit_status.state(report.state)
+    status = commit_status.Status(
+        report.context,
+        state,
+        report.description,
+        report.target_url,
+        report.details,
+        report.build_id,
+    )
+    if commit_status.check_only(status) and (
+        checks is None or not check_runs.is_check(status.context)
+    ):
+        return "check-only"
     if poster is None:
         log.info(
             "no GitHub credentials: status %s=%s on %s not posted",
@@ -61,19 +119,13 @@ def deliver(
         )
         return "no-github"
     try:
-        poster.set_status(
-            report.sha,
-            context=report.context,
-            state=state,
-            description=report.description,
-            target_url=report.target_url,
-        )
+        sent = _send(report.sha, status, seq=report.seq, poster=poster, checks=checks)
     except TemporaryError as exc:
         if attempt < settings.status_retries:
             policy = settings.retry_policy("status")
             return RetryLater(exc, retry.backoff(attempt, policy, retry_after=exc.retry_after))
         return _park(report, state, exc, attempt=attempt, parked=parked, settings=settings, now=now)
-    return "posted"
+    return "posted" if sent else "superseded"
 
 
 def _park(
@@ -95,6 +147,8 @@ def _park(
         report.target_url,
         report.seq,
         parked_at=parked_at,
+        details=report.details,
+        build_id=report.build_id,
     )
     delay = retry.backoff(0, settings.retry_policy("status-resend"), retry_after=error.retry_after)
     try:
@@ -120,6 +174,7 @@ def resend(
     parked: ports.ParkedStatusStore,
     settings: Settings,
     now: Clock = time.time,
+    checks: Checks | None = None,
 ) -> dict[Resent, int]:
     """Send the parked statuses that are due, the earliest first; stop at the first GitHub
     still refuses (the rest count as waiting). One run at a time."""
@@ -137,7 +192,9 @@ def resend(
         if not due or poster is None:
             return counts
         for index, status in enumerate(due):
-            outcome = _resend(status, poster=poster, parked=parked, settings=settings, now=now)
+            outcome = _resend(
+                status, poster=poster, parked=parked, settings=settings, now=now, checks=checks
+            )
             counts[outcome] += 1
             if outcome == "waiting":
                 counts["waiting"] += len(due) - index - 1
@@ -152,6 +209,7 @@ def _resend(
     parked: ports.ParkedStatusStore,
     settings: Settings,
     now: Clock,
+    checks: Checks | None,
 ) -> Resent:
     moment = now()
     latest = parked.latest_seq(status.sha, status.context)
@@ -168,14 +226,16 @@ def _resend(
         )
         parked.remove(status)
         return "expired"
+    resent = commit_status.Status(
+        status.context,
+        status.state,
+        status.description,
+        status.target_url,
+        status.details,
+        status.build_id,
+    )
     try:
-        poster.set_status(
-            status.sha,
-            context=status.context,
-            state=status.state,
-            description=status.description,
-            target_url=status.target_url,
-        )
+        sent = _send(status.sha, resent, seq=status.seq, poster=poster, checks=checks)
     except TemporaryError as exc:
         attempts = status.attempts + 1
         policy = settings.retry_policy("status-resend")
@@ -188,4 +248,31 @@ def _resend(
         parked.remove(status)
         return "refused"
     parked.remove(status)
-    return "sent"
+    return "sent" if sent else "outdated"
+
+
+def refresh_build_check(
+    records: ports_checks.BuildRecordReader,
+    statuses: ports.StatusReporter,
+    settings: Settings,
+    *,
+    build_id: str,
+    sha: str,
+) -> str:
+    """Report the final status of build `build_id` on `sha` again ("layering.
+    refresh_build_check"), so that its check run is drawn anew from the record (its image
+    changes were added after it finished): for check runs only, a commit status would repeat
+    itself. "unfinished" when the record has no final status (or is gone)."""
+    if settings.resolved_github_checks != "check-runs":
+        # queued, it would still take a sequence number from the status it repeats
+        return "statuses: nothing to draw again"
+    record = records.get(build_id)
+    status = (
+        commit_status.build_status(record.to_dict(), public_url=settings.public_url)
+        if record is not None
+        else None
+    )
+    if status is None:
+        return "unfinished"
+    statuses.report(sha, commit_status.for_checks_only(status))
+    return status.state

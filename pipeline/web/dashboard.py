@@ -22,7 +22,7 @@ import jinja2
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from pipeline.core import builds
+from pipeline.core import builds, image_changes
 from pipeline.core.errors import PipelineError
 from pipeline.web import build_source, promotions
 
@@ -50,6 +50,9 @@ TEMPLATES = jinja2.Environment(
 )
 TEMPLATES.filters["short_sha"] = short_sha
 TEMPLATES.filters["short_digest"] = short_digest
+TEMPLATES.globals["changes_headline"] = image_changes.headline
+TEMPLATES.globals["package_lists"] = image_changes.package_lists
+TEMPLATES.globals["path_lists"] = image_changes.path_lists
 
 
 def _text(value: object) -> str:
@@ -108,6 +111,22 @@ class BuildView:
             failing_step=_text(build.get("failing_step") or ""),
             failing_line=_text(build.get("failing_line") or ""),
         )
+
+
+def changes_of(build: Mapping[str, Any]) -> tuple[image_changes.ImageChanges | None, str]:
+    """The build's image changes as the page shows them, or why there are none."""
+    stored = build.get("changes")
+    if stored is None:
+        state = build.get("state")
+        if state == builds.BuildState.SUCCEEDED.value:
+            return None, "Not analysed yet."
+        if state == builds.BuildState.SKIPPED.value:
+            return None, "Not analysed: the image was already in the registry, not built here."
+        return None, "Not analysed: the build has not produced an image."
+    try:
+        return image_changes.ImageChanges.from_json(stored), ""
+    except image_changes.InvalidChanges as exc:
+        return None, f"The stored changes are unreadable: {exc}"
 
 
 # -- responses ------------------------------------------------------------------------------
@@ -220,10 +239,13 @@ def router(
         if build is None or store is None:
             return html_response(render("missing_build.html.j2", build_id=build_id), status=404)
         view = BuildView.of(build, now=clock())
+        changes, changes_note = changes_of(build)
         return _page(
             "build.html.j2",
             title=f"layering: build {view.build_id}",
             build=view,
+            changes=changes,
+            changes_note=changes_note,
             lines=build_source.log_range(store, build_id, offset=0, limit=PAGE_LOG_LINES)[0],
             tail_url=f"/api/builds/{quote(view.build_id, safe='')}/log/tail",
         )

@@ -207,13 +207,13 @@ def test_logs_are_kept_line_by_line_without_credentials(
 def test_second_build_of_a_key_is_skipped_without_buildah(
     hello_build: dict[str, object], celery_worker: Worker, checkout: Checkout
 ) -> None:
-    calls_before = celery_worker.env.buildah_calls()
+    calls_before = celery_worker.env.buildah_builds()
     build_id = submit(celery_worker, checkout, "hello")
     record = celery_worker.wait_for_build(build_id)
     assert record["state"] == "skipped"
     assert record["digest"] == hello_build["digest"]
     assert record["build_key"] == hello_build["build_key"]
-    assert celery_worker.env.buildah_calls() == calls_before
+    assert celery_worker.env.buildah_builds() == calls_before
     assert any("buildah not run" in line for line in celery_worker.env.store().read_log(build_id))
 
 
@@ -254,7 +254,7 @@ def test_failing_run_fails_at_once_naming_the_step(
 def test_registry_down_is_retried_then_fails_naming_it(
     celery_worker: Worker, checkout: Checkout
 ) -> None:
-    calls_before = celery_worker.env.buildah_calls()
+    calls_before = celery_worker.env.buildah_builds()
     build_id = submit(celery_worker, checkout, "hello", cluster="down")
     record = celery_worker.wait_for_build(build_id)
     host = checkout.dead_registry.split("/")[0]
@@ -264,18 +264,18 @@ def test_registry_down_is_retried_then_fails_naming_it(
     assert "gave up after 3 attempt(s)" in str(record["error"])
     log = celery_worker.env.store().read_log(build_id)
     assert sum("will retry" in line for line in log) == 2
-    assert celery_worker.env.buildah_calls() == calls_before
+    assert celery_worker.env.buildah_builds() == calls_before
 
 
 @pytest.mark.parametrize("image", ["hello;touch /tmp/pwned-by-name", "$(id)", "../hello"])
 def test_image_name_with_shell_metacharacters_is_rejected(
     celery_worker: Worker, checkout: Checkout, image: str
 ) -> None:
-    calls_before = celery_worker.env.buildah_calls()
+    calls_before = celery_worker.env.buildah_builds()
     record = celery_worker.wait_for_build(submit(celery_worker, checkout, image))
     assert record["state"] == "failed"
     assert "must be a DNS label" in str(record["error"])
-    assert celery_worker.env.buildah_calls() == calls_before
+    assert celery_worker.env.buildah_builds() == calls_before
     assert not Path("/tmp/pwned-by-name").exists()
 
 

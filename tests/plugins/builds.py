@@ -4,8 +4,9 @@ worker:
 - `buildah_storage`: a private buildah root/runroot for the session.
 - `containers_env`: CONTAINERS_REGISTRIES_CONF for this process (the session registry is
   plain HTTP, marked insecure there), so skopeo/buildah calls from tests reach it.
-- `base_image`: a stand-in OS base image (static busybox plus `ostree`/`rpm-ostree` shims that
-  log and exit 0) built from scratch and pushed to the session registry; BaseImage(ref, digest).
+- `base_image`: a stand-in OS base image (static busybox, the host's rpm with an rpm database
+  holding an FCOS-like base set, and `ostree`/`rpm-ostree`/`bootc` shims: adapters/standin.py)
+  built from scratch and pushed to the session registry; BaseImage(ref, digest).
 - `worker_env`: the LAYERING_* environment of a worker using the session Redis, registry and
   buildah storage; buildah goes through a wrapper that logs every invocation
   (`worker_env.buildah_calls()`), so tests can prove buildah was (not) run.
@@ -122,7 +123,7 @@ def base_image(
     buildah_storage: BuildahStorage,
     containers_env: dict[str, str],
 ) -> BaseImage:
-    _require("buildah", "busybox")
+    _require("buildah", "busybox", "rpm", "rpmbuild")
     return push_base_image(
         tmp_path_factory.mktemp("base-image"),
         registry=registry,
@@ -153,6 +154,11 @@ class WorkerEnv:
         if not self.buildah_log.exists():
             return []
         return self.buildah_log.read_text().splitlines()
+
+    def buildah_builds(self) -> list[str]:
+        """The `buildah build` and `push` command lines among them: not the reading of a
+        finished image's changes nor its removal, which run on a thread after the build."""
+        return [call for call in self.buildah_calls() if _subcommand(call) in ("build", "push")]
 
     def store(self) -> build_records.BuildStore:
         return build_records.BuildStore.from_settings(self.settings())
@@ -417,3 +423,12 @@ def submit_build(
     ).call(task_id=f"build-{record.id}")
     task_queue.CeleryTaskQueue(app).send(call)
     return record.id
+
+
+def _subcommand(call: str) -> str:
+    """buildah's subcommand in a logged command line: the word after the global options."""
+    words = call.split()
+    index = 0
+    while index < len(words) and words[index].startswith("--"):
+        index += 1 if "=" in words[index] else 2
+    return words[index] if index < len(words) else ""

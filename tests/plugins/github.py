@@ -8,8 +8,9 @@ values filled in and https://api.github.com rewritten to the stand-in's address 
 follows `url` fields and asserts they stay on its base URL's host).
 
 Beyond the schema it enforces what GitHub enforces: status descriptions of at most 140
-characters (422 otherwise). Faults can be queued per operation (rate limit, 5xx), or an outage
-declared: every request of an operation fails until it is lifted.
+characters (422 otherwise). Check runs are stateful (tests/plugins/github_check_runs.py).
+Faults can be queued per operation (rate limit, 5xx), or an outage declared: every request of
+an operation fails until it is lifted.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import jsonschema
 import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
+
+from tests.plugins.github_check_runs import CheckRunsMixin
 
 SPEC_PATH = Path(__file__).resolve().parent.parent / "fixtures" / "github-openapi-subset.json"
 GITHUB = "https://api.github.com"
@@ -106,7 +109,7 @@ class Fault:
     message: str = "fault injected by the test"
 
 
-class GitHubStandIn:
+class GitHubStandIn(CheckRunsMixin):
     def __init__(self, server: HTTPServer, operations: list[Operation]) -> None:
         self.server = server
         self.operations = operations
@@ -120,6 +123,7 @@ class GitHubStandIn:
         self.branch_head: Callable[[str], str | None] | None = None
         self.merger: Callable[[dict[str, Any]], str | None] | None = None
         self.comments: dict[int, list[str]] = {}
+        self.check_runs: dict[int, dict[str, Any]] = {}  # tests/plugins/github_check_runs.py
         self.faults: dict[str, list[Fault]] = {}
         self.outages: dict[str, Fault] = {}
         self._ids = itertools.count(1)
@@ -404,3 +408,16 @@ def github_api() -> Iterator[GitHubStandIn]:
     assert stand_in.errors == [], "requests the GitHub API would refuse:\n" + "\n".join(
         stand_in.errors
     )
+
+
+def app_private_key() -> str:
+    """A fresh RSA key in PEM, as a GitHub App's private key (the stand-in takes any JWT)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()

@@ -121,3 +121,12 @@ def test_no_module_is_over_400_lines() -> None:
         if (n := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert long == {}, f"split these by what they hold: {long}"
+
+
+def test_test_files_have_unique_names() -> None:
+    """Test folders are not packages: pytest imports each file by its basename, and a second
+    file of the same name stops the whole collection."""
+    seen: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "tests").rglob("test_*.py")):
+        seen.setdefault(path.name, []).append(str(path.relative_to(ROOT)))
+    assert {name: paths for name, paths in seen.items() if len(paths) > 1} == {}

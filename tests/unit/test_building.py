@@ -392,6 +392,22 @@ def test_odd_targets_are_refused(target: str) -> None:
             PermanentError,
             "check baseImage in clusters/",
         ),
+        (
+            # what CI saw: buildah's chroot runtime could not seal its own re-exec copy
+            "STEP 2/9: RUN rpm-ostree install firewalld\n"
+            "Close_Fd sealing memfd copy: Device or resource busy\n"
+            "subprocess exited with status 1\n"
+            'Error: building at STEP "RUN rpm-ostree install firewalld": exit status 1',
+            TemporaryError,
+            "buildah's runtime failed before the command ran",
+        ),
+        (
+            # the same words printed by the step's own command are the command's failure
+            "STEP 2/2: RUN make\nmake: building\nClose_Fd sealing memfd copy: x\n"
+            'Error: building at STEP "RUN make": exit status 2',
+            BuildFailed,
+            "STEP 2/2: RUN make failed",
+        ),
     ],
 )
 def test_build_errors_are_classified(output: str, kind: type[Exception], message: str) -> None:

@@ -308,7 +308,7 @@ def test_push_sends_one_build_per_target_with_its_record_and_callbacks(world: Wo
     }
     [(call, on_success, on_error)] = world.queue.sent
     assert call == tasks.Build(
-        SOURCE, after, "firewalld", "nonprod", record.build_key, record.id
+        SOURCE, after, "firewalld", "nonprod", record.build_key, record.id, status_sha=after
     ).call(task_id=f"build-{record.id}")
     assert on_success == tasks.ReportBuild(after, "branch:main").call()
     assert on_error == tasks.ReportBuildError(after, "firewalld", "nonprod", record.id).call()
