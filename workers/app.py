@@ -42,6 +42,7 @@ TASK_MODULES = [
     "workers.promotion_tasks",
     "workers.status_tasks",
     "workers.sweep_tasks",  # beat: builds whose worker vanished are delivered again
+    "workers.upgrade_tasks",  # builds ahead of a cluster upgrade: its pull request
     "workers.startup",  # start-up checks: build isolation, verification key
 ]
 

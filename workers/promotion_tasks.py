@@ -35,6 +35,8 @@ from pipeline.adapters import (
     promotion_store,
     promotion_waits,
     registry,
+    signatures,
+    signing_trust,
 )
 from pipeline.core import tasks
 from pipeline.core.errors import PermanentError
@@ -45,7 +47,7 @@ from pipeline.flows import gate as gate_flow
 from pipeline.flows import promote as promote_flow
 from pipeline.flows import promotion_inputs, rollout_watch
 from pipeline.flows import reconcile as reconcile_flow
-from workers import adapters
+from workers import adapters, upgrade_tasks
 from workers.app import app, settings_of
 
 app.conf.beat_schedule = {
@@ -101,7 +103,18 @@ def _sources(settings: Settings) -> promotion_inputs.Sources:
         store=_store(settings),
         built=adapters.build_store(settings),
         clusters=_clusters(settings),
+        signing=_signing(settings),
     )
+
+
+def _signing(settings: Settings) -> promotion_inputs.Signing | None:
+    """With LAYERING_SIGNING_PUBLIC_KEY: the digests promoted must be signed by it, and each
+    cluster's ClusterImagePolicy carries it."""
+    public_key = signing_trust.public_key(settings)
+    if public_key is None:
+        return None
+    check = adapters.once("signatures", lambda: signatures.Signatures.from_settings(settings))
+    return promotion_inputs.Signing(public_key, check)
 
 
 def _activity(settings: Settings) -> promotion_waits.BuildsUnderway:
@@ -238,4 +251,5 @@ def base_drift(self: Task) -> dict[str, bool]:
         clusters=_clusters(settings),
         store=_store(settings),
         now=time.time,
+        on_drift=upgrade_tasks.drift_upgrades(settings),
     )

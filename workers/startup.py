@@ -1,13 +1,14 @@
 """What a worker checks before it takes a task, by the queues it consumes: a `builds` worker
 resolves the build isolation (the probe of adapters/isolation.py) and the buildah storage driver
 (the probe of adapters/storage_probe.py: overlay where it works on the storage root, else vfs),
-once, before prefork children fork, so they inherit the answers; a `promotions` worker needs
-LAYERING_VERIFICATION_KEY. A check that fails stops the worker with the reason and the fix;
-chroot isolation, chosen explicitly, and a fall-back to vfs are logged as WARNINGs naming what
-they cost; the storage choice is logged at INFO otherwise. Once ready, a `builds` worker
-publishes what it resolved for /readyz (adapters/worker_presence.py) until it stops.
-Imported by the worker with the task modules (workers/app.py TASK_MODULES). Does process I/O
-(the probes run buildah) and network I/O (Redis)."""
+once, before prefork children fork, so they inherit the answers, and opens the signing key
+(LAYERING_SIGNING_KEY with its passphrase file) or says pushes are unsigned; a `promotions`
+worker needs LAYERING_VERIFICATION_KEY. A check that fails stops the worker with the reason
+and the fix; chroot isolation, chosen explicitly, and a fall-back to vfs are logged as
+WARNINGs naming what they cost; the storage choice is logged at INFO otherwise. Once ready,
+a `builds` worker publishes what it resolved for /readyz (adapters/worker_presence.py) until
+it stops. Imported by the worker with the task modules (workers/app.py TASK_MODULES). Does
+process I/O (the probes run buildah) and network I/O (Redis)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,14 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_init, worker_ready, worker_shutdown
 
-from pipeline.adapters import buildah, promotion_store, storage_probe, worker_presence
+from pipeline.adapters import (
+    buildah,
+    promotion_store,
+    signed_push,
+    signing_keys,
+    storage_probe,
+    worker_presence,
+)
 from pipeline.core import isolation, storage_driver, tasks
 from pipeline.core.errors import PipelineError
 from pipeline.core.settings import Settings
@@ -72,9 +80,20 @@ def check(settings: Settings, queues: Collection[str]) -> Checked:
         found.notes.append((logging.INFO, f"build isolation {isolation.describe(found.isolation)}"))
         if found.isolation == "chroot":
             found.notes.append((logging.WARNING, isolation.CHROOT_WARNING))
+        found.notes.append((logging.INFO, signing_note(settings)))
     if tasks.PROMOTIONS_QUEUE in queues:
         promotion_store.verification_key(settings)
     return found
+
+
+def signing_note(settings: Settings) -> str:
+    """Whether pushes are signed, said once; a key that does not open with its passphrase
+    stops the worker (PermanentError naming the setting) instead of failing every push."""
+    signing = signed_push.of(settings)
+    if signing is None:
+        return "pushes are not signed: LAYERING_SIGNING_KEY is not set"
+    signing_keys.load(signing.private_key, signing.passphrase_file)
+    return f"pushes are signed with the sigstore key {signing.private_key}"
 
 
 @worker_init.connect  # type: ignore[untyped-decorator]

@@ -19,6 +19,10 @@ removes only the pushed target; the base stays for the next build. Pushes upload
 the registry lacks (containers/image asks with a HEAD per blob first; tests/integration/
 test_layer_cache.py shows it in the registry's access log).
 
+Signing: with LAYERING_SIGNING_KEY set, `push` signs the digest `buildah push` reported and
+stores the sigstore signature next to the image (signed_push.py); without it, pushes are
+unsigned.
+
 The argument lists are built by pure functions (`build_argv`, `push_argv`) so they can be read
 and tested without buildah. Build arguments and labels are single argv elements: a value such
 as `$(id); rm -rf /` reaches buildah verbatim and is never interpreted by a shell.
@@ -40,7 +44,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pipeline.adapters import buildah_process, storage_probe
+from pipeline.adapters import buildah_process, signed_push, storage_probe
 from pipeline.adapters import isolation as isolation_probe
 from pipeline.adapters import registry as registry_adapter
 from pipeline.core import buildah_output, builds, containerfile, isolation, names
@@ -68,6 +72,7 @@ class BuildahConfig:
     registries_conf: Path | None = None
     entitlement_dir: Path | None = None
     timeout_seconds: float = 3600
+    signing: signed_push.Signing | None = None  # None: pushes are not signed
 
     def global_argv(self) -> list[str]:
         argv = ["--storage-driver", self.storage_driver]
@@ -102,6 +107,7 @@ def config_of(settings: Settings) -> BuildahConfig:
         registries_conf=settings.registries_conf,
         entitlement_dir=settings.entitlement_dir,
         timeout_seconds=settings.build_timeout_seconds,
+        signing=signed_push.of(settings),
     )
 
 
@@ -264,7 +270,21 @@ class Buildah:
                 ) from None
             except buildah_process.Exited:
                 raise push_error(spec, output.text) from None
-            return digestfile.read_text().strip()
+            digest = digestfile.read_text().strip()
+            if self.config.signing is not None:
+                tag = signed_push.sign(
+                    self.config.signing,
+                    target=spec.target,
+                    repository=spec.repository,
+                    digest=digest,
+                    scratch=Path(scratch),
+                    registries_conf=self.config.registries_conf,
+                    authfile=self.config.authfile,
+                    host=host,
+                    secrets=tuple(registry_adapter.authfile_secrets(self.config.authfile)),
+                )
+                output.sink(f"signed {digest} with {self.config.signing.private_key}: {tag}")
+            return digest
 
     def discard(self, spec: builds.BuildSpec, *, on_line: LineSink) -> None:
         """Drop the pushed target after a push (its layers only: the base it was built on stays

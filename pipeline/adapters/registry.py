@@ -111,21 +111,38 @@ class Registry:
             ) from None
         output: bytes = result.stdout
         if result.returncode != 0:
-            stderr = result.stderr.decode(errors="replace")
-            kind = buildah_output.classify(stderr)
-            if kind is buildah_output.Failure.MISSING:
+            error = skopeo_error(
+                result.stderr.decode(errors="replace"),
+                reference=str(ref),
+                doing=f"inspect {ref}",
+                secrets=self.secrets,
+            )
+            if error is None:
                 return None
-            detail = redaction.scrub(stderr.strip()[-600:], self.secrets)
-            host = registry_host(str(ref))
-            if kind is buildah_output.Failure.AUTH:
-                raise PermanentError(
-                    f"registry {host} refused the credentials for {ref}: {detail}; "
-                    "check LAYERING_REGISTRY_AUTHFILE"
-                ) from None
-            if kind is buildah_output.Failure.TEMPORARY:
-                raise TemporaryError(f"registry {host} unavailable: {detail}") from None
-            raise PermanentError(f"registry {host}: cannot inspect {ref}: {detail}") from None
+            raise error from None
         return output
+
+
+def skopeo_error(
+    stderr: str, *, reference: str, doing: str, secrets: Sequence[str]
+) -> TemporaryError | PermanentError | None:
+    """What a failed skopeo call on `reference` means, `doing` saying what it tried ("inspect
+    …"): None when the image or tag does not exist, TemporaryError for a registry fault worth
+    retrying, PermanentError otherwise (refused credentials name LAYERING_REGISTRY_AUTHFILE).
+    The registry's words are kept, secrets masked."""
+    kind = buildah_output.classify(stderr)
+    if kind is buildah_output.Failure.MISSING:
+        return None
+    detail = redaction.scrub(stderr.strip()[-600:], secrets)
+    host = registry_host(reference)
+    if kind is buildah_output.Failure.AUTH:
+        return PermanentError(
+            f"registry {host} refused the credentials to {doing}: {detail}; "
+            "check LAYERING_REGISTRY_AUTHFILE"
+        )
+    if kind is buildah_output.Failure.TEMPORARY:
+        return TemporaryError(f"registry {host} unavailable, could not {doing}: {detail}")
+    return PermanentError(f"registry {host}: could not {doing}: {detail}")
 
 
 def _sha256(manifest: bytes) -> str:

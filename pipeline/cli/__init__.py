@@ -23,9 +23,11 @@ COMMAND_MODULES = [
     "promote",
     "status",
     "base_image",
+    "upgrade",
     "build",
     "worker",
     "up",
+    "signing_key",
 ]
 
 EXIT_OK = 0

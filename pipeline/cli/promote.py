@@ -13,11 +13,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.adapters import branch_writer, build_records, kube, promotion_store, registry
+from pipeline.adapters import (
+    branch_writer,
+    build_records,
+    kube,
+    promotion_store,
+    registry,
+    signatures,
+    signing_trust,
+)
 from pipeline.adapters.environment import load_settings
 from pipeline.cli import EXIT_FINDINGS, EXIT_OK
 from pipeline.core import commit_status, promotion, promotion_commit, promotion_report, repo
 from pipeline.core.errors import InputError
+from pipeline.core.settings import Settings
 from pipeline.flows import promote as promote_flow
 from pipeline.flows import promotion_inputs
 
@@ -50,6 +59,10 @@ def diff(plan: promotion.PromotionPlan, before: repo.Repository) -> str:
             else []
         )
         chunks += difflib.unified_diff(old, new, f"a/{step.path}", f"b/{step.path}")
+    for policy in () if plan.refused else plan.policies:
+        old = before.machineconfigs.get(policy.path, b"").decode().splitlines(keepends=True)
+        new = policy.content.decode().splitlines(keepends=True)
+        chunks += difflib.unified_diff(old, new, f"a/{policy.path}", f"b/{policy.path}")
     return "".join(chunks)
 
 
@@ -177,6 +190,14 @@ def document(
     }
 
 
+def _signing(settings: Settings) -> promotion_inputs.Signing | None:
+    """As the promotion worker checks signatures (workers/promotion_tasks.py)."""
+    public_key = signing_trust.public_key(settings)
+    if public_key is None:
+        return None
+    return promotion_inputs.Signing(public_key, signatures.Signatures.from_settings(settings))
+
+
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     given: str | None = args.repo or settings.repo_url
@@ -189,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
         store=store,
         built=build_records.BuildStore.from_settings(settings),
         clusters=kube.KubeClusters(settings.kubeconfig),
+        signing=_signing(settings),
     )
     plan: promotion.PromotionPlan | None
     before: repo.Repository | None

@@ -43,6 +43,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=PROJECT_ROOT,
         help="tree whose images/ and clusters/ seed the sandbox (default: this project)",
     )
+    parser.add_argument(
+        "--unsigned",
+        action="store_true",
+        help="push unsigned (default: signed with a key made in the workdir's signing/)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -62,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
         ),
         seed=args.seed,
         concurrency=args.concurrency,
+        signing=not args.unsigned,
         buildah_storage=settings.buildah_root is None,
         # only when set in the environment: otherwise `up` probes for oci (services.py)
         isolation=(
@@ -99,6 +105,7 @@ def next_steps(started: workdir.Started, default_branch: str) -> Text:
         ("Redis", f"{started.redis_url} (password in {started.redis_password_file})"),
         ("Isolation", f"builds run with {started.build_isolation} isolation"),
         ("Storage", f"buildah storage driver {started.storage_driver}"),
+        ("Signing", started.signing),
         ("Logs", str(started.workdir / "logs")),
         *((("Clone URL", started.clone_url),) if started.clone_url else ()),
     ):

@@ -79,9 +79,11 @@ def decide(
     lookups: Mapping[tuple[str, str], promotion.DigestLookup],
     verifications: Mapping[tuple[str, str], verification.Verification],
     now: float,
+    public_key: bytes | None = None,
 ) -> GateDecision:
     """`layering/gate/<environment>` for a pull request whose merge result, under the rules
-    in force on env/<environment>, is `rules`."""
+    in force on env/<environment>, is `rules`. With the signing `public_key`, a digest not
+    signed by it fails the gate (the lookups say so) and so does an edited image policy."""
     repository, environment = rules.repository, rules.environment
     said = f"{rules.notice}: " if rules.notice else ""
     if not repository.clusters_in(environment) and not rules.refusals:
@@ -93,11 +95,13 @@ def decide(
         lookups=lookups,
         verifications=verifications,
         now=now,
+        public_key=public_key,
     )
     refusals = (
         *rules.refusals,
         *decided.refusals,
         *promotion_policy.edited(rules, decided.steps),
+        *promotion_policy.edited_policies(rules, decided.policies),
     )
     if not refusals:
         promoted = sum(1 for step in decided.steps if not isinstance(step, promotion.DeleteFile))

@@ -18,6 +18,7 @@ from enum import StrEnum
 
 from pipeline.core import (
     content_address,
+    image_policy,
     machineconfig,
     machineconfig_overrides,
     promotion_upstream,
@@ -52,6 +53,7 @@ class DigestLookup:
     digest: str | None = None
     failure: str = ""  # the build failed: its reason; empty when simply not built (yet)
     refused: str = ""  # recorded, but the registry disagrees (tag moved, manifest gone)
+    unsigned: str = ""  # a signing key is set and the digest is not signed by it: why
 
     @property
     def problem(self) -> str:
@@ -98,6 +100,7 @@ class RefusalKind(StrEnum):
     UNVERIFIED = promotion_upstream.UNVERIFIED  # not verified upstream, or failed there
     SOAKING = promotion_upstream.SOAKING  # verified upstream, soak time not over
     OVERRIDE = "override"  # a MachineConfig the pipeline did not write sets osImageURL
+    UNSIGNED = "unsigned"  # not signed by the signing key (or by another key)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,8 @@ class PromotionPlan:
     clusters: tuple[str, ...]
     steps: tuple[Step, ...] = ()
     refusals: tuple[Refusal, ...] = ()
+    # ClusterImagePolicy files to write (their bytes differ), in the commit of the steps
+    policies: tuple[image_policy.PolicyFile, ...] = ()
 
     @property
     def refused(self) -> bool:
@@ -209,14 +214,17 @@ def plan(
     lookups: Mapping[tuple[str, str], DigestLookup],
     verifications: Mapping[tuple[str, str], verification.Verification],
     now: float,
+    public_key: bytes | None = None,
 ) -> PromotionPlan:
     """What promoting `environment` at `source_commit` writes and deletes, or why it cannot.
 
-    `lookups` is keyed by (image, cluster), `verifications` by (cluster, digest).
+    `lookups` is keyed by (image, cluster), `verifications` by (cluster, digest). With the
+    signing `public_key`, each cluster's ClusterImagePolicy is written with its pools' files.
     """
     clusters = repository.clusters_in(environment)
     steps: list[Step] = []
     refusals: list[Refusal] = []
+    policies: list[image_policy.PolicyFile] = []
     for cluster in clusters:
         refusals.extend(_problems(repository, cluster))
         desired: set[str] = set()
@@ -237,6 +245,12 @@ def plan(
                 refusals.append(outcome)
             else:
                 steps.append(outcome)
+        if public_key is not None:
+            policy = _policy(repository, cluster, public_key)
+            if isinstance(policy, Refusal):
+                refusals.append(policy)
+            elif policy is not None:
+                policies.append(policy)
         managed = managed_paths(repository, cluster.name)
         steps += [DeleteFile(cluster.name, managed[p], p) for p in managed if p not in desired]
         refusals += [
@@ -251,7 +265,23 @@ def plan(
         clusters=tuple(cluster.name for cluster in clusters),
         steps=tuple(steps),
         refusals=tuple(refusals),
+        policies=tuple(policies),
     )
+
+
+def _policy(
+    repository: repo.Repository, cluster: repo.Cluster, public_key: bytes
+) -> image_policy.PolicyFile | Refusal | None:
+    """The cluster's ClusterImagePolicy when the file there differs; None when it is the same,
+    or when no pool boots a layered image (a policy left from earlier pools stays: it only
+    holds repositories no pool boots from to the key)."""
+    if not cluster.pools:
+        return None
+    problem = image_policy.problem(cluster, public_key=public_key)
+    if problem is not None:
+        return Refusal(cluster.name, "-", "-", problem, kind=RefusalKind.CONFIGURATION)
+    found = image_policy.file_for(cluster, public_key=public_key)
+    return None if repository.machineconfigs.get(found.path) == found.content else found
 
 
 def _problems(repository: repo.Repository, cluster: repo.Cluster) -> list[Refusal]:
@@ -309,6 +339,10 @@ def _pool_step(
             f"{lookup.problem} ({target.tag_reference})",
         )
     digest = lookup.digest
+    if lookup.unsigned:
+        return Refusal(
+            cluster.name, pool, image_name, lookup.unsigned, digest, RefusalKind.UNSIGNED
+        )
     unproven = promotion_upstream.problem(
         repository,
         cluster,

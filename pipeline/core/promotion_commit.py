@@ -22,6 +22,7 @@ TRAILER_BUILD_KEY = "Layering-Build-Key"
 TRAILER_POOL = "Layering-Pool"
 TRAILER_REMOVED = "Layering-Removed"
 TRAILER_ENVIRONMENT = "Layering-Environment"
+TRAILER_IMAGE_POLICY = "Layering-Image-Policy"
 # the value is stripped in Python: `:\s*(?P<value>.*?)\s*$` retried `\s*$` from every
 # character of a line's blanks, quadratic in a commit message a pull request writes
 _TRAILER_LINE = re.compile(r"(?P<key>[A-Za-z0-9-]+):(?P<value>.*)")
@@ -70,12 +71,16 @@ class WriteResult:
 
 
 def change_of(plan: promotion.PromotionPlan) -> Change | None:
-    """The commit a plan makes; None when it is refused or has nothing to change."""
-    if plan.refused or not plan.changes:
+    """The commit a plan makes; None when it is refused or has nothing to change. A cluster's
+    ClusterImagePolicy goes in the same commit as its MachineConfigs."""
+    if plan.refused or not (plan.changes or plan.policies):
         return None
     return Change(
         message=commit_message(plan),
-        writes={s.path: s.content for s in plan.changes if isinstance(s, promotion.WriteFile)},
+        writes={
+            **{s.path: s.content for s in plan.changes if isinstance(s, promotion.WriteFile)},
+            **{policy.path: policy.content for policy in plan.policies},
+        },
         deletes=frozenset(s.path for s in plan.changes if isinstance(s, promotion.DeleteFile)),
         pools=tuple(_pool_change(step) for step in plan.changes),
     )
@@ -101,13 +106,19 @@ def commit_message(plan: promotion.PromotionPlan) -> str:
     changes = plan.changes
     written = [step for step in changes if isinstance(step, promotion.WriteFile)]
     removed = [step for step in changes if isinstance(step, promotion.DeleteFile)]
-    clusters = sorted({step.cluster for step in changes})
+    clusters = sorted({step.cluster for step in changes} | {p.cluster for p in plan.policies})
     subject = (
         f"layering: promote {plan.environment}: {len(written)} MachineConfig(s) written, "
         f"{len(removed)} removed"
     )
+    if plan.policies:
+        subject += f", {len(plan.policies)} ClusterImagePolicy written"
     body = [f"{step.cluster}/{step.pool}: {step.os_image.url}" for step in written]
     body += [f"{step.cluster}/{step.pool}: removed, back to the stock image" for step in removed]
+    body += [
+        f"{policy.cluster}: ClusterImagePolicy {policy.path} ({', '.join(policy.scopes)})"
+        for policy in plan.policies
+    ]
     trailers = [
         (TRAILER_ENVIRONMENT, plan.environment),
         (TRAILER_SOURCE_COMMIT, plan.source_commit),
@@ -120,6 +131,7 @@ def commit_message(plan: promotion.PromotionPlan) -> str:
             (TRAILER_BUILD_KEY, step.os_image.build_key),
         ]
     trailers += [(TRAILER_REMOVED, f"{step.cluster}/{step.pool}") for step in removed]
+    trailers += [(TRAILER_IMAGE_POLICY, policy.cluster) for policy in plan.policies]
     lines = [subject, "", f"Clusters: {', '.join(clusters)}", "", *body, ""]
     lines += [f"{key}: {value}" for key, value in trailers]
     return "\n".join(lines) + "\n"

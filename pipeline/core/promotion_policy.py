@@ -6,8 +6,9 @@ judged by the rules already in force (and the gate says so); they apply once it 
 A cluster new to the environment (added, or moved in from another) has no rules in force: its
 own apply, but they may not be weaker than those of the environment's clusters (same upstream,
 at least the same soak).
-A pull request may not edit the MachineConfigs the pipeline writes either: after the merge,
-whatever it wrote would run until the promotion commit replaces it. No I/O.
+A pull request may not edit the MachineConfigs (or the ClusterImagePolicy) the pipeline writes
+either: after the merge, whatever it wrote would run until the promotion commit replaces it.
+No I/O.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from pipeline.core import promotion, repo
+from pipeline.core import image_policy, promotion, repo
 
 
 @dataclass(frozen=True)
@@ -145,4 +146,24 @@ def edited(rules: InForce, steps: Sequence[promotion.Step]) -> list[promotion.Re
         if isinstance(step, promotion.WriteFile | promotion.DeleteFile)
         and rules.repository.machineconfigs.get(step.path)
         != rules.head_machineconfigs.get(step.path)
+    ]
+
+
+def edited_policies(
+    rules: InForce, policies: Sequence[image_policy.PolicyFile]
+) -> list[promotion.Refusal]:
+    """The pipeline's ClusterImagePolicies the pull request edits or removes: until the
+    promotion commit, the nodes would trust whatever key it wrote."""
+    return [
+        promotion.Refusal(
+            policy.cluster,
+            "-",
+            "-",
+            f"{policy.path}: this pull request edits the ClusterImagePolicy the pipeline writes; "
+            "drop that change (the promotion writes it)",
+            kind=promotion.RefusalKind.OVERRIDE,
+        )
+        for policy in policies
+        if rules.repository.machineconfigs.get(policy.path)
+        != rules.head_machineconfigs.get(policy.path)
     ]

@@ -31,6 +31,8 @@ def promote_statuses(
             deleted = sum(isinstance(step, promotion.DeleteFile) for step in steps)
             unchanged = sum(isinstance(step, promotion.Skipped) for step in steps)
             description = f"{written} written, {deleted} removed, {unchanged} unchanged"
+            if any(policy.cluster == cluster for policy in plan.policies):
+                description += "; ClusterImagePolicy written"
             statuses.append(commit_status.Status(context, "success", description, target_url))
     return statuses
 
@@ -56,6 +58,10 @@ def diff_summary(plan: promotion.PromotionPlan) -> Sequence[str]:
             lines.append(f"delete {step.path}")
         else:
             lines.append(f"keep   {step.path}  ({step.reason})")
+    lines += [
+        f"write  {policy.path}  ClusterImagePolicy ({', '.join(policy.scopes)})"
+        for policy in plan.policies
+    ]
     lines += [f"REFUSED {refusal}" for refusal in plan.refusals]
     return lines
 

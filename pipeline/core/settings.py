@@ -79,6 +79,13 @@ class Settings(BaseModel):
         validation_alias=AliasChoices("LAYERING_REGISTRIES_CONF", "CONTAINERS_REGISTRIES_CONF"),
     )
     skopeo_command: str = "skopeo"
+    # sigstore signing of pushes (adapters/signed_push.py): the passphrase only ever in its
+    # file, never on an argv or in an environment; the public key is what promotion and the
+    # gate trust.
+    # The passphrase file comes first so the key's check below sees it.
+    signing_passphrase_file: Path | None = None
+    signing_key: Path | None = None
+    signing_public_key: Path | None = None
     build_log_max_lines: int = Field(default=20_000, ge=100)
     # bytes of one log line (longer ones are cut, with a marker) and of a build's whole log
     # (later lines are dropped after one marker line); adapters/build_logs.py
@@ -160,6 +167,16 @@ class Settings(BaseModel):
                 "check-runs needs GitHub App credentials (LAYERING_GITHUB_APP_ID, "
                 "LAYERING_GITHUB_APP_PRIVATE_KEY, LAYERING_GITHUB_APP_INSTALLATION_ID): GitHub "
                 "refuses check runs to tokens; set them, or use auto or statuses"
+            )
+        return value
+
+    @field_validator("signing_key")
+    @classmethod
+    def _signing_key_has_a_passphrase(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is not None and info.data.get("signing_passphrase_file") is None:
+            raise ValueError(
+                "needs LAYERING_SIGNING_PASSPHRASE_FILE, the file holding the key's passphrase "
+                "(`layering signing-key create` writes both)"
             )
         return value
 

@@ -265,6 +265,19 @@ class BaseDrift(_Task):
     QUEUE: ClassVar[Queue] = "promotions"
 
 
+@dataclass(frozen=True)
+class Upgrade(_Task):
+    """Build ahead of a cluster upgrade (flows/upgrade.py): the node OS image of `release` as
+    `cluster`'s new base, through a pull request bumping its baseImage. Queue promotions: it
+    writes a branch of the watched repository, as promotions do, under the same branch lock."""
+
+    NAME: ClassVar[str] = "layering.upgrade"
+    QUEUE: ClassVar[Queue] = "promotions"
+    cluster: str
+    release: str
+    os_tag: str | None = None
+
+
 ALL: tuple[type[_Task], ...] = (
     HandlePush,
     HandlePullRequest,
@@ -284,6 +297,7 @@ ALL: tuple[type[_Task], ...] = (
     WatchRollout,
     BaseDrift,
     ReconcilePromotions,
+    Upgrade,
 )
 # Event tasks accept `enqueued_at` (the queue-latency metric); the receiver stamps it.
 STAMPED = frozenset(

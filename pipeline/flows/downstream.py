@@ -83,6 +83,7 @@ def run(
             lookups=inputs.lookups,
             verifications=inputs.verifications,
             now=now(),
+            public_key=inputs.public_key,
         )
         decision = reconcile.reconcile(
             plan,

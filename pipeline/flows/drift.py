@@ -7,10 +7,13 @@ hides the others. Does I/O only through the ports it is given.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 
 from pipeline.core import drift, ports, repo
 from pipeline.core.errors import PipelineError
+
+log = logging.getLogger(__name__)
 
 
 def check_base_drift(
@@ -28,8 +31,11 @@ def run(
     clusters: ports.Clusters,
     store: ports.PromotionStore,
     now: Callable[[], float],
+    on_drift: Callable[[repo.Cluster, drift.Drift], object] | None = None,
 ) -> dict[str, bool]:
-    """ "layering.base_drift": cluster -> whether it drifted (False when it could not be read)."""
+    """ "layering.base_drift": cluster -> whether it drifted (False when it could not be read).
+    `on_drift` is told of each drifted cluster (flows/upgrade.on_drift opens its upgrade pull
+    request); its failure is logged and retried on the next run, never hiding other clusters."""
     repository = branches.at_branch(default_branch)
     drifted: dict[str, bool] = {}
     for name, cluster in sorted(repository.clusters.items()):
@@ -44,4 +50,9 @@ def run(
             checked = drift.unreadable(cluster, str(exc), now=now())
             store.record_drift(checked)
         drifted[name] = checked.drifted
+        if checked.drifted and on_drift is not None:
+            try:
+                on_drift(cluster, checked)
+            except PipelineError as exc:
+                log.warning("cluster %s: upgrade pull request not opened: %s", name, exc)
     return drifted

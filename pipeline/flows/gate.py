@@ -46,7 +46,11 @@ def decide(
     rules = promotion_policy.in_force(merged, head=head, environment=environment)
     inputs = promotion_inputs.load(rules.repository, environment, sources)
     decision = gate.decide(
-        rules, lookups=inputs.lookups, verifications=inputs.verifications, now=now
+        rules,
+        lookups=inputs.lookups,
+        verifications=inputs.verifications,
+        now=now,
+        public_key=inputs.public_key,
     )
     if decision.state is not gate.GateState.FAILURE or not decision.refusals:
         return decision

@@ -120,6 +120,7 @@ def _reconciled(
         lookups=inputs.lookups,
         verifications=inputs.verifications,
         now=now,
+        public_key=inputs.public_key,
     )
     keys = {target.build_key for target in promotion.targets(repository, environment)}
     return reconcile.reconcile(

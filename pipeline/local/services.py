@@ -7,9 +7,10 @@ said at start (LAYERING_BUILDAH_ISOLATION, when set, decides instead); buildah s
 overlay where the probe of the workdir's storage root shows it works, else vfs, said at start
 too (LAYERING_BUILDAH_STORAGE_DRIVER, when set, decides instead). With no
 LAYERING_REPO_URL it also makes the local GitOps sandbox (sandbox.py) and installs the
-post-receive hook into it. `run` starts everything and stops it on Ctrl-C, by process group
-(supervisor.py); the data stays in the workdir (workdir.py) for the next run. Does file,
-process, Git and network I/O.
+post-receive hook into it. Pushes are signed with a sigstore key made in the workdir on first
+start (LAYERING_SIGNING_KEY, when set, decides instead; `--unsigned` turns signing off). `run`
+starts everything and stops it on Ctrl-C, by process group (supervisor.py); the data stays in
+the workdir (workdir.py) for the next run. Does file, process, Git and network I/O.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from pipeline.adapters import hook, storage_probe
+from pipeline.adapters import hook, signing_keys, storage_probe
 from pipeline.adapters import isolation as isolation_probe
 from pipeline.core import isolation, storage_driver, tasks
 from pipeline.core.errors import InputError, PipelineError
@@ -41,6 +42,7 @@ def service_environment(
     verification_key: str,
     build_isolation: str,
     storage: str = "vfs",
+    signing: signing_keys.KeyPair | None = None,
 ) -> dict[str, str]:
     """The environment of the receiver, worker and beat (the only place their secrets are)."""
     env = dict(base)
@@ -56,6 +58,11 @@ def service_environment(
             "PYTHONUNBUFFERED": "1",
         }
     )
+    if signing is not None:
+        # paths only: the worker reads the passphrase from its file
+        env["LAYERING_SIGNING_KEY"] = str(signing.private_key)
+        env["LAYERING_SIGNING_PASSPHRASE_FILE"] = str(signing.passphrase_file)
+        env["LAYERING_SIGNING_PUBLIC_KEY"] = str(signing.public_key)
     if options.buildah_storage:
         env["LAYERING_BUILDAH_ROOT"] = str(layout.buildah / "root")
         env["LAYERING_BUILDAH_RUNROOT"] = str(layout.buildah / "run")
@@ -127,6 +134,27 @@ def choose_storage(options: workdir.Options, layout: workdir.Layout, say: workdi
     return choice.driver
 
 
+def choose_signing(
+    options: workdir.Options, layout: workdir.Layout, base_env: Mapping[str, str], say: workdir.Say
+) -> tuple[signing_keys.KeyPair | None, str]:
+    """The key pushes are signed with: the workdir's (made on first start, reused after),
+    unless the environment names one (LAYERING_SIGNING_KEY) or signing is off; and what to
+    say about it."""
+    if base_env.get("LAYERING_SIGNING_KEY"):
+        said = f"pushes signed with LAYERING_SIGNING_KEY {base_env['LAYERING_SIGNING_KEY']}"
+        say(said)
+        return None, said
+    if not options.signing:
+        say("pushes are not signed (--unsigned)")
+        return None, "pushes are not signed (--unsigned)"
+    pair, made = signing_keys.ensure(layout.signing)
+    say(
+        f"pushes signed with {'a new' if made else 'the'} sigstore key {pair.private_key} "
+        f"(public key {pair.public_key})"
+    )
+    return pair, f"pushes signed with {pair.private_key} (public key {pair.public_key})"
+
+
 def choose_isolation(
     options: workdir.Options, layout: workdir.Layout, say: workdir.Say, *, storage: str = "vfs"
 ) -> str:
@@ -183,6 +211,7 @@ def start_all(
 
     storage = choose_storage(options, layout, say)
     build_isolation = choose_isolation(options, layout, say, storage=storage)
+    signing, signing_said = choose_signing(options, layout, base_env, say)
     env = service_environment(
         base_env,
         layout=layout,
@@ -193,6 +222,7 @@ def start_all(
         verification_key=verification_key,
         build_isolation=build_isolation,
         storage=storage,
+        signing=signing,
     )
     seed_tree: Path | None = None
     if local:
@@ -292,6 +322,7 @@ def start_all(
         redis_password_file=layout.redis_password_file,
         build_isolation=build_isolation,
         storage_driver=storage,
+        signing=signing_said,
     )
 
 

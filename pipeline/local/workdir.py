@@ -10,6 +10,8 @@ the webhook secret). File I/O only in read_json / write_json.
       webhook-secret          mode 0600
       redis-password          mode 0600; redis/redis.conf (0600) hands it to redis-server
       verification-key        mode 0600; LAYERING_VERIFICATION_KEY of the services
+      signing/                the sigstore key pushes are signed with (cosign.key and
+                              cosign.password 0600, cosign.pub), made on first start
       redis/ registry/ buildah/ service/ logs/
       gitops.git              the sandbox repository (local mode only)
 """
@@ -39,6 +41,7 @@ class Options:
     buildah_storage: bool = True  # False: the environment configures buildah storage
     isolation: str | None = None  # LAYERING_BUILDAH_ISOLATION when set; None: `up` probes
     storage_driver: str | None = None  # LAYERING_BUILDAH_STORAGE_DRIVER when set; None: auto
+    signing: bool = True  # sign pushes with the workdir's key (unless LAYERING_SIGNING_KEY)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,10 @@ class Layout:
     @property
     def verification_key_file(self) -> Path:
         return self.root / "verification-key"
+
+    @property
+    def signing(self) -> Path:
+        return self.root / "signing"
 
     @property
     def redis(self) -> Path:
@@ -117,6 +124,7 @@ class Started:
     redis_password_file: Path
     build_isolation: str  # oci or chroot
     storage_driver: str = "vfs"  # overlay or vfs (auto: the workers' own storage decides)
+    signing: str = "pushes are not signed"  # or what they are signed with
 
 
 def write_json(path: Path, document: Mapping[str, Any]) -> None:

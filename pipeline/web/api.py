@@ -4,7 +4,9 @@ resolved at start: storage driver and isolation, read in the same single Redis c
 the queue answers; none seen is shown, not an error), `/metrics`
 (Prometheus) and the read-only builds API (`/api/builds`, `/api/builds/{id}`,
 `/api/builds/{id}/log?offset=&limit=`: a bounded range of the log as text, with
-`X-Log-Next-Offset` and, while more may follow, a `Link: <…>; rel="next"` header). Who may read
+`X-Log-Next-Offset` and, while more may follow, a `Link: <…>; rel="next"` header), and
+`POST /api/upgrades` {cluster, release, os_tag?}: "layering.upgrade" enqueued (only with
+LAYERING_READ_TOKEN set, whose guard it sits behind). Who may read
 what is decided in front of these routes (read_access.py, listeners.py). Does network I/O
 (Redis) through the adapters it is given.
 """
@@ -16,11 +18,12 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from pipeline.core import builds, storage_driver
+from pipeline.adapters import queue
+from pipeline.core import builds, storage_driver, upgrade_request
 from pipeline.core.errors import TemporaryError
 from pipeline.web import build_source, receiver
 
@@ -49,6 +52,7 @@ def router(
     store: build_source.BuildSource | None,
     build_isolation: Mapping[str, str] | None = None,
     build_workers: BuildWorkers | None = None,
+    upgrades: bool = False,
 ) -> APIRouter:
     """`build_isolation`: what /readyz says about build isolation (isolation.readiness);
     `build_workers`: where /readyz reads the workers' reports (the queue's Redis: that read
@@ -124,5 +128,33 @@ def router(
             next_url = f"/api/builds/{quote(build_id, safe='')}/log?offset={following}&limit={page}"
             headers["Link"] = f'<{next_url}>; rel="next"'
         return Response("".join(lines), media_type="text/plain; charset=utf-8", headers=headers)
+
+    @routes.post("/api/upgrades")
+    async def request_upgrade(request: Request) -> Response:
+        # a write: only behind the read token (a cookie is SameSite=Strict, and a JSON body
+        # cannot come from another site's form)
+        if not upgrades:
+            return json_response(403, {"error": upgrade_request.DISABLED})
+        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+            return json_response(415, {"error": "send the upgrade as application/json"})
+        body = await request.body()
+        if len(body) > upgrade_request.MAX_BODY_BYTES:
+            return json_response(413, {"error": f"over {upgrade_request.MAX_BODY_BYTES} bytes"})
+        try:
+            call = upgrade_request.task_for(body)
+        except ValueError as exc:
+            return json_response(400, {"error": str(exc)})
+        message = queue.TaskMessage(
+            task=call.name,
+            queue=call.queue,
+            args=call.args,
+            task_id=queue.new_task_id(),
+            kwargs=call.kwargs,
+        )
+        try:
+            await enqueuer.enqueue_once(None, 0, message)
+        except TemporaryError as exc:
+            return json_response(503, {"error": str(exc)})
+        return json_response(202, {"task_id": message.task_id, **call.kwargs})
 
     return routes

@@ -106,6 +106,7 @@ def create_app(
             store=store,
             build_isolation=isolation.readiness(settings.buildah_isolation),
             build_workers=build_workers,
+            upgrades=settings.read_token is not None,
         )
     )
     app.include_router(dashboard.router(store, promotion_source=promotion_source))

@@ -51,6 +51,14 @@ COVERAGE: dict[str, str] = {
     "kubectl kustomize deploy/overlays/openshift": (
         "tests/unit/test_deploy_readme.py::test_readme_render_commands_run"
     ),
+    "layering signing-key create --dir signing": (
+        "tests/integration/test_signing.py::"
+        "test_signing_key_create_writes_a_key_pushes_are_signed_with_and_never_overwrites_it"
+    ),
+    "layering upgrade --cluster nonprod --release "
+    "quay.io/openshift-release-dev/ocp-release:4.16.3-x86_64 --open-pr": (
+        "tests/integration/test_upgrade.py::test_open_pr_builds_on_the_new_base"
+    ),
     "kubectl kustomize deploy/overlays/kubernetes": (
         "tests/unit/test_deploy_readme.py::test_readme_render_commands_run"
     ),
