@@ -8,8 +8,9 @@ import argparse
 import os
 from pathlib import Path
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.markup import escape
+from rich.rule import Rule
 from rich.text import Text
 
 from pipeline.adapters.environment import load_settings
@@ -86,8 +87,10 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"[green]•[/] {escape(text)}")
 
     def ready(started: workdir.Started) -> None:
-        console.rule("layering up: ready")
-        console.print(next_steps(started, settings.default_branch))
+        # one print, so a reader that waits for the rule finds the summary under it too
+        console.print(
+            Group(Rule("layering up: ready"), next_steps(started, settings.default_branch))
+        )
 
     console.print(f"[bold]layering up[/]: serving {escape(mode)} from {options.workdir}")
     # children inherit this environment, plus what services.service_environment sets
