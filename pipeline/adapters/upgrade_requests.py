@@ -28,6 +28,9 @@ from pipeline.core import ports_upgrade, promotion_commit
 from pipeline.core.errors import TemporaryError
 
 CLAIM_SECONDS = 90 * 24 * 3600
+# how long an unsettled claim lasts: longer than opening a pull request takes, short enough that
+# a worker killed before it settled the claim delays the upgrade by one drift run or two
+PENDING_CLAIM_SECONDS = 600
 
 
 class UpgradeBranches(branch_writer.BranchWriter):
@@ -86,9 +89,16 @@ class GitHubUpgradeRequests:
 
 
 class RedisUpgradeClaims:
-    def __init__(self, client: redis.Redis[bytes], *, ttl: int = CLAIM_SECONDS) -> None:
+    def __init__(
+        self,
+        client: redis.Redis[bytes],
+        *,
+        ttl: int = CLAIM_SECONDS,
+        pending_ttl: int = PENDING_CLAIM_SECONDS,
+    ) -> None:
         self._client = client
         self._ttl = ttl
+        self._pending_ttl = pending_ttl
 
     @staticmethod
     def _key(cluster: str, new_base: str) -> str:
@@ -96,9 +106,17 @@ class RedisUpgradeClaims:
 
     def claim(self, cluster: str, new_base: str) -> bool:
         try:
-            return bool(self._client.set(self._key(cluster, new_base), b"1", nx=True, ex=self._ttl))
+            key = self._key(cluster, new_base)
+            return bool(self._client.set(key, b"pending", nx=True, ex=self._pending_ttl))
         except redis.RedisError as exc:
             raise TemporaryError(f"claiming the upgrade of {cluster}: Redis: {exc}") from exc
+
+    def settle(self, cluster: str, new_base: str) -> None:
+        """The pull request is open: keep the claim for CLAIM_SECONDS."""
+        try:
+            self._client.set(self._key(cluster, new_base), b"opened", ex=self._ttl)
+        except redis.RedisError as exc:
+            raise TemporaryError(f"settling the upgrade of {cluster}: Redis: {exc}") from exc
 
     def release(self, cluster: str, new_base: str) -> None:
         with contextlib.suppress(redis.RedisError):

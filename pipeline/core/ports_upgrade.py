@@ -34,8 +34,12 @@ class UpgradeRequests(Protocol):
 
 
 class UpgradeClaims(Protocol):
-    """Once per (cluster, new base) across beat runs and workers (Redis)."""
+    """Once per (cluster, new base) across beat runs and workers (Redis). A claim lapses soon
+    unless settled: a worker killed between claiming and opening the pull request does not
+    keep the upgrade from being opened by the next drift run."""
 
     def claim(self, cluster: str, new_base: str) -> bool: ...
+
+    def settle(self, cluster: str, new_base: str) -> None: ...
 
     def release(self, cluster: str, new_base: str) -> None: ...

@@ -134,7 +134,8 @@ def on_drift(
 ) -> Opened | None:
     """A cluster runs another base than cluster.yaml says: open its upgrade pull request, once
     per new base (a claim in Redis: later beat runs and other workers skip it; a failure gives
-    the claim back so the next run tries again)."""
+    the claim back so the next run tries again, and a claim never settled because its worker
+    was killed lapses on its own)."""
     if not checked.drifted:
         return None
     source = f"cluster {cluster.name}: ConfigMap machine-config-osimageurl baseOSContainerImage"
@@ -150,9 +151,11 @@ def on_drift(
         else "",
     )
     try:
-        return open_request(
+        opened = open_request(
             upgrade, default_branch=default_branch, branches=branches, requests=requests
         )
     except BaseException:
         claims.release(cluster.name, new_base)
         raise
+    claims.settle(cluster.name, new_base)
+    return opened

@@ -8,7 +8,10 @@ on the new base, and a drift seen through kmock opening the same pull request on
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
+import signal
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import redis
 from pipeline import cli
 from pipeline.adapters import branch_writer, env_branches, kube, promotion_store, upgrade_requests
 from pipeline.adapters import registry as registry_adapter
-from pipeline.core import content_address, upgrade
+from pipeline.core import content_address, ports_upgrade, upgrade
 from pipeline.flows import drift as drift_flow
 from pipeline.flows import upgrade as upgrade_flow
 from tests import services, webhook_pipeline
@@ -422,3 +425,85 @@ def test_drift_opens_the_upgrade_pull_request_once(
     assert opened[-1].pull_request == 1
     assert list(github_api.pulls) == [1]
     assert _origin_head(gitops.origin, branch) == head
+
+
+@pytest.mark.chaos
+def test_a_drift_run_killed_before_its_pull_request_does_not_block_the_upgrade(
+    tmp_path: Path,
+    redis_server: services.RedisServer,
+    kube_server: KubeServer,
+    github_api: GitHubStandIn,
+) -> None:
+    """The drift run that claimed a new base is SIGKILLed while it pushes the branch: no
+    `finally` runs, so its claim stays. The next run inside the pending window leaves the
+    upgrade alone; once the unsettled claim lapses, a run opens the pull request, once."""
+    context = "nonprod-admin"
+    old_base = BaseImage("127.0.0.1:5000/os/fcos-stand-in", "sha256:" + "a" * 64)
+    new_base = f"{old_base.repository}@sha256:{'d' * 64}"
+    gitops = _checkout(tmp_path, old_base, "127.0.0.1:5000", extra=f"kube:\n  context: {context}\n")
+    origin = gitops.origin.as_uri()
+    github_api.branch_head = lambda ref: _origin_head(gitops.origin, ref)
+    mco = MachineConfigOperator(kube_server.kubeconfig([context]), context)
+    mco.seed_base(new_base, release="4.99.1")
+    mco.close()
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushdb()
+    pending = 3
+
+    def run_drift(branches: ports_upgrade.UpgradeBranches) -> list[upgrade_flow.Opened | None]:
+        opened: list[upgrade_flow.Opened | None] = []
+        drift_flow.run(
+            default_branch="main",
+            branches=env_branches.MirrorBranches.for_url(tmp_path / "mirror", origin),
+            clusters=kube.KubeClusters(kube_server.directory / "kubeconfig"),
+            store=promotion_store.PromotionStore(client, key=None),
+            now=lambda: 1.0,
+            on_drift=lambda cluster, checked: opened.append(
+                upgrade_flow.on_drift(
+                    cluster,
+                    checked,
+                    default_branch="main",
+                    branches=branches,
+                    requests=upgrade_requests.GitHubUpgradeRequests(
+                        pull_request_support.client(github_api)
+                    ),
+                    claims=upgrade_requests.RedisUpgradeClaims(client, pending_ttl=pending),
+                )
+            ),
+        )
+        return opened
+
+    real = upgrade_requests.UpgradeBranches(
+        url=origin, workdir=tmp_path / "upgrades", lock=branch_writer.RedisBranchLock(client)
+    )
+
+    class Hanging:
+        """Pushes nothing: the worker is killed while it is here."""
+
+        def push(self, branch: str, **_: object) -> object:
+            marker.write_text("pushing")
+            time.sleep(600)
+            raise AssertionError("not killed")
+
+    marker = tmp_path / "pushing"
+    child = multiprocessing.get_context("fork").Process(target=run_drift, args=(Hanging(),))
+    child.start()
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert child.is_alive()
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(child.pid or 0, signal.SIGKILL)
+    child.join(10)
+    assert child.exitcode == -signal.SIGKILL
+    killed_at = time.monotonic()
+
+    assert run_drift(real) == [None]  # claimed by the dead run, still inside its window
+    assert github_api.pulls == {}
+    time.sleep(max(0.0, pending + 0.5 - (time.monotonic() - killed_at)))
+    [opened] = run_drift(real)
+    assert opened is not None
+    assert opened.pull_request == 1
+    assert run_drift(real) == [None]  # settled: kept for CLAIM_SECONDS
+    assert list(github_api.pulls) == [1]
+    assert github_api.attempts("pulls/create") == 1
