@@ -19,6 +19,10 @@ check to be drawn again) and removing its local image run on one thread per work
 meanwhile (tests/bench/fanout_bench.py); a removal that fails is logged, and one still queued
 when the process exits runs before it does.
 
+Content lint: between build and push the build's layers are read from local storage
+(adapters/layer_content.py, one reader per process: it keeps the bases it read) and judged by
+the content rules; LAYERING_CONTENT_LINT=false leaves it out.
+
 Time limit: at Celery's soft time limit (LAYERING_BUILD_TIMEOUT_SECONDS) the builder kills
 buildah's process group and the record fails naming the setting (flows/build.py `stopped`).
 
@@ -40,7 +44,15 @@ from celery import Task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import worker_process_init
 
-from pipeline.adapters import buildah, credentials, image_changes, leases, process_groups, registry
+from pipeline.adapters import (
+    buildah,
+    credentials,
+    image_changes,
+    layer_content,
+    leases,
+    process_groups,
+    registry,
+)
 from pipeline.adapters import source as source_adapter
 from pipeline.core import builds, commit_status, tasks
 from pipeline.core.settings import Settings
@@ -72,6 +84,16 @@ def checkout_loader(settings: Settings) -> source_adapter.CheckoutLoader:
     return adapters.once(
         "checkout_loader",
         lambda: source_adapter.CheckoutLoader.from_settings(settings, keep_mirror=True),
+    )
+
+
+def content_reader(settings: Settings) -> layer_content.LayerReader | None:
+    """The process's reader of built images' layers for the content lint (it caches the
+    bases it has read); None with LAYERING_CONTENT_LINT=false."""
+    if not settings.content_lint:
+        return None
+    return adapters.once(
+        "content_reader", lambda: layer_content.LayerReader(buildah.config_of(settings))
     )
 
 
@@ -151,6 +173,7 @@ def build(
             on_start=_report_started(self.app, settings, status_sha),
             inspector=image_changes.ImageReader(buildah.config_of(settings)),
             on_changes=_refresh_check(self.app, settings, status_sha),
+            content=content_reader(settings),
         )
     if not lease.held():
         raise Ignore(f"build {record_id}: delivered again elsewhere; that run reports it")

@@ -124,18 +124,18 @@ def read_packages(root: Path) -> tuple[list[rpm_packages.Package] | None, tuple[
         if database is None or not database.is_dir():
             continue
         with tempfile.TemporaryDirectory(prefix="layering-rpmdb-") as scratch:
-            copied = _copy_database(database, Path(scratch))
+            copied = copy_database(database, Path(scratch))
             if not copied:
                 continue
             try:
-                return _query(Path(scratch)), ()
+                return query_database(Path(scratch)), ()
             except (AnalysisFailed, rpm_packages.NotAPackage) as exc:
                 reason = str(exc).replace(scratch, f"/{relative}")
                 return None, (f"the rpm database /{relative} could not be read: {reason}",)
     return None, (f"no rpm database ({', '.join('/' + p for p in RPMDB_PATHS)})",)
 
 
-def _copy_database(database: Path, scratch: Path) -> bool:
+def copy_database(database: Path, scratch: Path) -> bool:
     """The regular files of the database directory copied aside (never through a link),
     within MAX_RPMDB_BYTES; False when it holds none."""
     total = 0
@@ -154,7 +154,7 @@ def _copy_database(database: Path, scratch: Path) -> bool:
     return copied
 
 
-def _query(database: Path) -> list[rpm_packages.Package]:
+def query_database(database: Path) -> list[rpm_packages.Package]:
     rpm = shutil.which("rpm")
     if rpm is None:
         raise AnalysisFailed("rpm not found on this worker: install the Debian package rpm")

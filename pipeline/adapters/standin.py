@@ -38,8 +38,8 @@ PACKAGES_DIR = "/usr/share/layering-standin/rpms"
 RPM_CONFIG = ("rpmrc", "macros", "macros.d", "platform", "rpmpopt-*")
 
 _SHIM = """#!/bin/sh
-# stand-in for {name}: logs its arguments and succeeds
-echo "{name} $*" >> /var/log/layering-shims.log
+# stand-in for {name}: prints its arguments and succeeds (a file under /var/log would be
+# content the node never sees: LAY107)
 echo "{name} (layering test shim) $*"
 exit 0
 """
@@ -48,8 +48,7 @@ exit 0
 # output goes to stderr. An unknown or remote name installs nothing and says so.
 _RPM_OSTREE = """#!/bin/sh
 # stand-in for rpm-ostree: installs, removes and replaces the stand-in repository's packages
-# with the real rpm; logs its arguments
-echo "rpm-ostree $*" >> /var/log/layering-shims.log
+# with the real rpm; prints its arguments
 echo "rpm-ostree (layering test shim) $*"
 REPO=@PACKAGES_DIR@
 rpmdb() { /usr/bin/rpm --dbpath @RPMDB@ "$@" 1>&2; }
@@ -121,8 +120,13 @@ def make_rootfs(directory: Path, *, package_cache: Path | None = None) -> Path:
     """A tiny OS root: static busybox with every applet linked, the host's rpm with an rpm
     database holding the base set, the stand-in repository, and the shims."""
     busybox = busybox_path()
-    for sub in ("bin", "sbin", "usr/bin", "usr/lib", "usr/lib64", "etc", "var/log", "tmp"):
+    # FCOS's top-level directories: a RUN's mount points are then no new ones (LAY112)
+    tops = ("bin", "sbin", "etc", "tmp", "run", "dev", "proc", "sys")
+    for sub in (*tops, "usr/bin", "usr/lib", "usr/lib64", "var/log", "var/lib"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
+    # as on FCOS: the content lint (LAY101) fails an image whose /var/run is not this link
+    if not (directory / "var" / "run").is_symlink():
+        (directory / "var" / "run").symlink_to("../run")
     (directory / "root").mkdir(exist_ok=True)
     for top, usr in (("lib", "usr/lib"), ("lib64", "usr/lib64")):
         if not (directory / top).is_symlink():

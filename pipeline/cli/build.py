@@ -87,9 +87,12 @@ def _progress(console: Console, status: Status) -> ports.LineSink:
 def _build(
     settings: Settings, request: builds.BuildRequest, *, on_line: ports.LineSink
 ) -> builds.BuildRecord:
-    from pipeline.adapters import buildah
+    from pipeline.adapters import buildah, layer_content
     from pipeline.adapters import image_changes as image_changes_adapter
 
+    content = (
+        layer_content.LayerReader(buildah.config_of(settings)) if settings.content_lint else None
+    )
     records = local_builds.MemoryRecords()
     secrets = credentials.secret_values(settings)
     build_id = "local-" + time.strftime("%Y%m%d%H%M%S", time.gmtime())
@@ -109,6 +112,7 @@ def _build(
                 on_line=on_line,
                 final_attempt=attempt >= settings.registry_retries,
                 inspector=image_changes_adapter.ImageReader(buildah.config_of(settings)),
+                content=content,
             )
         except TemporaryError as exc:
             delay = retry.backoff(

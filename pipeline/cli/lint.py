@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
@@ -34,6 +35,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--repo", type=Path, default=Path("."), help="repository checkout")
     parser.add_argument("--image", default=None, help="lint only this image (images/<name>/)")
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format")
+    parser.add_argument(
+        "--built",
+        metavar="REF",
+        default=None,
+        help="content-lint this pushed image of --image (LAY101..LAY113): pulled into the "
+        "configured buildah storage, its layers read against its base",
+    )
+    parser.add_argument(
+        "--base",
+        metavar="REF",
+        default=None,
+        help="the base --built was built on (default: its org.opencontainers.image.base.name "
+        "label)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -68,19 +83,28 @@ def summary(report: lint.Report) -> str:
 
 
 def _print_text(report: lint.Report) -> None:
+    print_findings(report.findings, summary(report))
+
+
+def print_findings(findings: Sequence[lint.Finding], summary_text: str) -> None:
+    """Each finding as `path[:line]: ID severity: message`, then the summary line."""
     console = Console(highlight=False, soft_wrap=True)
     styles = {lint.ERROR: "bold red", lint.WARNING: "yellow"}
-    for finding in report.findings:
+    for finding in findings:
         where = finding.path if finding.line is None else f"{finding.path}:{finding.line}"
         console.print(
             f"{where}: {finding.id} [{styles[finding.severity]}]{finding.severity}[/]: ",
             end="",
         )
         console.print(finding.message, markup=False)
-    console.print(summary(report), markup=False)
+    console.print(summary_text, markup=False)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.built is not None or args.base is not None:
+        from pipeline.cli import lint_built  # buildah and the registry only when asked for
+
+        return lint_built.run(args)
     root: Path = args.repo
     caps = repo_limits.from_settings(environment.load_settings())
     try:

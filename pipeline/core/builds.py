@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.core import containerfile, content_address, repo
+from pipeline.core import containerfile, content_address, repo, repo_schema
 from pipeline.core.errors import PermanentError
 
 BUILD_ID_RULE = "[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
@@ -95,6 +95,8 @@ class BuildRecord:
     # what the pushed image changes against its base (core/image_changes.py's JSON form),
     # added after the build succeeded; None until analysed
     changes: dict[str, Any] | None = None
+    # the content lint's kept findings (lint_finding.Finding.as_dict), errors first
+    content_findings: tuple[dict[str, Any], ...] = ()
 
     @property
     def reference(self) -> str:
@@ -116,7 +118,21 @@ class BuildRecord:
         values["state"] = BuildState(values.get("state", BuildState.QUEUED.value))
         if not isinstance(values.get("changes"), dict):
             values["changes"] = None  # checked where it is read (ImageChanges.from_json)
+        values["content_findings"] = finding_documents(values.get("content_findings"))
         return cls(**values)
+
+
+def finding_documents(raw: object) -> tuple[dict[str, Any], ...]:
+    """The well-formed content findings of a stored record; anything else is dropped."""
+    shape = {"id": str, "severity": str, "path": str, "message": str}
+    return tuple(
+        {name: item.get(name) for name in (*shape, "line")}
+        for item in (raw if isinstance(raw, list | tuple) else ())
+        if isinstance(item, dict)
+        and all(isinstance(item.get(name), kind) for name, kind in shape.items())
+        and item["severity"] in ("error", "warning")
+        and (item.get("line") is None or type(item.get("line")) is int)
+    )
 
 
 def _has_tag(reference: str) -> bool:
@@ -245,6 +261,7 @@ class BuildSpec:
     build_args: Mapping[str, str]
     labels: Mapping[str, str]
     entitlement: bool = False
+    allow: tuple[repo_schema.Waiver, ...] = ()  # image.yaml's waivers (the content lint's too)
 
     @property
     def repository(self) -> str:
@@ -359,6 +376,7 @@ def build_spec(
         build_args={**image.settings.build_args, BASE_IMAGE_ARG: base},
         labels={name: value for name, value in labels.items() if value},
         entitlement=image.settings.entitlement,
+        allow=image.settings.allow,
     )
 
 

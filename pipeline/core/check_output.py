@@ -8,7 +8,8 @@
   later refresh (the image changes added to the record) is never overwritten by an older
   drawing: on failure the failing step, its Containerfile line and a secret-masked excerpt of
   the log tail; on success the digest, build key and reference; always the dashboard link;
-  and the record's image changes, when it has them.
+  and the record's image changes, when it has them; the content lint's findings (LAY101..LAY113)
+  in the output text, one table row each.
 
 Text from the watched repository and from build logs is hostile: it is masked
 (core/redaction.py; the adapter masks the configured secrets once more) and fenced so that
@@ -197,7 +198,26 @@ def build_summary(
     lines += ["", f"[Build record and full log]({url})"]
     if changes_markdown:
         lines += ["", changes_markdown]
+    if record.content_findings:
+        text = content_markdown(record.content_findings) + ("\n\n" + text if text else "")
     return "\n".join(lines), text
+
+
+def content_markdown(findings: Sequence[Mapping[str, Any]]) -> str:
+    """The content lint's findings of a build as a Markdown table (masked: paths and messages
+    come from the built image)."""
+    rows = [
+        "| {} | {} | {} | {} |".format(
+            *(
+                _cell(redaction.scrub(str(f.get(k) or "")))
+                for k in ("id", "severity", "path", "message")
+            )
+        )
+        for f in findings
+    ]
+    return "\n".join(
+        ["### Content lint", "", "| rule | severity | path | finding |", "|---|---|---|---|", *rows]
+    )
 
 
 def changes_markdown(document: object) -> str:

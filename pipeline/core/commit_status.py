@@ -129,8 +129,14 @@ def build_status(record: Mapping[str, Any], *, public_url: str) -> Status | None
     url = log_url(public_url, build_id)
     state = record.get("state")
     digest = str(record.get("digest") or "")
+    found = record.get("content_findings")
+    found = found if isinstance(found, list | tuple) else ()
+    severities = [f.get("severity") for f in found if isinstance(f, Mapping)]
     if state == "succeeded":
-        return Status(context, "success", f"built {short_digest(digest)}", url, build_id=build_id)
+        text = f"built {short_digest(digest)}"
+        if warnings := severities.count("warning"):
+            text += f" ({warnings} content warning{'s' if warnings != 1 else ''})"
+        return Status(context, "success", text, url, build_id=build_id)
     if state == "skipped":
         return Status(
             context,
@@ -146,7 +152,9 @@ def build_status(record: Mapping[str, Any], *, public_url: str) -> Status | None
             where = f" (Containerfile line {line})" if line else ""
             return Status(context, "failure", f"failed at {step}{where}", url, build_id=build_id)
         error = str(record.get("error") or "build failed").splitlines()[0]
-        return Status(context, "error", error, url, build_id=build_id)
+        # the content lint's error leads with the first finding's rule id and path
+        verdict: State = "failure" if "error" in severities else "error"
+        return Status(context, verdict, error, url, build_id=build_id)
     return None
 
 

@@ -1,15 +1,17 @@
-"""The layering lint (SPEC section 5): Repository + image -> findings LAY001..LAY008, each with
+"""The layering lint (SPEC section 5): Repository + image -> findings LAY001..LAY011, each with
 file, line and a message that says how to fix it. No I/O.
 
 This module runs the rules and applies the waivers; the rules are in lint_rules.py (the
-Containerfile's own: LAY001-LAY003, LAY008), lint_remote.py (LAY007) and lint_packages.py
-(LAY004, LAY005), and LAY006 (repository configuration) is here. `Finding` lives in
+Containerfile's own: LAY001-LAY003, LAY008), lint_remote.py (LAY007), lint_packages.py
+(LAY004, LAY005) and lint_commands.py (LAY009-LAY011), and LAY006 (repository configuration) is
+here. The content rules (LAY101-LAY113) read the built image: content_rules.py. `Finding` lives in
 lint_finding.py and is named here too, as `lint.Finding`.
 
 Waivers: `allow:` in an image's image.yaml drops that image's findings of the waived rule from
 `findings`; they are kept apart in `Report.waived` (the CLI counts them in its summary, JSON
 output leaves them out). A waiver that matches nothing is itself reported (LAY006, warning) so
-stale waivers do not outlive their reason.
+stale waivers do not outlive their reason; a content rule's waiver is not, as only the built
+image shows whether it still matches (content_rules.check reports those).
 """
 
 from __future__ import annotations
@@ -17,7 +19,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from pipeline.core import containerfile, lint_finding, lint_packages, lint_remote, lint_rules, repo
+from pipeline.core import (
+    containerfile,
+    content_rules,
+    lint_commands,
+    lint_finding,
+    lint_packages,
+    lint_remote,
+    lint_rules,
+    repo,
+)
 
 # the finding type and severities, under the names callers use (lint.Finding, lint.ERROR)
 Severity = lint_finding.Severity
@@ -27,20 +38,12 @@ WARNING = lint_finding.WARNING
 
 
 @dataclass(frozen=True)
-class Report:
+class Report(lint_finding.BySeverity):
     """Every finding of a lint run, the findings waived in image.yaml, and the images linted."""
 
     findings: tuple[Finding, ...]
     waived: tuple[Finding, ...] = ()
     images: tuple[str, ...] = field(default=())
-
-    @property
-    def errors(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == ERROR]
-
-    @property
-    def warnings(self) -> list[Finding]:
-        return [f for f in self.findings if f.severity == WARNING]
 
 
 def _sorted(findings: Iterable[Finding]) -> tuple[Finding, ...]:
@@ -89,6 +92,7 @@ def _image_findings(
     findings.extend(lint_packages.package_findings(image, parsed, clusters, machineconfigs))
     findings.extend(lint_remote.remote_findings(image, parsed))
     findings.extend(lint_rules.context_findings(image, parsed))
+    findings.extend(lint_commands.command_findings(image, parsed))
     return findings
 
 
@@ -99,6 +103,8 @@ def _apply_waivers(
     kept = [f for f in findings if f.id not in rules]
     waived = [f for f in findings if f.id in rules]
     for waiver in image.settings.allow:
+        if waiver.rule in content_rules.CONTENT_RULE_IDS:
+            continue  # only the built image can show it matches nothing
         if not any(f.id == waiver.rule for f in waived):
             kept.append(
                 Finding(

@@ -1,5 +1,6 @@
-"""One lint finding: the rule (LAY001..LAY008), its severity, the file and line it is about,
-and a message that says how to fix it. No I/O."""
+"""One lint finding: the rule (LAY001..LAY011, LAY101..LAY113), its severity, the file and line
+it is about (for a content rule the path inside the image, no line), and a message that says how
+to fix it. No I/O."""
 
 from __future__ import annotations
 
@@ -31,3 +32,17 @@ class Finding:
             "line": self.line,
             "message": self.message,
         }
+
+
+class BySeverity:
+    """The errors and warnings among `findings` (lint.Report, content_rules.ContentReport)."""
+
+    findings: tuple[Finding, ...]
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == WARNING]

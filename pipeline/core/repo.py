@@ -22,7 +22,8 @@ CONTAINERFILE = "Containerfile"
 IMAGE_SETTINGS = "image.yaml"
 CLUSTER_FILE = "cluster.yaml"
 MACHINECONFIGS_DIR = "machineconfigs"
-RULE_IDS = tuple(f"LAY00{n}" for n in range(1, 9))
+# the static lint's rules (core/lint.py); the content rules' are content_rules.CONTENT_RULE_IDS
+RULE_IDS = tuple(f"LAY{n:03}" for n in range(1, 12))
 # schema errors reported per file: a hostile file can have thousands, one is enough to act on
 MAX_PROBLEMS_PER_FILE = 20
 

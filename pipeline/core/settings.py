@@ -71,6 +71,9 @@ class Settings(BaseModel):
     buildah_root: Path | None = None
     buildah_runroot: Path | None = None
     entitlement_dir: Path = Path("/etc/pki/entitlement")
+    # the content lint (LAY101..LAY113) of a built image's root filesystem between build and
+    # push (flows/content_check.py); false pushes without it
+    content_lint: bool = True
     buildah_command: str = "buildah"
     # containers registries.conf for buildah and skopeo; skopeo 1.9 ignores the standard
     # CONTAINERS_REGISTRIES_CONF variable, so it is read here and passed as a flag

@@ -8,7 +8,7 @@ ports handed in (core/ports.py), so the task, the CLI and tests wire different a
     run_build(settings, request, *, build_id, records, sources, builder, registry, locks,
               secrets, built=None, on_line=None, final_attempt=True, lease=None, stopped=(),
               timeout_seconds=None, clock=time.time, defer=None, on_start=None,
-              inspector=None, on_changes=None)
+              inspector=None, on_changes=None, content=None)
       -> builds.BuildRecord
 
 - `request`: builds.BuildRequest. `request.build_key`, when given, is what the planner
@@ -29,6 +29,10 @@ ports handed in (core/ports.py), so the task, the CLI and tests wire different a
 - `inspector`: reads what a succeeded build's image changes against its base
   (flows/build_changes.py), saved on the record as `changes` before the image is removed (in
   the deferred clean-up when deferred); `on_changes` then hears the record. None: not read.
+- `content`: reads the built image's layers for the content lint (flows/content_check.py)
+  between build and push; its findings are saved on the record (`content_findings`), and an
+  error finding fails the build naming it: the local image is removed, nothing pushed. None:
+  no content lint (LAYERING_CONTENT_LINT=false).
 - `on_start`: hears the record once it is saved as running, right before buildah starts (the
   worker reports the build's check run in progress).
 - Nothing is pushed once the record is finished (cancelled, failed by a time limit) or the
@@ -49,10 +53,18 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
-from pipeline.core import buildah_output, builds, log_caps, ports, ports_image_changes, redaction
+from pipeline.core import (
+    buildah_output,
+    builds,
+    log_caps,
+    ports,
+    ports_content,
+    ports_image_changes,
+    redaction,
+)
 from pipeline.core.errors import BuildFailed, Cancelled, PermanentError, TemporaryError
 from pipeline.core.settings import Settings
-from pipeline.flows import build_changes
+from pipeline.flows import build_changes, content_check
 
 
 def run_build(
@@ -77,6 +89,7 @@ def run_build(
     on_start: Callable[[builds.BuildRecord], None] | None = None,
     inspector: ports_image_changes.ImageInspector | None = None,
     on_changes: Callable[[builds.BuildRecord], None] | None = None,
+    content: ports_content.ContentReader | None = None,
 ) -> builds.BuildRecord:
     def emit(line: str) -> None:
         # a RUN step chooses its lines: shorten before masking (the store cuts the rest)
@@ -180,6 +193,23 @@ def run_build(
                 if on_start is not None:
                     on_start(record)
                 image_id = builder.build(spec, on_line=emit)
+                if content is not None:
+                    report = content_check.gate(
+                        spec,
+                        image_id,
+                        reader=content,
+                        # kept without --push: the person building can look inside it
+                        discard=_discarding(builder, spec, push=request.push, on_line=emit),
+                        on_line=emit,
+                    )
+                    findings = content_check.documents(report)
+                    # saved with the outcome: a record cancelled meanwhile stays cancelled
+                    record = dataclasses.replace(record, content_findings=findings)
+                    if report.errors:
+                        may_push()  # a cancelled record or a lost lease stops here instead
+                        error = content_check.failure(spec.image, report)
+                        emit(f"failed: {error}")
+                        return save(builds.fail(record, error=error, now=clock()))
                 if request.push:
                     may_push()
                 digest = builder.push(spec, on_line=emit) if request.push else image_id
@@ -269,6 +299,16 @@ def _discard_held(
             analyse()
         finally:
             builder.discard(spec, on_line=on_line)
+
+
+def _discarding(
+    builder: ports.ImageBuilder, spec: builds.BuildSpec, *, push: bool, on_line: ports.LineSink
+) -> Callable[[], None]:
+    def discard() -> None:
+        if push:
+            builder.discard(spec, on_line=on_line)
+
+    return discard
 
 
 def _spec(

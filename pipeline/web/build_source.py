@@ -52,6 +52,12 @@ class StoreView:
         return [line if line.endswith("\n") else line + "\n" for line in lines]
 
 
+def content_findings(build: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The content lint's findings of a build document (BuildRecord.to_dict), as stored."""
+    found = build.get("content_findings")
+    return [f for f in found if isinstance(f, Mapping)] if isinstance(found, list | tuple) else []
+
+
 def range_problem(offset: int, limit: int) -> str | None:
     """Why `?offset=&limit=` cannot be read (one line naming the parameter), or None."""
     if not 0 <= offset <= LOG_MAX_OFFSET:

@@ -246,6 +246,7 @@ def router(
             build=view,
             changes=changes,
             changes_note=changes_note,
+            content_findings=build_source.content_findings(build),
             lines=build_source.log_range(store, build_id, offset=0, limit=PAGE_LOG_LINES)[0],
             tail_url=f"/api/builds/{quote(view.build_id, safe='')}/log/tail",
         )

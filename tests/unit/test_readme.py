@@ -39,6 +39,10 @@ COVERAGE: dict[str, str] = {
     ),
     "layering lint --repo .": f"{RUN_HERE}::test_repository_commands_run",
     "layering plan --repo . --from HEAD~1 --to HEAD": f"{RUN_HERE}::test_repository_commands_run",
+    "layering lint --repo . --image htop --built registry.example.com/layering/htop:latest": (
+        "tests/integration/test_content_lint_e2e.py::"
+        "test_lint_built_checks_a_pushed_image_under_the_repository_waivers"
+    ),
     "docker-compose config": (
         "tests/unit/test_deployment_files.py::test_compose_file_is_accepted_by_docker_compose"
     ),
