@@ -11,9 +11,11 @@ PY := $(VENV)/bin/python
 # runc: buildah's OCI runtime, so builds can run with oci isolation (private PID and network)
 # rpm: reads the rpm databases of a build's base and result (the package diff); its rpmbuild
 # makes the stand-in base's tiny packages
-APT_PACKAGES := buildah runc skopeo docker-registry redis-server git busybox-static ca-certificates docker-compose chromium rpm
+# prometheus: its promtool checks and unit-tests the PrometheusRule's alerts (deploy/components/
+# monitoring); the server it also installs is not used
+APT_PACKAGES := buildah runc skopeo docker-registry redis-server git busybox-static ca-certificates docker-compose chromium rpm prometheus
 # command or file that proves each package is present, in the same order
-APT_PROBES := buildah runc skopeo docker-registry redis-server git /bin/busybox /etc/ssl/certs docker-compose chromium rpmbuild
+APT_PROBES := buildah runc skopeo docker-registry redis-server git /bin/busybox /etc/ssl/certs docker-compose chromium rpmbuild promtool
 
 .PHONY: up test setup system-packages venv lint typecheck pytest bench clean
 

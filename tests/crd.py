@@ -10,6 +10,15 @@ import jsonschema
 import yaml
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+# the custom kinds deploy/ ships, and the CRD each is validated against
+BY_KIND = {
+    "Route": "routes.crd.yaml",
+    "SecurityContextConstraints": "securitycontextconstraints.crd.yaml",
+    "ScaledObject": "keda.sh_scaledobjects.crd.yaml",
+    "TriggerAuthentication": "keda.sh_triggerauthentications.crd.yaml",
+    "ServiceMonitor": "monitoring.coreos.com_servicemonitors.yaml",
+    "PrometheusRule": "monitoring.coreos.com_prometheusrules.yaml",
+}
 
 
 @cache

@@ -3,7 +3,8 @@ network I/O (Redis).
 
 Keys: `layering:build:<id>` (the record as JSON), `layering:build:<id>:log` (a list, one
 element per output line, appended while buildah runs), `layering:builds` (a sorted set of ids
-by creation time, for listing), `layering:lock:build:<key>` (the build-key lock),
+by creation time, for listing), `layering:builds:image:<image>` (the same, the newest
+IMAGE_INDEX_LENGTH builds of one image), `layering:lock:build:<key>` (the build-key lock),
 `layering:build:<id>:reported` (set once by the delivery whose outcome is reported),
 `layering:cancel:<id>` (set when a build is cancelled; the running build polls it, and unlike
 the record it is never overwritten by the build's own saves), `layering:built` (a hash:
@@ -18,6 +19,7 @@ are stored.
     BuildStore.from_settings(settings)
     .create_queued(image=, cluster=, commit_sha=, build_key=) -> BuildRecord (new id, saved)
     .save(record) / .get(build_id) -> BuildRecord | None / .recent(limit=50) -> [BuildRecord]
+    .of_image(image, limit) -> [BuildRecord]  # the newest builds of one image
     .append_log(build_id, line) / .read_log(build_id, offset=0, limit=1000) -> [str]
     .log_length(build_id) -> int
     .hold(build_key, on_wait=...)  # context manager: the Redis lock of one build key
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import time
@@ -51,6 +54,9 @@ log = logging.getLogger(__name__)
 
 PREFIX = "layering:build:"
 INDEX = "layering:builds"
+# the newest builds of each image, by creation time: the build page's duration chart
+IMAGE_INDEX_PREFIX = "layering:builds:image:"
+IMAGE_INDEX_LENGTH = 100
 LOCK_PREFIX = "layering:lock:build:"
 CANCEL_PREFIX = "layering:cancel:"
 BUILT = "layering:built"
@@ -58,6 +64,10 @@ BUILT = "layering:built"
 
 def _record_key(build_id: str) -> str:
     return f"{PREFIX}{build_id}"
+
+
+def _image_index(image: str) -> str:
+    return f"{IMAGE_INDEX_PREFIX}{image}"
 
 
 def _log_key(build_id: str) -> str:
@@ -156,6 +166,10 @@ class BuildStore:
                 pipe.set(_record_key(record.id), json.dumps(document), ex=self.retention_seconds)
                 pipe.zadd(INDEX, {record.id: record.created_at})
                 pipe.zremrangebyscore(INDEX, "-inf", time.time() - self.retention_seconds)
+                by_image = _image_index(record.image)
+                pipe.zadd(by_image, {record.id: record.created_at})
+                pipe.zremrangebyrank(by_image, 0, -IMAGE_INDEX_LENGTH - 1)
+                pipe.expire(by_image, self.retention_seconds)
                 pipe.execute()
         except RedisError as exc:
             raise _unavailable(exc) from None
@@ -173,6 +187,29 @@ class BuildStore:
         """The newest builds first."""
         try:
             ids = self.client.zrevrange(INDEX, 0, max(limit, 1) - 1)
+            raws = self.client.mget([_record_key(i.decode()) for i in ids]) if ids else []
+        except RedisError as exc:
+            raise _unavailable(exc) from None
+        return [builds.BuildRecord.from_dict(json.loads(raw)) for raw in raws if raw is not None]
+
+    def records(self, build_ids: Sequence[str]) -> dict[str, builds.BuildRecord]:
+        """The records of `build_ids` that still exist, by id, in one MGET."""
+        if not build_ids:
+            return {}
+        try:
+            raws = self.client.mget([_record_key(build_id) for build_id in build_ids])
+        except RedisError as exc:
+            raise _unavailable(exc) from None
+        return {
+            build_id: _record(raw)
+            for build_id, raw in zip(build_ids, raws, strict=True)
+            if raw is not None
+        }
+
+    def of_image(self, image: str, limit: int) -> list[builds.BuildRecord]:
+        """The newest builds of `image` first (at most IMAGE_INDEX_LENGTH are indexed)."""
+        try:
+            ids = self.client.zrevrange(_image_index(image), 0, max(min(limit, 1000), 1) - 1)
             raws = self.client.mget([_record_key(i.decode()) for i in ids]) if ids else []
         except RedisError as exc:
             raise _unavailable(exc) from None
@@ -321,6 +358,13 @@ class BuildStore:
             except RedisError as exc:
                 log.warning("build-key lock %s not extended: %s", build_key, exc)
         return True
+
+
+@functools.lru_cache(maxsize=4096)
+def _record(raw: bytes) -> builds.BuildRecord:
+    """Decoded once per distinct stored bytes (a frozen record): the dashboard polls the same
+    records again and again, and only those of running builds change."""
+    return builds.BuildRecord.from_dict(json.loads(raw))
 
 
 def _built_field(build_key: str, repository: str) -> str:

@@ -9,6 +9,10 @@ Key `layering:head-timeline:<scope>` lists when each head of the scope arrived (
 `[sha, time]`, the last `approval.TIMELINE_LENGTH`), appended in the same transaction as the
 claim that made it the head: an /ok-to-test approves the head as of its comment
 (core/approval.py), and a /retest re-runs builds of that head only (core/retest.py).
+
+Key `layering:head-lint:<sha>` is a hash: image -> that image's lint findings at commit `sha`
+(core/head_lint.py `stored`: bounded), for 14 days; the build page of a build of that commit
+shows them. By commit, not scope: a newer head leaves an older commit's builds their findings.
 """
 
 from __future__ import annotations
@@ -19,10 +23,12 @@ from typing import Any, cast
 
 import redis
 
-from pipeline.core import approval, head, retest
+from pipeline.core import approval, head, head_lint, retest
+from pipeline.core.errors import TemporaryError
 
 PREFIX = "layering:head:"
 TIMELINE_PREFIX = "layering:head-timeline:"
+LINT_PREFIX = "layering:head-lint:"
 TTL_SECONDS = 14 * 24 * 3600
 
 Change = Callable[[head.Head | None], head.Head | None]
@@ -36,6 +42,10 @@ def key(scope: str) -> str:
 
 def timeline_key(scope: str) -> str:
     return f"{TIMELINE_PREFIX}{scope}"
+
+
+def lint_key(sha: str) -> str:
+    return f"{LINT_PREFIX}{sha}"
 
 
 class RedisHeadStore:
@@ -66,6 +76,28 @@ class RedisHeadStore:
         )
         return written is not None, previous
 
+    def heads(self, *, limit: int) -> dict[str, head.Head]:
+        """Up to `limit` heads by scope (the dashboard's pipeline view), read in one MGET
+        after a bounded SCAN; unreadable documents left out."""
+        scopes: list[bytes] = []
+        try:
+            # few heads among many keys: large steps make the walk a few round trips
+            for name in self._client.scan_iter(match=f"{PREFIX}*", count=5000):
+                scopes.append(name)
+                if len(scopes) >= limit:
+                    break
+            raws = self._client.mget(scopes) if scopes else []
+        except redis.RedisError as exc:
+            raise TemporaryError(f"head store (Redis) unavailable: {exc}") from exc
+        found: dict[str, head.Head] = {}
+        for name, raw in zip(scopes, raws, strict=True):
+            document = _json(raw) if raw is not None else None
+            if isinstance(document, dict):
+                found[name.decode(errors="replace").removeprefix(PREFIX)] = head.Head.from_json(
+                    document
+                )
+        return found
+
     def timeline(self, scope: str) -> list[approval.Seen]:
         """When each head of `scope` arrived, oldest first (unreadable entries left out)."""
         entries = (
@@ -73,6 +105,42 @@ class RedisHeadStore:
             for raw in self._client.lrange(timeline_key(scope), 0, -1)
         )
         return [seen for seen in entries if seen is not None]
+
+    def record_lint(self, sha: str, findings: head_lint.ByImage) -> None:
+        """Keep each linted image's findings at commit `sha` (bounded: head_lint.stored)."""
+        kept = head_lint.stored(findings)
+        if not kept:
+            return
+        name = lint_key(sha)
+        with self._client.pipeline() as pipe:
+            pipe.hset(name, mapping=kept)  # type: ignore[arg-type]
+            pipe.expire(name, TTL_SECONDS)
+            pipe.execute()
+
+    def lint_findings(self, sha: str, image: str) -> head_lint.Stored | None:
+        """`image`'s lint findings at commit `sha`; None when no head of it linted the image."""
+        try:
+            raw = self._client.hget(lint_key(sha), image)
+        except redis.RedisError as exc:
+            raise TemporaryError(f"head store (Redis) unavailable: {exc}") from exc
+        return head_lint.from_stored(raw)
+
+    def lint_of(self, sha: str, images: Collection[str]) -> dict[str, head_lint.Stored]:
+        """The kept lint findings of `images` at commit `sha` (those recorded), in one HMGET:
+        the dashboard's pipeline view reads only the images it shows."""
+        names = sorted(set(images))
+        if not names:
+            return {}
+        try:
+            raws = self._client.hmget(lint_key(sha), names)
+        except redis.RedisError as exc:
+            raise TemporaryError(f"head store (Redis) unavailable: {exc}") from exc
+        found: dict[str, head_lint.Stored] = {}
+        for image, raw in zip(names, raws, strict=True):
+            kept = head_lint.from_stored(raw)
+            if kept is not None:
+                found[image] = kept
+        return found
 
     def record_builds(
         self, scope: str, sha: str, builds: Sequence[head.HeadBuild]

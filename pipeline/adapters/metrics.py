@@ -23,6 +23,13 @@ BUCKETS: dict[str, tuple[float, ...]] = {
     QUEUE_LATENCY: (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
     BUILD_DURATION: (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
 }
+# label values shown at zero before their first observation: an alert's rate() sees the first
+# failure as an increase rather than as a series that appears (outcomes: core/builds.BuildState
+# values a finished build reports)
+INITIAL_LABELS: dict[str, tuple[str, ...]] = {
+    QUEUE_LATENCY: ("events",),
+    BUILD_DURATION: ("failed", "skipped", "succeeded"),
+}
 HELP = {
     QUEUE_LATENCY: "Time from a delivery being queued to a worker starting on it",
     BUILD_DURATION: "Build durations (queued to finished) by outcome",
@@ -56,7 +63,7 @@ class RedisHistograms(Collector):
 
     def _family(self, name: str, labels: Sequence[str]) -> HistogramMetricFamily:
         family = HistogramMetricFamily(name, HELP[name], labels=[self._label_name])
-        for label in sorted(labels):
+        for label in labels:
             raw = self._client.hgetall(f"{PREFIX}{name}:{label}")
             values = {k.decode(): float(v) for k, v in raw.items()}
             running = 0.0
@@ -71,7 +78,7 @@ class RedisHistograms(Collector):
     def collect(self) -> Iterator[Metric]:
         for name in BUCKETS:
             try:
-                labels = [m.decode() for m in self._client.smembers(f"{PREFIX}{name}")]
-                yield self._family(name, labels)
+                labels = {m.decode() for m in self._client.smembers(f"{PREFIX}{name}")}
+                yield self._family(name, sorted(labels | set(INITIAL_LABELS[name])))
             except RedisError:
                 continue

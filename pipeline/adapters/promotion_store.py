@@ -6,7 +6,8 @@ Nothing here expires: a restart (of workers, or of Redis with persistence on, as
 docker-compose.yml configures it) loses no verification. Keys (hashes, one JSON value a field):
 `layering:verifications:<cluster>` (digest ->), `layering:promoted:<cluster>` (pool ->),
 `layering:rollouts:<cluster>` (pool ->), `layering:drift` (cluster ->), `layering:gates`
-(`<environment>#<pr>` ->).
+(`<environment>#<pr>` ->); and `layering:drift-since` (cluster -> when the drift still found
+was first found, a float; gone once the base matches again: /metrics' unresolved drift).
 
 Verifications are what the prod gate trusts, so each carries an HMAC-SHA256 (core/verification.py)
 under LAYERING_VERIFICATION_KEY, a key that lives in the services' settings and never in Redis:
@@ -18,9 +19,10 @@ without a key (the dashboard, `layering status`) trusts no verification at all.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -37,6 +39,7 @@ VERIFICATIONS = "layering:verifications:"
 PROMOTED = "layering:promoted:"
 ROLLOUTS = "layering:rollouts:"
 DRIFT = "layering:drift"
+DRIFT_SINCE = "layering:drift-since"
 GATES = "layering:gates"
 
 
@@ -55,6 +58,28 @@ def verification_key(settings: Settings) -> bytes:
             "it in Redis"
         )
     return key
+
+
+# Each stored value is decoded (and its MAC checked) once per distinct bytes: the dashboard
+# reads every pool's records on each poll, and few of them change between two polls. The
+# values are frozen dataclasses, safe to share.
+@functools.lru_cache(maxsize=8192)
+def _verified(key: bytes, value: bytes) -> verification.Verification | None:
+    try:
+        document = json.loads(value)
+    except ValueError:
+        return None
+    return verification.trusted(key, document) if isinstance(document, dict) else None
+
+
+@functools.lru_cache(maxsize=8192)
+def _promoted(value: bytes) -> verification.Promoted:
+    return verification.Promoted(**json.loads(value))
+
+
+@functools.lru_cache(maxsize=8192)
+def _rollout(value: bytes) -> rollout.RolloutRecord:
+    return rollout.RolloutRecord(**json.loads(value))
 
 
 class PromotionStore:
@@ -143,18 +168,30 @@ class PromotionStore:
                     found[(cluster, proven.digest)] = proven
         return found
 
+    def verifications_of(
+        self, digests: Mapping[str, Collection[str]]
+    ) -> dict[tuple[str, str], verification.Verification]:
+        """The verifications of these digests (cluster -> digests) whose MAC verifies: one
+        HMGET per cluster, however many digests it has seen over time (the dashboard)."""
+        found: dict[tuple[str, str], verification.Verification] = {}
+        if self._key is None:
+            return found
+        for cluster, wanted in sorted(digests.items()):
+            names = sorted(set(wanted))
+            if not names:
+                continue
+            key = f"{VERIFICATIONS}{cluster}"
+            values: list[bytes | None] = self._call("hmget", key, names)
+            for digest, value in zip(names, values, strict=True):
+                proven = self._trusted(key, digest, value) if value is not None else None
+                if proven is not None:
+                    found[(cluster, digest)] = proven
+        return found
+
     def _trusted(self, key: str, field: str, value: bytes) -> verification.Verification | None:
         """The stored verification when it is well-formed, signed with our key and filed under
         its own cluster and digest; else None, logged (a forged or altered record)."""
-        try:
-            document = json.loads(value)
-        except ValueError:
-            document = None
-        proven = (
-            verification.trusted(self._key, document)
-            if self._key is not None and isinstance(document, dict)
-            else None
-        )
+        proven = _verified(self._key, value) if self._key is not None else None
         if proven is None or (f"{VERIFICATIONS}{proven.cluster}", proven.digest) != (key, field):
             log.warning(
                 "ignoring verification %s[%s]: its MAC does not verify with "
@@ -184,20 +221,16 @@ class PromotionStore:
         return sorted(key.decode().removeprefix(PROMOTED) for key in keys)
 
     def promoted(self, cluster: str) -> dict[str, verification.Promoted]:
-        return {
-            pool: verification.Promoted(**value)
-            for pool, value in self._load_hash(f"{PROMOTED}{cluster}").items()
-        }
+        raw: dict[bytes, bytes] = self._call("hgetall", f"{PROMOTED}{cluster}")
+        return {pool.decode(): _promoted(value) for pool, value in raw.items()}
 
     def record_rollout(self, record: rollout.RolloutRecord) -> None:
         value = json.dumps(asdict(record), sort_keys=True)
         self._call("hset", f"{ROLLOUTS}{record.cluster}", record.pool, value)
 
     def rollouts(self, cluster: str) -> dict[str, rollout.RolloutRecord]:
-        return {
-            pool: rollout.RolloutRecord(**value)
-            for pool, value in self._load_hash(f"{ROLLOUTS}{cluster}").items()
-        }
+        raw: dict[bytes, bytes] = self._call("hgetall", f"{ROLLOUTS}{cluster}")
+        return {pool.decode(): _rollout(value) for pool, value in raw.items()}
 
     def rolling_out(self, clusters: Collection[str]) -> set[tuple[str, str]]:
         """(cluster, digest) of the rollouts on `clusters` still in progress: the last state
@@ -211,7 +244,22 @@ class PromotionStore:
     # -- base drift -------------------------------------------------------------------------
 
     def record_drift(self, checked: drift.Drift) -> None:
-        self._call("hset", DRIFT, checked.cluster, json.dumps(asdict(checked), sort_keys=True))
+        document = json.dumps(asdict(checked), sort_keys=True)
+        try:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(DRIFT, checked.cluster, document)
+                if checked.drifted:
+                    pipe.hsetnx(DRIFT_SINCE, checked.cluster, checked.checked_at)
+                elif not checked.error:  # unreadable: still unresolved as far as we know
+                    pipe.hdel(DRIFT_SINCE, checked.cluster)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise TemporaryError(f"promotion store (Redis) unavailable: {exc}") from exc
+
+    def drift_since(self) -> dict[str, float]:
+        """cluster -> when its drift was first found (only clusters that drifted)."""
+        raw: dict[bytes, bytes] = self._call("hgetall", DRIFT_SINCE)
+        return {cluster.decode(): float(since) for cluster, since in raw.items()}
 
     def drift(self) -> dict[str, drift.Drift]:
         return {cluster: drift.Drift(**value) for cluster, value in self._load_hash(DRIFT).items()}

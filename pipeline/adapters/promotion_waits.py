@@ -2,7 +2,9 @@
 build keys have a build underway, read from the build records. Does network I/O (Redis).
 
 Keys (nothing expires: a restart of Redis with AOF loses none of it):
-`layering:promotion-waits` (a hash: environment -> core/reconcile.EnvironmentWait as JSON) and
+`layering:promotion-waits` (a hash: environment -> core/reconcile.EnvironmentWait as JSON),
+`layering:promotion-waits:since` (a hash: the same slots -> when the slot began waiting, kept
+while it waits again and again, for /metrics' pending promotions) and
 `layering:post-push:<environment>` (a hash: the branch head the promotion was made on ->
 core/post_push.PostPush as JSON, written before the push, removed once its statuses are queued
 and its rollout watches sent).
@@ -22,6 +24,7 @@ from pipeline.core import builds, post_push, reconcile
 from pipeline.core.errors import TemporaryError
 
 WAITS = "layering:promotion-waits"
+WAITS_SINCE = "layering:promotion-waits:since"
 POST_PUSH = "layering:post-push:"
 # build records read to find the builds underway (the newest first)
 RECENT_BUILDS = 500
@@ -44,12 +47,35 @@ class PromotionWaits:
     # -- waits ------------------------------------------------------------------------------
 
     def record_wait(self, wait: reconcile.EnvironmentWait) -> None:
-        self._call("hset", WAITS, wait.slot, json.dumps(wait.to_json(), sort_keys=True))
+        document = json.dumps(wait.to_json(), sort_keys=True)
+        try:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(WAITS, wait.slot, document)
+                # recorded again (the sweep, a re-run still waiting): it keeps when it began
+                pipe.hsetnx(WAITS_SINCE, wait.slot, wait.recorded_at)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise TemporaryError(
+                f"promotion waits (Redis) unavailable during record_wait: {exc}; retried"
+            ) from exc
 
     def clear_wait(self, environment: str) -> None:
         """Forget the wait kept under `environment` (a `reconcile.downstream_slot` for a
         downstream promotion)."""
-        self._call("hdel", WAITS, environment)
+        try:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.hdel(WAITS, environment)
+                pipe.hdel(WAITS_SINCE, environment)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise TemporaryError(
+                f"promotion waits (Redis) unavailable during clear_wait: {exc}; retried"
+            ) from exc
+
+    def pending_since(self) -> dict[str, float]:
+        """slot -> when it began waiting (a wait recorded before this was kept has none)."""
+        raw: dict[bytes, bytes] = self._call("hgetall", WAITS_SINCE)
+        return {slot.decode(): float(since) for slot, since in raw.items()}
 
     def waits(self) -> list[reconcile.EnvironmentWait]:
         raw: dict[bytes, bytes] = self._call("hgetall", WAITS)

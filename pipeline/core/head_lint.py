@@ -1,7 +1,8 @@
 """The plan and lint of one head as data: what to read (`Request`: ids and a path, all a lint
 subprocess gets on its argv), what it answers (`Answer`: the head's plan and lint findings, or
 the error that stopped the read, as JSON), and why it stopped when it did not answer
-(`Stopped`: a limit, a crash, a timeout) with the `layering/lint` status that says so. No I/O.
+(`Stopped`: a limit, a crash, a timeout) with the `layering/lint` status that says so; and the
+bounded form a head's findings are kept in for the build page (`stored`, `from_stored`). No I/O.
 
 The subprocess (adapters/sandboxed_lint.py starts `python -m pipeline.cli.lint_sandbox`) sets
 its own CPU-time and memory limits first, names each repository file on stderr before it parses
@@ -12,12 +13,13 @@ of memory.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 
-from pipeline.core import changes, commit_status
+from pipeline.core import builds, changes, commit_status
 
 # the subprocess's exit status when its memory limit was hit (it catches MemoryError)
 EXIT_MEMORY = 3
@@ -25,6 +27,13 @@ EXIT_MEMORY = 3
 PROGRESS = "layering-lint: reading "
 # the largest answer read back (the subprocess cannot write more: RLIMIT_FSIZE)
 ANSWER_LIMIT_BYTES = 32 * 1024 * 1024
+# what a head's lint keeps of each image for the build page (adapters/head_store.record_lint):
+# a repository of hostile Containerfiles cannot grow one Redis key without bound
+STORED_FINDINGS = 100
+STORED_IMAGES = 500
+STORED_TEXT_CHARS = 1000
+# image -> its lint findings (head.lint_findings); HeadStore.record_lint keeps them `stored`
+ByImage = Mapping[str, Sequence[commit_status.LintFinding]]
 MEMORY_SETTING = "LAYERING_LINT_MEMORY_MB"
 CPU_SETTING = "LAYERING_LINT_CPU_SECONDS"
 
@@ -158,3 +167,49 @@ def malformed() -> str:
 def status(stopped: Stopped) -> commit_status.Status:
     """`layering/lint` failed: nothing is built until a new head lints."""
     return commit_status.Status(commit_status.LINT_CONTEXT, "failure", stopped.description)
+
+
+# -- what the build page reads ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Stored:
+    """One image's lint findings of a head as kept: the first STORED_FINDINGS (errors first),
+    each a lint_finding.Finding.as_dict, and how many there were."""
+
+    findings: tuple[dict[str, Any], ...]
+    count: int
+
+
+def stored(findings: ByImage) -> dict[str, str]:
+    """image -> the JSON of its Stored findings, for the first STORED_IMAGES images by name."""
+    kept: dict[str, str] = {}
+    for image in sorted(findings)[:STORED_IMAGES]:
+        found = sorted(findings[image], key=lambda f: f.severity != "error")
+        documents = [
+            {
+                "id": f.id[:STORED_TEXT_CHARS],
+                "severity": f.severity,
+                "path": f.path[:STORED_TEXT_CHARS],
+                "line": f.line,
+                "message": f.message[:STORED_TEXT_CHARS],
+            }
+            for f in found[:STORED_FINDINGS]
+        ]
+        kept[image] = json.dumps({"findings": documents, "count": len(found)})
+    return kept
+
+
+def from_stored(raw: str | bytes | None) -> Stored | None:
+    """The Stored findings of one image (None: not recorded, or unreadable); a malformed
+    finding is dropped, never shown."""
+    if raw is None:
+        return None
+    try:
+        document = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(document, dict) or type(document.get("count")) is not int:
+        return None
+    findings = builds.finding_documents(document.get("findings"))
+    return Stored(findings[:STORED_FINDINGS], max(document["count"], len(findings)))

@@ -175,8 +175,8 @@ class Mirror(Protocol):
 
 
 class HeadStore(Protocol):
-    """The head of each branch and pull request (adapters/head_store.py): `claim` and
-    `record_builds` apply head.claim / head.with_builds atomically."""
+    """Heads of branches and pull requests (adapters/head_store.py; `claim`, `record_builds`:
+    head.claim, head.with_builds, atomic) and each commit's lint findings, for the build page."""
 
     def claim(
         self, scope: str, sha: str, enqueued_at: float, *, closed: bool = False
@@ -189,8 +189,9 @@ class HeadStore(Protocol):
         """None once recorded; else the newer head that took the scope meanwhile."""
 
     def timeline(self, scope: str) -> Sequence[approval.Seen]:
-        """When each head of `scope` arrived (what an /ok-to-test approves is decided
-        against it: core/approval.py)."""
+        """When each head of `scope` arrived (core/approval.py: what /ok-to-test approves)."""
+
+    def record_lint(self, sha: str, findings: head_lint.ByImage) -> None: ...
 
 
 class HeadLinter(Protocol):

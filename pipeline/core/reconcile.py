@@ -77,6 +77,7 @@ class Reconciliation:
     plan: promotion.PromotionPlan
     waits: tuple[Wait, ...] = ()
     refusals: tuple[promotion.Refusal, ...] = ()
+    soak_seconds: float = 0.0  # the longest soak of the plan's clusters (what /metrics shows)
 
     @property
     def waiting(self) -> bool:
@@ -115,7 +116,15 @@ def reconcile(
             refusals.append(refusal)
         else:
             waits.append(wait)
-    return Reconciliation(plan, tuple(waits), tuple(refusals))
+    soak = max(
+        (
+            repository.clusters[name].soak_seconds
+            for name in plan.clusters
+            if name in repository.clusters
+        ),
+        default=0,
+    )
+    return Reconciliation(plan, tuple(waits), tuple(refusals), float(soak))
 
 
 def rollouts_in_progress(records: Iterable[rollout.RolloutRecord]) -> set[tuple[str, str]]:
@@ -239,6 +248,9 @@ class EnvironmentWait:
     # a downstream promotion (pull-request mode) bringing env/<from_upstream>'s content: the
     # sweep runs "layering.promote_downstream" for it, not "layering.promote"
     from_upstream: str = ""
+    # the environment's soak: a wait much longer than it is worth an alert (deploy/components/
+    # monitoring)
+    soak_seconds: float = 0.0
 
     @property
     def slot(self) -> str:
@@ -262,6 +274,7 @@ class EnvironmentWait:
             recorded_at=float(document.get("recorded_at", 0.0)),
             upstreams=tuple(str(name) for name in document.get("upstreams", ())),
             from_upstream=str(document.get("from_upstream", "")),
+            soak_seconds=float(document.get("soak_seconds", 0.0)),
         )
 
 
@@ -281,6 +294,7 @@ def environment_wait(
         due=min(ends) if ends else None,
         recorded_at=now,
         upstreams=tuple(sorted({w.upstream for w in waits if w.kind is WaitKind.ROLLOUT})),
+        soak_seconds=reconciliation.soak_seconds,
     )
 
 

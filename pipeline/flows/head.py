@@ -181,6 +181,7 @@ def handle_head(adapters: Adapters, settings: Settings, new: head.NewHead) -> Su
         log.warning("head %s of %s: %s", new.sha[:12], new.scope, read.description)
         decision = head.decide_stopped(read, previous, sha=new.sha, public_url=settings.public_url)
     else:
+        adapters.heads.record_lint(new.sha, read.findings)
         decision = head.decide(
             read.plan,
             read.findings,

@@ -9,10 +9,12 @@ is a bounded range (`log_range`): at most LOG_MAX_LINES lines and about LOG_RESP
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pipeline.adapters import build_records
+from pipeline.adapters import build_records, head_store
+from pipeline.core import head_lint
 
 LOG_DEFAULT_LINES = 1000
 LOG_MAX_LINES = 5000
@@ -33,12 +35,21 @@ class BuildSource(Protocol):
         a newline; [] past the end or for an unknown build."""
         ...
 
+    def image_builds(self, image: str, *, limit: int) -> list[Mapping[str, Any]]:
+        """The newest builds of `image` first, as JSON documents."""
+        ...
+
+    def lint_findings(self, commit_sha: str, image: str) -> head_lint.Stored | None:
+        """`image`'s lint findings at `commit_sha`; None when no head of it linted the image."""
+        ...
+
 
 class StoreView:
     """The build store's records as JSON documents and its log lines newline-terminated."""
 
     def __init__(self, store: build_records.BuildStore) -> None:
         self._store = store
+        self._heads = head_store.RedisHeadStore(store.client)
 
     def list_builds(self, *, limit: int) -> list[Mapping[str, Any]]:
         return [record.to_dict() for record in self._store.recent(limit)]
@@ -51,11 +62,53 @@ class StoreView:
         lines = self._store.read_log(build_id, offset, limit)
         return [line if line.endswith("\n") else line + "\n" for line in lines]
 
+    def image_builds(self, image: str, *, limit: int) -> list[Mapping[str, Any]]:
+        return [record.to_dict() for record in self._store.of_image(image, limit)]
+
+    def lint_findings(self, commit_sha: str, image: str) -> head_lint.Stored | None:
+        return self._heads.lint_findings(commit_sha, image)
+
 
 def content_findings(build: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """The content lint's findings of a build document (BuildRecord.to_dict), as stored."""
     found = build.get("content_findings")
     return [f for f in found if isinstance(f, Mapping)] if isinstance(found, list | tuple) else []
+
+
+@dataclass(frozen=True)
+class FindingRow:
+    """One row of the build page's findings: where it was found (`stage`), as text."""
+
+    stage: str
+    id: str
+    severity: str
+    where: str
+    message: str
+
+
+def finding_rows(
+    lint: head_lint.Stored | None, content: Sequence[Mapping[str, Any]]
+) -> list[FindingRow]:
+    """The commit's Containerfile lint findings of the image, then the content lint's of the
+    built image; errors first within each."""
+    rows = [
+        FindingRow("Containerfile lint", *_finding_cells(finding))
+        for finding in (lint.findings if lint is not None else ())
+    ] + [FindingRow("built image", *_finding_cells(finding)) for finding in content]
+    return sorted(
+        rows, key=lambda row: (row.stage != "Containerfile lint", row.severity != "error")
+    )
+
+
+def _finding_cells(finding: Mapping[str, Any]) -> tuple[str, str, str, str]:
+    path, line = str(finding.get("path", "")), finding.get("line")
+    where = path if line is None else f"{path}:{line}"
+    return (
+        str(finding.get("id", "")),
+        str(finding.get("severity", "")),
+        where,
+        str(finding.get("message", "")),
+    )
 
 
 def range_problem(offset: int, limit: int) -> str | None:

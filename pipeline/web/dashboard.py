@@ -1,5 +1,7 @@
-"""The dashboard at `/`: server-rendered HTML from the Jinja2 templates in templates/ (no
-front-end build), with a small inline script that refreshes fragments and tails build logs.
+"""The dashboard's builds, promotions and drift (`/builds`) and build pages (`/builds/{id}`);
+`/` is the pipeline view (pipeline_page.py). Server-rendered HTML from the Jinja2 templates in
+templates/ (no front-end build), with a small inline script that refreshes fragments and tails
+build logs.
 Builds come from a BuildSource, promotions and drift from a PromotionSource; both are built
 once per process by the app's factory and passed in. Does I/O only through them.
 
@@ -19,10 +21,11 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
+import markupsafe
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from pipeline.core import builds, image_changes
+from pipeline.core import builds, duration_chart, image_changes
 from pipeline.core.errors import PipelineError
 from pipeline.web import build_source, promotions
 
@@ -31,6 +34,9 @@ BUILD_ROWS = 50
 # the build page shows the first lines of the log (a bounded range, like every read); its
 # script then asks only for what follows, at once while a chunk comes back full
 PAGE_LOG_LINES = LOG_TAIL_LIMIT
+# the image's newest builds read for the build page's duration chart: its last
+# duration_chart.MAX_BUILDS finished ones are among them unless most were skipped or cancelled
+CHART_RECORDS = 3 * duration_chart.MAX_BUILDS
 
 
 def short_sha(sha: str) -> str:
@@ -50,6 +56,7 @@ TEMPLATES = jinja2.Environment(
 )
 TEMPLATES.filters["short_sha"] = short_sha
 TEMPLATES.filters["short_digest"] = short_digest
+TEMPLATES.filters["build_href"] = lambda build_id: build_href(str(build_id))
 TEMPLATES.globals["changes_headline"] = image_changes.headline
 TEMPLATES.globals["package_lists"] = image_changes.package_lists
 TEMPLATES.globals["path_lists"] = image_changes.path_lists
@@ -192,7 +199,7 @@ def router(
     promotion_source: promotions.PromotionSource | None,
     clock: Callable[[], float] = time.time,
 ) -> APIRouter:
-    """The dashboard's routes: `/`, `/builds/{id}`, the fragments the pages poll, and
+    """The dashboard's routes: `/builds`, `/builds/{id}`, the fragments the pages poll, and
     `/api/builds/{id}/log/tail?offset=N` (JSON: at most LOG_TAIL_LIMIT lines from N on, for a
     live tail; `more` when the answer was cut short)."""
     routes = APIRouter()
@@ -216,11 +223,12 @@ def router(
             return None
         return store.get_build(build_id)
 
-    @routes.get("/")
+    # `/` is the pipeline view (pipeline_page.py), which links here
+    @routes.get("/builds")
     def index() -> Response:
         return _page(
             "index.html.j2",
-            title="layering: dashboard",
+            title="layering: builds",
             builds=recent(),
             view=promotions_view(),
         )
@@ -240,13 +248,20 @@ def router(
             return html_response(render("missing_build.html.j2", build_id=build_id), status=404)
         view = BuildView.of(build, now=clock())
         changes, changes_note = changes_of(build)
+        lint = store.lint_findings(view.commit_sha, view.image) if view.commit_sha else None
+        recent_builds = store.image_builds(view.image, limit=CHART_RECORDS)
+        chart = duration_chart.chart(recent_builds, current=build)
         return _page(
             "build.html.j2",
             title=f"layering: build {view.build_id}",
             build=view,
             changes=changes,
             changes_note=changes_note,
-            content_findings=build_source.content_findings(build),
+            findings=build_source.finding_rows(lint, build_source.content_findings(build)),
+            lint=lint,
+            chart=chart,
+            # built by duration_chart with every text in it escaped
+            chart_svg=markupsafe.Markup(chart.svg) if chart is not None else None,  # noqa: S704
             lines=build_source.log_range(store, build_id, offset=0, limit=PAGE_LOG_LINES)[0],
             tail_url=f"/api/builds/{quote(view.build_id, safe='')}/log/tail",
         )

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pipeline.adapters import git as gitadapter
-from pipeline.core import drift, pool_status, repo
-from pipeline.core.errors import PipelineError
+from pipeline.core import drift, pipeline_view, pool_status, repo
+from pipeline.core.errors import InputError, PipelineError
 from pipeline.core.settings import Settings
 
 FETCH_INTERVAL_SECONDS = 5.0
+MODELS_KEPT = 16
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,7 @@ class RepositoryPromotions:
         self._lock = threading.Lock()
         self._fetched_at = float("-inf")
         self._mirror: gitadapter.GitRepo | None = None
+        self._models: dict[str, repo.Repository] = {}  # commit -> its model (immutable)
 
     def view(self) -> PromotionsView:
         try:
@@ -119,14 +121,43 @@ class RepositoryPromotions:
 
     def _environments(self, repo_url: str) -> tuple[EnvironmentView, ...]:
         with self._lock:
-            if self._mirror is None:
-                # cloned on first use, not at start-up: the service starts while the
-                # repository is unreachable, and the page says why until it is reachable
-                self._mirror = gitadapter.GitRepo.ensure_mirror(self._mirror_path, repo_url)
-            if time.monotonic() - self._fetched_at >= self._fetch_interval:
-                self._mirror.fetch()
-                self._fetched_at = time.monotonic()
-            return self._read(self._mirror)
+            return self._read(self._fetched(repo_url))
+
+    def _fetched(self, repo_url: str) -> gitadapter.GitRepo:
+        """The mirror, fetched at most every fetch_interval; call under the lock."""
+        if self._mirror is None:
+            # cloned on first use, not at start-up: the service starts while the
+            # repository is unreachable, and the page says why until it is reachable
+            self._mirror = gitadapter.GitRepo.ensure_mirror(self._mirror_path, repo_url)
+        if time.monotonic() - self._fetched_at >= self._fetch_interval:
+            self._mirror.fetch()
+            self._fetched_at = time.monotonic()
+        return self._mirror
+
+    def models(self) -> tuple[repo.Repository | None, dict[str, repo.Repository | None]]:
+        """The default branch's model and each environment's at env/<environment>'s head
+        (None: no such branch), for the pipeline view; each commit is parsed once and kept."""
+        if not self._repo_url:
+            raise InputError("LAYERING_REPO_URL is not set: no repository to show")
+        with self._lock:
+            mirror = self._fetched(self._repo_url)
+            default = gitadapter.branch_commit(mirror, self._default_branch)
+            if default is None:
+                return None, {}
+            model = self._load(mirror, default)
+            branches: dict[str, repo.Repository | None] = {}
+            for environment in environment_order(model):
+                sha = gitadapter.branch_commit(mirror, f"env/{environment}")
+                branches[environment] = self._load(mirror, sha) if sha else None
+            return model, branches
+
+    def _load(self, mirror: gitadapter.GitRepo, sha: str) -> repo.Repository:
+        cached = self._models.get(sha)
+        if cached is None:
+            if len(self._models) >= MODELS_KEPT:
+                self._models.pop(next(iter(self._models)))
+            cached = self._models[sha] = mirror.load(sha)
+        return cached
 
     def _read(self, mirror: gitadapter.GitRepo) -> tuple[EnvironmentView, ...]:
         default = gitadapter.branch_commit(mirror, self._default_branch)
@@ -157,22 +188,7 @@ class RepositoryPromotions:
         return tuple(views)
 
 
-def environment_order(model: repo.Repository) -> list[str]:
-    """Environments upstream first (nonprod before prod), then by name."""
-
-    def depth(environment: str) -> int:
-        deepest = 0
-        for cluster in model.clusters_in(environment):
-            steps, seen = 0, set[str]()
-            current: repo.Cluster | None = cluster
-            while current is not None and current.promotes_from and current.name not in seen:
-                seen.add(current.name)
-                current = model.clusters.get(current.promotes_from)
-                steps += 1
-            deepest = max(deepest, steps)
-        return deepest
-
-    return sorted(model.environments(), key=lambda name: (depth(name), name))
+environment_order = pipeline_view.environment_order
 
 
 def drift_rows(checks: Mapping[str, drift.Drift]) -> tuple[DriftRow, ...]:

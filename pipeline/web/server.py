@@ -25,11 +25,14 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from pipeline.adapters import (
+    backlog_metrics,
     build_records,
     environment,
+    head_store,
     metrics,
     promotion_metrics,
     promotion_store,
+    promotion_waits,
     queue,
     redis_client,
     worker_presence,
@@ -37,7 +40,15 @@ from pipeline.adapters import (
 from pipeline.core import events, isolation
 from pipeline.core.errors import InputError, TemporaryError
 from pipeline.core.settings import Settings
-from pipeline.web import api, build_source, dashboard, promotions, read_access, receiver
+from pipeline.web import (
+    api,
+    build_source,
+    dashboard,
+    pipeline_page,
+    promotions,
+    read_access,
+    receiver,
+)
 
 
 def create_app(
@@ -49,11 +60,13 @@ def create_app(
     collectors: tuple[Collector, ...] = (),
     on_shutdown: Sequence[Callable[[], None]] = (),
     build_workers: worker_presence.Reader | None = None,
+    pipeline_source: pipeline_page.PipelineSource | None = None,
 ) -> receiver.WebhookFront:
     """The web app. `store` serves /api/builds and the dashboard's builds; `promotion_source`
     the dashboard's promotions; `collectors` add to /metrics (e.g. build durations and queue
     latency recorded by workers in Redis); `on_shutdown` closes what the caller built;
-    `build_workers` gives /readyz the workers' reports (closed with the app)."""
+    `build_workers` gives /readyz the workers' reports (closed with the app);
+    `pipeline_source` the pipeline view at `/`."""
     secret = settings.webhook_secret.get_secret_value().encode() if settings.webhook_secret else b""
     the_enqueuer: receiver.Enqueuer = enqueuer or queue.Enqueuer(
         settings.redis_url.get_secret_value()
@@ -109,6 +122,7 @@ def create_app(
             upgrades=settings.read_token is not None,
         )
     )
+    app.include_router(pipeline_page.router(pipeline_source))
     app.include_router(dashboard.router(store, promotion_source=promotion_source))
     return receiver.WebhookFront(
         # the webhook paths are answered before the guard; everything else needs the read
@@ -127,9 +141,9 @@ def create_app(
 
 def service_app(settings: Settings) -> receiver.WebhookFront:
     """The web app wired to the real adapters, each built once for the process: one Redis
-    client for the metrics and promotion records, the build store (with its own client and
-    timeouts), the queue writer, the build workers' reports for /readyz, and the dashboard's
-    Git mirror."""
+    client for the metrics, promotion records, waits and heads, the build store (with its own
+    client and timeouts), the queue writer, the build workers' reports for /readyz, and the
+    dashboard's Git mirror (the pipeline view reads it too)."""
     client = redis_client.sync_client(
         settings.redis_url.get_secret_value(), socket_timeout=5, socket_connect_timeout=2
     )
@@ -138,6 +152,15 @@ def service_app(settings: Settings) -> receiver.WebhookFront:
         settings, client=client, signing=False
     )
     repository_promotions = promotions.RepositoryPromotions(settings, records=promotion_records)
+    pipeline = pipeline_page.StoredPipeline(
+        models=repository_promotions,
+        records=promotion_records,
+        waits=promotion_waits.PromotionWaits(client),
+        heads=head_store.RedisHeadStore(client),
+        builds=build_store,
+        pull_url=pipeline_page.pull_url(settings.github_repo_name),
+        verifying=settings.verification_key is not None,
+    )
     return create_app(
         settings,
         store=build_source.StoreView(build_store),
@@ -145,9 +168,11 @@ def service_app(settings: Settings) -> receiver.WebhookFront:
         collectors=(
             metrics.RedisHistograms(client),
             promotion_metrics.PromotionCollector(promotion_records),
+            backlog_metrics.BacklogCollector(client),
         ),
         on_shutdown=(repository_promotions.close, build_store.client.close, client.close),
         build_workers=worker_presence.Reader(settings.redis_url.get_secret_value()),
+        pipeline_source=pipeline,
     )
 
 

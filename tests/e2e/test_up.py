@@ -306,7 +306,7 @@ def test_merge_into_nonprod_commits_the_machineconfig(up: Up) -> None:
 def test_dashboard_shows_a_build_and_tails_its_log_in_chromium(up: Up, tmp_path: Path) -> None:
     with Chromium.start(tmp_path) as browser:
         page = browser.page()
-        page.navigate(f"{up.receiver}/")
+        page.navigate(f"{up.receiver}/builds")
         page.wait_for("document.querySelectorAll('#builds tr.build').length >= 6")
         page.wait_for("!!document.querySelector('section[data-environment=nonprod] tr.pool')")
         up.git("checkout", "-q", "main")
@@ -337,7 +337,7 @@ def test_dashboard_shows_a_build_and_tails_its_log_in_chromium(up: Up, tmp_path:
         assert page.evaluate("document.querySelectorAll('#log img').length") == 0  # ... only
         assert page.evaluate("document.title") != "pwned"
         page.screenshot(ARTIFACTS / "build-log.png")
-        page.navigate(f"{up.receiver}/")
+        page.navigate(f"{up.receiver}/builds")
         page.wait_for("document.querySelectorAll('#builds tr.build').length >= 8")
         page.screenshot(ARTIFACTS / "dashboard.png")
         page.close()

@@ -257,7 +257,7 @@ def test_base_drift_task_records_what_kmock_serves(stage: Stage) -> None:
     assert "'gone-admin'" in unreadable.error
     assert not unreadable.drifted
 
-    dashboard, exposed = stage.serve("/", "/metrics")
+    dashboard, exposed = stage.serve("/builds", "/metrics")
     drift_section = dashboard.split('<div id="drift">', 1)[1].split("</div>", 1)[0]
     row = next(tr for tr in drift_section.split("<tr>") if tr.startswith("<td>nonprod</td>"))
     assert 'class="state state-drift">drift<' in row

@@ -385,6 +385,8 @@ def test_requests_reuse_the_connections_built_at_start(
     client = redis.Redis.from_url(private_redis.url)
     paths = [
         "/",
+        "/api/pipeline",
+        "/builds",
         "/dashboard/fragments/builds",
         "/dashboard/fragments/promotions",
         "/api/builds",

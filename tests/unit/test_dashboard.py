@@ -11,6 +11,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from pipeline.core import head_lint
 from pipeline.web import dashboard, promotions
 
 HOSTILE = "<script>alert('x')</script>"
@@ -34,6 +35,12 @@ class FakeBuilds:
         self.log_reads.append((build_id, offset, limit))
         lines = self.logs.get(build_id, "").splitlines(keepends=True)
         return lines[offset : offset + limit]
+
+    def image_builds(self, image: str, *, limit: int) -> list[Mapping[str, Any]]:
+        return [b for b in reversed(self.builds.values()) if b.get("image") == image][:limit]
+
+    def lint_findings(self, commit_sha: str, image: str) -> head_lint.Stored | None:
+        return None
 
 
 class FakePromotions:
@@ -91,7 +98,7 @@ def test_index_escapes_everything_and_sets_a_script_policy(
 ) -> None:
     client, builds, _ = setup
     builds.builds["b1"] = _build("b1", error=HOSTILE, state="failed", finished_at=103.0)
-    response = client.get("/")
+    response = client.get("/builds")
     assert response.status_code == 200
     text = response.text
     assert HOSTILE not in text
@@ -112,7 +119,7 @@ def test_every_page_gets_a_fresh_nonce_and_fragments_run_no_script(
     client, builds, _ = setup
     builds.builds["b5"] = _build("b5")
     nonces = set()
-    for path in ("/", "/", "/builds/b5", "/builds/b5"):
+    for path in ("/builds", "/builds", "/builds/b5", "/builds/b5"):
         response = client.get(path)
         nonce = response.headers["content-security-policy"].split("'nonce-")[1].split("'")[0]
         assert response.text.count("<script") == 1

@@ -134,6 +134,7 @@ class Heads:
         self.heads: dict[str, head.Head] = {}
         self.timelines: dict[str, list[approval.Seen]] = {}
         self.taken_meanwhile: head.Head | None = None
+        self.lint: dict[str, dict[str, Sequence[commit_status.LintFinding]]] = {}
 
     def claim(
         self, scope: str, sha: str, enqueued_at: float, *, closed: bool = False
@@ -148,6 +149,9 @@ class Heads:
 
     def timeline(self, scope: str) -> list[approval.Seen]:
         return list(self.timelines.get(scope, []))
+
+    def record_lint(self, sha: str, findings: head_lint.ByImage) -> None:
+        self.lint.setdefault(sha, {}).update(findings)
 
     def record_builds(
         self, scope: str, sha: str, builds: Sequence[head.HeadBuild]
@@ -321,6 +325,7 @@ def test_push_sends_one_build_per_target_with_its_record_and_callbacks(world: Wo
     )
     assert world.metrics.latencies == [1.0]
     assert world.history.listed == [after], "the head's repository is read once, by the plan"
+    assert world.heads.lint == {after: {"firewalld": []}}, "kept for the build page"
 
 
 def test_a_newer_push_cancels_the_older_heads_build(world: World) -> None:
@@ -396,6 +401,7 @@ def test_a_fork_pull_request_is_linted_only(world: World) -> None:
     assert world.statuses.on(sha) == {
         "layering/lint": ("success", f"no findings; {commit_status.FORK_NOTE}")
     }
+    assert world.heads.lint == {sha: {"chrony": []}}
 
 
 def test_closing_a_pull_request_cancels_its_builds(world: World) -> None:

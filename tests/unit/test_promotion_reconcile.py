@@ -206,6 +206,7 @@ def test_a_soak_is_a_wait_scheduled_for_its_end() -> None:
     assert len(status.description) <= 140
     wait = waits.recorded["prod"]
     assert wait.due == NOW + 3000
+    assert wait.soak_seconds == 3600  # /metrics: waiting past soak + 1 hour is an alert
     promote = [c for c in queue.sent if c.name == tasks.Promote.NAME]
     assert promote == [tasks.Promote(HEAD, "prod").call(countdown=3000.5)]
 
