@@ -125,6 +125,14 @@ class RedisHeadStore:
             raise TemporaryError(f"head store (Redis) unavailable: {exc}") from exc
         return head_lint.from_stored(raw)
 
+    def held(self, sha: str) -> list[str]:
+        """The images whose lint errors held their builds back at commit `sha`."""
+        try:
+            raw = self._client.hget(lint_key(sha), head_lint.HELD_FIELD)
+        except redis.RedisError as exc:
+            raise TemporaryError(f"head store (Redis) unavailable: {exc}") from exc
+        return head_lint.held_from_stored(raw)
+
     def lint_of(self, sha: str, images: Collection[str]) -> dict[str, head_lint.Stored]:
         """The kept lint findings of `images` at commit `sha` (those recorded), in one HMGET:
         the dashboard's pipeline view reads only the images it shows."""

@@ -59,6 +59,10 @@ class WatchedGate:
     environment: str
     pr_number: int
     head_ref: str = ""  # the pull request's branch: `layering/promote/<environment>` may auto-merge
+    # the last verdict while watched (pending or failure) and its description, as the status
+    # said it: what the dashboard shows of the gate
+    state: str = ""
+    description: str = ""
 
 
 @dataclass(frozen=True)

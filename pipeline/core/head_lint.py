@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from pipeline.core import builds, changes, commit_status
+from pipeline.core import builds, changes, commit_status, names
 
 # the subprocess's exit status when its memory limit was hit (it catches MemoryError)
 EXIT_MEMORY = 3
@@ -181,9 +181,22 @@ class Stored:
     count: int
 
 
+# the field listing the images whose lint errors held their builds back (an image name is a
+# DNS label: never `*held`)
+HELD_FIELD = "*held"
+
+
 def stored(findings: ByImage) -> dict[str, str]:
-    """image -> the JSON of its Stored findings, for the first STORED_IMAGES images by name."""
+    """image -> the JSON of its Stored findings, for the first STORED_IMAGES images by name;
+    and HELD_FIELD -> the images among them with an error (no build is sent for them)."""
     kept: dict[str, str] = {}
+    held = [
+        i
+        for i in sorted(findings)[:STORED_IMAGES]
+        if any(f.severity == "error" for f in findings[i])
+    ]
+    if held:
+        kept[HELD_FIELD] = json.dumps(held)
     for image in sorted(findings)[:STORED_IMAGES]:
         found = sorted(findings[image], key=lambda f: f.severity != "error")
         documents = [
@@ -213,3 +226,18 @@ def from_stored(raw: str | bytes | None) -> Stored | None:
         return None
     findings = builds.finding_documents(document.get("findings"))
     return Stored(findings[:STORED_FINDINGS], max(document["count"], len(findings)))
+
+
+def held_from_stored(raw: str | bytes | None) -> list[str]:
+    """The images held back by lint errors (HELD_FIELD); anything malformed reads as none."""
+    try:
+        document = json.loads(raw) if raw is not None else []
+    except ValueError:
+        return []
+    if not isinstance(document, list):
+        return []
+    return [
+        name
+        for name in document[:STORED_IMAGES]
+        if isinstance(name, str) and names.is_dns_label(name)
+    ]

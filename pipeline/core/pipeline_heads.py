@@ -18,7 +18,7 @@ MAX_HEAD_BUILDS = 40
 
 @dataclass(frozen=True)
 class HeadBuildView:
-    build_id: str
+    build_id: str  # "" for an image held back by its lint errors: no build
     image: str
     cluster: str
     state: str
@@ -34,7 +34,10 @@ class CommitGroup:
     builds: tuple[HeadBuildView, ...]
 
 
-_STATE_RANK = ("succeeded", "skipped", "cancelled", "unknown", "queued", "running", "failed")
+# "held": no build was sent, the image's lint errors held it back
+_STATE_RANK = (
+    "succeeded", "skipped", "cancelled", "unknown", "queued", "running", "failed", "held"
+)  # fmt: skip
 
 
 def commits(
@@ -62,6 +65,11 @@ def commits(
                         records.get(queued.build_id),
                         lint.get((sha, queued.image)),
                     )
+        built = {b.image for b in seen.values()}
+        for (linted_sha, image), kept in sorted(lint.items()):
+            errors = any(f.get("severity") == "error" for f in kept.findings)
+            if linted_sha == sha and image not in built and errors:
+                seen[f"held:{image}"] = HeadBuildView("", image, "", "held", _static_lint(kept))
         shown = tuple(sorted(seen.values(), key=lambda b: (b.image, b.cluster, b.build_id)))
         states = [b.state for b in shown] or ["succeeded"]
         worst = max(states, key=lambda s: _STATE_RANK.index(s) if s in _STATE_RANK else 3)

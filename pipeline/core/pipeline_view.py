@@ -1,9 +1,8 @@
-"""The pipeline view (issue 16), the dashboard's home page as data: one row per image, one cell
-per environment in `promotesFrom` order (what is promoted there, how far it is verified, the
-soak of the next candidate, the gate and promotion pull request, what the promotion waits for,
-and whether it differs from the upstream environment); beside it the builds of the current heads
-grouped by commit with their lint state. Whatever is missing reads as "unknown" or "not
-promoted", never as an error. No I/O: the web page gathers the inputs and hands them in.
+"""The pipeline view, the dashboard's home page as data: one row per image, one cell per
+environment in `promotesFrom` order (what is promoted there, how far it is verified, the soak of
+the next candidate, the gate and promotion pull request, what the promotion waits for, whether
+it differs upstream); beside it the builds of the current heads by commit with their lint state.
+Whatever is missing reads as "unknown" or "not promoted", never as an error. No I/O.
 
     view = pipeline_view.build(inputs, now=time.time())
 """
@@ -348,10 +347,11 @@ def _soak(
 
 
 def _gate(inputs: Inputs, environment: str) -> tuple[int | None, str]:
-    """The open promotion pull request of `environment` and its gate, as the records say."""
+    """The open promotion pull request of `environment` and its gate's last verdict."""
     for watched in inputs.gates:
         if watched.environment == environment:
-            return watched.pr_number, "gate pending: re-judged when a verification changes"
+            verdict = f"gate {watched.state}: {watched.description}" if watched.state else ""
+            return watched.pr_number, verdict or "gate pending: re-judged when it changes"
     for pushed in inputs.post_pushes:
         if pushed.environment == environment and pushed.pull_request is not None:
             return pushed.pull_request, "promotion pull request open: lands when merged"

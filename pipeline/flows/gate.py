@@ -135,7 +135,16 @@ def run(
     if decision.state is gate.GateState.SUCCESS:
         store.unwatch_gate(environment, pr_number)
     else:
-        store.watch_gate(gate.WatchedGate(head_sha, environment, pr_number, head_ref))
+        store.watch_gate(
+            gate.WatchedGate(
+                head_sha,
+                environment,
+                pr_number,
+                head_ref,
+                state=decision.state.value,
+                description=decision.description,
+            )
+        )
     reporter.report(head_sha, decision.status(environment))
     if decision.recheck_after is not None and not _waits_for_rollout_only(decision):
         queue.send(

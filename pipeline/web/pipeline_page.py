@@ -136,6 +136,7 @@ class StoredPipeline:
         found: dict[tuple[str, str], head_lint.Stored] = {}
         for current in newest:
             images = {b.image for b in current.builds[: pipeline_heads.MAX_HEAD_BUILDS]}
+            images.update(self._heads.held(current.sha))  # no build: its lint errors
             for image, kept in self._heads.lint_of(current.sha, images).items():
                 found[(current.sha, image)] = kept
         return found

@@ -97,7 +97,11 @@ def test_the_pipeline_view_shows_each_image_per_environment_and_changes_live(
                 "nonprod", "worker", main, f"{REGISTRY}/firewalld@{NEW}", "Updated", 3, 3, "", now
             )
         )
-        records.watch_gate(gate.WatchedGate("e" * 40, "prod", 7))
+        records.watch_gate(
+            gate.WatchedGate(
+                "e" * 40, "prod", 7, state="pending", description="soaking: 50m left in nonprod"
+            )
+        )
         promotion_waits.PromotionWaits(client).record_wait(
             reconcile.EnvironmentWait("prod", main, due=now + 3000, recorded_at=now)
         )
@@ -118,7 +122,11 @@ def test_the_pipeline_view_shows_each_image_per_environment_and_changes_live(
         warning = commit_status.LintFinding(
             "LAY009", "warning", "images/firewalld/Containerfile", 2, "dnf update"
         )
-        heads.record_lint(main, {"firewalld": [warning], "htop": []})
+        # chrony's lint error held its builds back: no build, shown as held
+        error = commit_status.LintFinding(
+            "LAY010", "error", "images/chrony/Containerfile", 3, "rpm-ostree kargs"
+        )
+        heads.record_lint(main, {"firewalld": [warning], "htop": [], "chrony": [error]})
         heads.record_builds(
             "branch:main",
             main,
@@ -140,6 +148,8 @@ def test_the_pipeline_view_shows_each_image_per_environment_and_changes_live(
             document = httpx.get(f"{served.url}/api/pipeline").json()
             assert document["environments"] == ["nonprod", "prod"]
             assert [row["image"] for row in document["rows"]] == ["firewalld", "htop"]
+            held = [b for b in document["commits"][0]["builds"] if b["state"] == "held"]
+            assert [(b["image"], b["build_id"]) for b in held] == [("chrony", "")]
             with Chromium.start(tmp_path) as browser:
                 page = browser.page()
                 page.navigate(f"{served.url}/")
@@ -156,7 +166,7 @@ def test_the_pipeline_view_shows_each_image_per_environment_and_changes_live(
                 assert "sha256:bbbbbbbbbbbb" in prod
                 assert "soaking sha256:aaaaaaaaaaaa from nonprod: 50m" in prod
                 assert "left of 1h" in prod
-                assert "gate pending" in prod
+                assert "gate pending: soaking: 50m left in nonprod" in prod
                 assert "PR #7" in prod
                 assert "waits for the soak, due in 50m" in prod
                 assert "differs from nonprod (sha256:aaaaaaaaaaaa)" in prod
@@ -176,7 +186,8 @@ def test_the_pipeline_view_shows_each_image_per_environment_and_changes_live(
                 commit = page.evaluate("document.querySelector('#commits .commit').innerText")
                 assert main[:12] in commit
                 assert "main" in commit
-                assert "lint failed on 1 of 2 builds" in commit
+                assert "lint failed on 2 of 3 builds" in commit
+                assert "chrony: no build held lint failed: 1 error, 0 warnings" in commit
                 assert (
                     "firewalld@nonprod failed lint passed, 1 warning; "
                     "content lint failed: LAY101 /var/run"

@@ -422,3 +422,20 @@ def test_timeline_entries_round_trip_and_junk_is_dropped() -> None:
     assert approval.Seen.from_json(approval.Seen(A, 1.5).to_json()) == approval.Seen(A, 1.5)
     for junk in (None, [A], [1, 2], [A, "soon"], {"sha": A}):
         assert approval.Seen.from_json(junk) is None
+
+
+def test_the_stored_lint_names_the_images_its_errors_held_back() -> None:
+    error = commit_status.LintFinding("LAY010", "error", "images/b/Containerfile", 2, "kargs")
+    warning = commit_status.LintFinding("LAY009", "warning", "images/a/Containerfile", 2, "up")
+    kept = head_lint.stored({"a": [warning], "b": [error], "c": []})
+    assert head_lint.held_from_stored(kept[head_lint.HELD_FIELD]) == ["b"]
+    assert head_lint.HELD_FIELD not in head_lint.stored({"a": [warning]})
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [None, b"not json", b'{"a": 1}', b'["ok", "../etc", 7, "Bad_Name", "' + b"x" * 300 + b'"]'],
+)
+def test_held_images_read_back_from_redis_are_checked(raw: bytes | None) -> None:
+    held = head_lint.held_from_stored(raw)
+    assert held in ([], ["ok"])

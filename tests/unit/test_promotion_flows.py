@@ -416,6 +416,9 @@ def test_a_failing_gate_is_watched_until_it_passes(merge: gate.MergeResult, text
     assert (sha, status.context, status.state) == (HEAD, "layering/gate/prod", "failure")
     assert text in status.description
     assert list(store.gates) == [("prod", 12)]
+    # the dashboard shows the verdict the status gave
+    watched = store.gates[("prod", 12)]
+    assert (watched.state, watched.description) == ("failure", status.description)
     assert queue.sent == []
 
 
