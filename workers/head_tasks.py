@@ -160,7 +160,6 @@ def report_build(self: Task, record: dict[str, Any], sha: str, scope: str) -> st
     settings = settings_of(self.app)
     return head_flow.report_build(
         adapters.status_reporter(self.app, settings),
-        _metrics(settings),
         settings,
         record,
         sha=sha,

@@ -6,6 +6,9 @@ element per output line, appended while buildah runs), `layering:builds` (a sort
 by creation time, for listing), `layering:builds:image:<image>` (the same, the newest
 IMAGE_INDEX_LENGTH builds of one image), `layering:lock:build:<key>` (the build-key lock),
 `layering:build:<id>:reported` (set once by the delivery whose outcome is reported),
+`layering:build:<id>:counted` (set by the save that first records it finished: its duration
+goes into layering_build_duration_seconds once, whichever path ended it: the build itself, the
+task's error callback, a parked poison message),
 `layering:cancel:<id>` (set when a build is cancelled; the running build polls it, and unlike
 the record it is never overwritten by the build's own saves), `layering:built` (a hash:
 `<repository>@<build key>` -> the digest that build pushed or reused, which promotion takes,
@@ -45,7 +48,7 @@ import redis
 from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
 
-from pipeline.adapters import build_logs, redis_client
+from pipeline.adapters import build_logs, metrics, redis_client
 from pipeline.core import builds, redaction
 from pipeline.core.errors import TemporaryError
 from pipeline.core.settings import Settings
@@ -159,9 +162,23 @@ class BuildStore:
         return record
 
     def save(self, record: builds.BuildRecord) -> None:
+        """Also counts the build in layering_build_duration_seconds the first time it is saved
+        finished (a later save, e.g. of its image changes, does not count it again)."""
         document = record.to_dict()
         document["error"] = redaction.scrub(record.error, self.secrets)
+        duration = (
+            max(0.0, record.finished_at - record.created_at)
+            if record.finished_at is not None and record.state.value in metrics.BUILD_OUTCOMES
+            else None
+        )
         try:
+            # claimed first, so the count lands in the record's own transaction: a reader that
+            # sees the build finished sees it counted
+            counted = duration is not None and bool(
+                self.client.set(
+                    f"{_record_key(record.id)}:counted", b"1", nx=True, ex=self.retention_seconds
+                )
+            )
             with self.client.pipeline() as pipe:
                 pipe.set(_record_key(record.id), json.dumps(document), ex=self.retention_seconds)
                 pipe.zadd(INDEX, {record.id: record.created_at})
@@ -170,6 +187,9 @@ class BuildStore:
                 pipe.zadd(by_image, {record.id: record.created_at})
                 pipe.zremrangebyrank(by_image, 0, -IMAGE_INDEX_LENGTH - 1)
                 pipe.expire(by_image, self.retention_seconds)
+                if counted and duration is not None:
+                    label = record.state.value
+                    metrics.add(pipe, metrics.BUILD_DURATION, duration, label=label)
                 pipe.execute()
         except RedisError as exc:
             raise _unavailable(exc) from None

@@ -2,7 +2,8 @@
 metadata, without a working container or a mount: `<driver>-images/images.json` names the
 image's top layer, `<driver>-layers/layers.json` chains the layers, and each layer's
 tar-split (adapters/tar_split.py) lists its entries. The build's layers are those above the
-base's top layer; the base's side is read once per process per base. The rpm databases are read
+base's top layer; the base's side is read once per process per base (`prepare` starts that
+read while buildah builds). The rpm databases are read
 only when a build layer touches one: its files copied from the layers' trees (vfs keeps each
 layer as a full tree, overlay each layer's diff) and queried with the host's rpm
 (adapters/image_changes.py). `pulled` brings an image by reference into the same storage for
@@ -13,9 +14,7 @@ layer as a full tree, overlay each layer's diff) and queried with the host's rpm
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import subprocess
 import tempfile
 import threading
@@ -23,9 +22,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from pipeline.adapters import buildah_process, image_changes, registry, tar_split
+from pipeline.adapters import buildah_process, image_changes, registry, storage_metadata, tar_split
 from pipeline.adapters.buildah import BuildahConfig
 from pipeline.core import content_lint, names, rpm_packages
 from pipeline.core.content_lint import LayerChange
@@ -37,50 +35,8 @@ MAX_ENTRIES = 2_000_000  # per layer
 MAX_TAR_SPLIT_BYTES = 4 * 1024**3  # decompressed, per layer: a 2,000,000-entry layer is ~2 GB
 BASES_KEPT = 4
 COMMAND_TIMEOUT = 600.0
-IMAGE_ID = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
 RPMDB_PATHS = tuple("/" + path for path in image_changes.RPMDB_PATHS)
-SKIP_LINT = "set LAYERING_CONTENT_LINT=false to push without the content lint"
-
-
-@dataclass(frozen=True)
-class _Storage:
-    root: Path
-    driver: str
-    images: list[dict[str, Any]]
-    parents: dict[str, str | None]
-
-    def image(self, reference: str) -> dict[str, Any]:
-        found = _image_of(self.images, reference)
-        if found is None:
-            raise PermanentError(
-                f"image {reference} is not in the local buildah storage {self.root} "
-                f"({self.driver}): build or pull it there first"
-            )
-        return found
-
-    def chain(self, top: str | None) -> list[str]:
-        """The layers from `top` down to the bottom one."""
-        layers: list[str] = []
-        while top is not None:
-            if top not in self.parents:
-                raise PermanentError(
-                    f"{self.root}/{self.driver}-layers/layers.json lacks layer {top}: the "
-                    f"storage cannot be read as layers; {SKIP_LINT}"
-                )
-            if top in layers:
-                raise PermanentError(f"layer {top} is its own ancestor in {self.root}")
-            layers.append(top)
-            top = self.parents[top]
-        return layers
-
-    def tar_split(self, layer: str) -> Path:
-        return self.root / f"{self.driver}-layers" / f"{layer}.tar-split.gz"
-
-    def tree(self, layer: str) -> Path:
-        """Where the driver keeps the layer's files: vfs a full tree, overlay the diff."""
-        if self.driver == "vfs":
-            return self.root / "vfs" / "dir" / layer
-        return self.root / self.driver / layer / "diff"
+SKIP_LINT = storage_metadata.SKIP_LINT
 
 
 @dataclass
@@ -96,8 +52,8 @@ class _Base:
 
 _bases: dict[tuple[str, str, str, int], _Base] = {}
 _bases_lock = threading.Lock()
-_graph_roots: dict[tuple[str, ...], Path] = {}
-_graph_roots_lock = threading.Lock()
+# one reader per base: a build's `content` waits for the read `prepare` started
+_reading: dict[tuple[str, str, str, int], threading.Lock] = {}
 
 
 class LayerReader:
@@ -115,7 +71,7 @@ class LayerReader:
         self.max_bytes = max_tar_split_bytes
 
     def content(self, image: str, *, base: str) -> content_lint.ImageContent:
-        storage = _load(storage_root(self.config), self.config.storage_driver)
+        storage = storage_metadata.of(self.config)
         chain = storage.chain(storage.image(image).get("layer"))
         base_top = storage.image(base).get("layer")
         if base_top is not None and base_top not in chain:
@@ -145,27 +101,61 @@ class LayerReader:
             base_children=base_side.children,
         )
 
-    def _base(self, storage: _Storage, layers: list[str]) -> _Base:
-        key = (str(storage.root), storage.driver, layers[-1] if layers else "", self.max_entries)
+    def prepare(self, base: str) -> None:
+        """Read `base`'s side on a thread of its own, overlapping the build (ports_content)."""
+        try:
+            storage = storage_metadata.of(self.config)
+            found = storage_metadata.image_of(storage.images, base)
+            if found is None or found.get("layer") is None:
+                return  # not pulled yet: the build pulls it, `content` reads it
+            layers = storage.chain(found["layer"])[::-1]
+            if self._key(storage, layers) in _bases:
+                return
+        except (PermanentError, TemporaryError, OSError) as exc:
+            log.debug("base %s not prepared: %s", base, exc)
+            return
+        threading.Thread(
+            target=self._prepared, args=(storage, layers), name="layering-base-side", daemon=True
+        ).start()
+
+    def _prepared(self, storage: storage_metadata.Storage, layers: list[str]) -> None:
+        try:
+            self._base(storage, layers)
+        except Exception as exc:  # `content` reads it again and says what went wrong
+            log.warning("reading the base's layers ahead of the build failed: %s", exc)
+
+    def _key(
+        self, storage: storage_metadata.Storage, layers: list[str]
+    ) -> tuple[str, str, str, int]:
+        return (str(storage.root), storage.driver, layers[-1] if layers else "", self.max_entries)
+
+    def _base(self, storage: storage_metadata.Storage, layers: list[str]) -> _Base:
+        key = self._key(storage, layers)
         with _bases_lock:
             if key in _bases:
                 return _bases[key]
-        changes = [c for layer in layers for c in self._layer(storage, layer)]
-        entries = content_lint.merged(content_lint.ImageContent({}, changes))
-        side = _Base(layers, entries, content_lint.children_index(entries))
-        with _bases_lock:
-            while len(_bases) >= BASES_KEPT:
-                del _bases[next(iter(_bases))]
-            return _bases.setdefault(key, side)
+            reading = _reading.setdefault(key, threading.Lock())
+        with reading:
+            with _bases_lock:
+                if key in _bases:  # read meanwhile by the one that held `reading`
+                    return _bases[key]
+            changes = [c for layer in layers for c in self._layer(storage, layer)]
+            entries = content_lint.merged(content_lint.ImageContent({}, changes))
+            side = _Base(layers, entries, content_lint.children_index(entries))
+            with _bases_lock:
+                while len(_bases) >= BASES_KEPT:
+                    del _bases[next(iter(_bases))]
+                _reading.pop(key, None)
+                return _bases.setdefault(key, side)
 
-    def _layer(self, storage: _Storage, layer: str) -> list[LayerChange]:
+    def _layer(self, storage: storage_metadata.Storage, layer: str) -> list[LayerChange]:
         path = storage.tar_split(layer)
         try:
             return tar_split.read(
                 path, layer=layer, max_entries=self.max_entries, max_bytes=self.max_bytes
             )
         except FileNotFoundError:
-            current = _load(storage.root, storage.driver)
+            current = storage_metadata.load(storage.root, storage.driver)
             if layer not in current.parents:
                 raise TemporaryError(
                     f"layer {layer} was removed from {storage.root} while it was read"
@@ -177,75 +167,6 @@ class LayerReader:
             raise PermanentError(
                 f"{path}: {exc.strerror or exc}; the storage cannot be read as layers; {SKIP_LINT}"
             ) from None
-
-
-def storage_root(config: BuildahConfig) -> Path:
-    """The configured root, or the storage's default as `buildah info` says (asked once)."""
-    if config.root is not None:
-        return config.root
-    argv = (config.command, *config.global_argv())
-    with _graph_roots_lock:
-        if argv in _graph_roots:
-            return _graph_roots[argv]
-    command = [*argv, "info", "--format", "{{.store.GraphRoot}}"]
-    try:
-        result = buildah_process.captured(command, env=None, timeout=60)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise TemporaryError(f"buildah info did not answer: {exc}") from None
-    if result.returncode != 0 or not result.stdout.strip():
-        raise PermanentError(
-            f"buildah info could not name the storage root: {result.stderr.strip()[-300:]}; "
-            "set LAYERING_BUILDAH_ROOT"
-        )
-    root = Path(result.stdout.strip())
-    with _graph_roots_lock:
-        return _graph_roots.setdefault(argv, root)
-
-
-def _load(root: Path, driver: str) -> _Storage:
-    images = _json_list(root / f"{driver}-images" / "images.json")
-    layers = _json_list(root / f"{driver}-layers" / "layers.json")
-    parents = {str(layer["id"]): layer.get("parent") for layer in layers if "id" in layer}
-    return _Storage(root, driver, images, parents)
-
-
-def _json_list(path: Path) -> list[dict[str, Any]]:
-    try:
-        document = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise PermanentError(
-            f"{path}: {exc}; the storage cannot be read as layers (is the storage driver "
-            f"right?); {SKIP_LINT}"
-        ) from None
-    if not isinstance(document, list) or not all(isinstance(i, dict) for i in document):
-        raise PermanentError(f"{path} is not a list of objects: unknown format; {SKIP_LINT}")
-    return document
-
-
-def _image_of(images: list[dict[str, Any]], reference: str) -> dict[str, Any] | None:
-    if (matched := IMAGE_ID.fullmatch(reference)) is not None:
-        return next((i for i in images if i.get("id") == matched.group(1)), None)
-    for wanted in (reference, f"{reference}:latest"):
-        for image in images:
-            if wanted in (image.get("names") or []):
-                return image
-    try:
-        digest = names.parse_image_ref(reference).digest
-        repository = names.parse_image_ref(reference).repository
-    except ValueError:
-        return None
-    if digest is None:
-        return None
-    same = [i for i in images if i.get("digest") == digest or digest in (i.get("digests") or [])]
-    in_repository = [i for i in same if repository in map(_repository, i.get("names") or [])]
-    return next(iter(in_repository or same), None)
-
-
-def _repository(name: str) -> str:
-    try:
-        return names.parse_image_ref(name).repository
-    except ValueError:
-        return ""
 
 
 def _touches_database(changes: Sequence[LayerChange], base: dict[str, FileEntry]) -> bool:
@@ -278,7 +199,7 @@ def _database(tree: dict[str, FileEntry]) -> tuple[str, list[str]] | None:
 
 
 def _packages(
-    storage: _Storage, layers: list[str], tree: dict[str, FileEntry]
+    storage: storage_metadata.Storage, layers: list[str], tree: dict[str, FileEntry]
 ) -> tuple[list[rpm_packages.Package] | None, tuple[str, ...]]:
     """The packages of the rpm database `tree` holds, its files taken from the topmost of
     `layers` (bottom first) that holds each; notes say what stood in the way."""
@@ -318,12 +239,12 @@ def pulled(config: BuildahConfig, reference: str) -> Iterator[str]:
         raise PermanentError(
             f"cannot pull {reference!r}: name the image by tag or digest (host/repo:tag)"
         )
-    root = storage_root(config)
+    root = storage_metadata.storage_root(config)
     try:
-        before = _load(root, config.storage_driver).images
+        before = storage_metadata.load(root, config.storage_driver).images
     except PermanentError:
         before = []  # a storage nothing was stored in yet
-    had = _image_of(before, reference) is not None
+    had = storage_metadata.image_of(before, reference) is not None
     argv = [config.command, *config.global_argv(), "pull", "--quiet"]
     if config.authfile is not None:
         argv += ["--authfile", str(config.authfile)]

@@ -3,7 +3,9 @@
 network I/O (Redis).
 
 Each histogram is one Redis hash: `count`, `sum` and one cumulative-free field per bucket
-upper bound; a Prometheus collector turns it into a histogram family at scrape time.
+upper bound; a Prometheus collector turns it into a histogram family at scrape time. A build's
+duration is observed by BuildStore.save (adapters/build_records.py) when its record first turns
+terminal, whichever path ends it; queue latency by the event tasks (adapters/event_metrics.py).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterator, Sequence
 import redis
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
+from redis.client import Pipeline
 from redis.exceptions import RedisError
 
 PREFIX = "layering:metrics:"
@@ -23,12 +26,16 @@ BUCKETS: dict[str, tuple[float, ...]] = {
     QUEUE_LATENCY: (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
     BUILD_DURATION: (1, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200),
 }
+# the BuildState values counted as finished builds: a cancelled build was superseded, and
+# counting it would water down the failure rate LayeringBuildFailureRateHigh computes
+BUILD_OUTCOMES = ("failed", "skipped", "succeeded")
+# each histogram's one label: which queue waited, how a build ended
+LABEL_NAMES = {QUEUE_LATENCY: "queue", BUILD_DURATION: "outcome"}
 # label values shown at zero before their first observation: an alert's rate() sees the first
-# failure as an increase rather than as a series that appears (outcomes: core/builds.BuildState
-# values a finished build reports)
+# failure as an increase rather than as a series that appears
 INITIAL_LABELS: dict[str, tuple[str, ...]] = {
     QUEUE_LATENCY: ("events",),
-    BUILD_DURATION: ("failed", "skipped", "succeeded"),
+    BUILD_DURATION: BUILD_OUTCOMES,
 }
 HELP = {
     QUEUE_LATENCY: "Time from a delivery being queued to a worker starting on it",
@@ -42,27 +49,31 @@ def _field(bound: float) -> str:
 
 def observe(client: redis.Redis[bytes], name: str, value: float, *, label: str = "") -> None:
     """Record one observation; losing one to a Redis fault is acceptable (best effort)."""
-    buckets = BUCKETS[name]
-    index = bisect.bisect_left(buckets, value)
-    key = f"{PREFIX}{name}:{label}"
     try:
         with client.pipeline(transaction=True) as pipe:
-            pipe.hincrby(key, "count", 1)
-            pipe.hincrbyfloat(key, "sum", value)
-            pipe.hincrby(key, _field(buckets[index]) if index < len(buckets) else "le:+Inf", 1)
-            pipe.sadd(f"{PREFIX}{name}", label)
+            add(pipe, name, value, label=label)
             pipe.execute()
     except RedisError:
         pass
 
 
+def add(pipe: Pipeline[bytes], name: str, value: float, *, label: str = "") -> None:
+    """Queue one observation on `pipe`: it lands with what the rest of its transaction writes."""
+    buckets = BUCKETS[name]
+    index = bisect.bisect_left(buckets, value)
+    key = f"{PREFIX}{name}:{label}"
+    pipe.hincrby(key, "count", 1)
+    pipe.hincrbyfloat(key, "sum", value)
+    pipe.hincrby(key, _field(buckets[index]) if index < len(buckets) else "le:+Inf", 1)
+    pipe.sadd(f"{PREFIX}{name}", label)
+
+
 class RedisHistograms(Collector):
-    def __init__(self, client: redis.Redis[bytes], label_name: str = "outcome") -> None:
+    def __init__(self, client: redis.Redis[bytes]) -> None:
         self._client = client
-        self._label_name = label_name
 
     def _family(self, name: str, labels: Sequence[str]) -> HistogramMetricFamily:
-        family = HistogramMetricFamily(name, HELP[name], labels=[self._label_name])
+        family = HistogramMetricFamily(name, HELP[name], labels=[LABEL_NAMES[name]])
         for label in labels:
             raw = self._client.hgetall(f"{PREFIX}{name}:{label}")
             values = {k.decode(): float(v) for k, v in raw.items()}

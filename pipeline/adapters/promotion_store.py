@@ -6,8 +6,9 @@ Nothing here expires: a restart (of workers, or of Redis with persistence on, as
 docker-compose.yml configures it) loses no verification. Keys (hashes, one JSON value a field):
 `layering:verifications:<cluster>` (digest ->), `layering:promoted:<cluster>` (pool ->),
 `layering:rollouts:<cluster>` (pool ->), `layering:drift` (cluster ->), `layering:gates`
-(`<environment>#<pr>` ->); and `layering:drift-since` (cluster -> when the drift still found
-was first found, a float; gone once the base matches again: /metrics' unresolved drift).
+(`<environment>#<pr>` ->), `layering:gate-passes` (the same fields; at most MAX_GATE_PASSES);
+and `layering:drift-since` (cluster -> when the drift still found was first found, a float;
+gone once the base matches again: /metrics' unresolved drift).
 
 Verifications are what the prod gate trusts, so each carries an HMAC-SHA256 (core/verification.py)
 under LAYERING_VERIFICATION_KEY, a key that lives in the services' settings and never in Redis:
@@ -41,6 +42,10 @@ ROLLOUTS = "layering:rollouts:"
 DRIFT = "layering:drift"
 DRIFT_SINCE = "layering:drift-since"
 GATES = "layering:gates"
+GATE_PASSES = "layering:gate-passes"
+# a pass is forgotten when its promotion lands; one never landing (a person's pull request
+# merged by hand, one closed) waits here until newer pull requests push it out
+MAX_GATE_PASSES = 64
 
 
 def verification_key(settings: Settings) -> bytes:
@@ -75,6 +80,12 @@ def _verified(key: bytes, value: bytes) -> verification.Verification | None:
 @functools.lru_cache(maxsize=8192)
 def _promoted(value: bytes) -> verification.Promoted:
     return verification.Promoted(**json.loads(value))
+
+
+def _pr_number(field: bytes) -> int:
+    """The pull request of a `<environment>#<pr>` field (-1, dropped first, if malformed)."""
+    number = field.rpartition(b"#")[2]
+    return int(number) if number.isdigit() else -1
 
 
 @functools.lru_cache(maxsize=8192)
@@ -275,6 +286,30 @@ class PromotionStore:
 
     def watched_gates(self) -> list[gate.WatchedGate]:
         return [gate.WatchedGate(**value) for _, value in sorted(self._load_hash(GATES).items())]
+
+    # -- gates that passed: what the pipeline view says of an open promotion pull request ----
+
+    def record_gate_pass(self, passed: gate.WatchedGate) -> None:
+        """In place of the pull request's earlier pass; past MAX_GATE_PASSES the lowest pull
+        request numbers (the oldest) are dropped."""
+        field = f"{passed.environment}#{passed.pr_number}"
+        try:
+            with self._client.pipeline(transaction=True) as pipe:
+                pipe.hset(GATE_PASSES, field, json.dumps(asdict(passed), sort_keys=True))
+                pipe.hkeys(GATE_PASSES)
+                fields: list[bytes] = pipe.execute()[1]
+            extra = len(fields) - MAX_GATE_PASSES
+            if extra > 0:
+                self._client.hdel(GATE_PASSES, *sorted(fields, key=_pr_number)[:extra])
+        except redis.RedisError as exc:
+            raise TemporaryError(f"promotion store (Redis) unavailable: {exc}") from exc
+
+    def forget_gate_pass(self, environment: str, pr_number: int) -> None:
+        self._call("hdel", GATE_PASSES, f"{environment}#{pr_number}")
+
+    def gate_passes(self) -> list[gate.WatchedGate]:
+        passes = self._load_hash(GATE_PASSES)
+        return [gate.WatchedGate(**value) for _, value in sorted(passes.items())]
 
     # -- everything `layering status` and the dashboard show --------------------------------
 

@@ -53,14 +53,15 @@ _STATES: Mapping[GateState, commit_status.State] = {
 
 @dataclass(frozen=True)
 class WatchedGate:
-    """A pull request whose gate is decided again when a verification changes."""
+    """A pull request whose gate is decided again when a verification changes; once it passes,
+    the same record with state "success" is kept as its pass (ports_gate)."""
 
     head_sha: str
     environment: str
     pr_number: int
     head_ref: str = ""  # the pull request's branch: `layering/promote/<environment>` may auto-merge
-    # the last verdict while watched (pending or failure) and its description, as the status
-    # said it: what the dashboard shows of the gate
+    # the last verdict (pending or failure while watched, success as a pass) and its
+    # description, as the status said it: what the dashboard shows of the gate
     state: str = ""
     description: str = ""
 

@@ -19,6 +19,7 @@ from pipeline.core import (
     gate,
     head,
     head_lint,
+    pipeline_gate,
     pipeline_heads,
     pool_status,
     post_push,
@@ -43,6 +44,7 @@ class Inputs:
     records: pool_status.PoolRecords = field(default_factory=pool_status.PoolRecords)
     waits: Sequence[reconcile.EnvironmentWait] = ()
     gates: Sequence[gate.WatchedGate] = ()
+    gate_passes: Sequence[gate.WatchedGate] = ()  # the last passing verdicts (not watched)
     post_pushes: Sequence[post_push.PostPush] = ()
     heads: Mapping[str, head.Head] = field(default_factory=dict)
     builds: Mapping[str, builds.BuildRecord] = field(default_factory=dict)  # id ->
@@ -253,7 +255,9 @@ def _cell(index: _Index, inputs: Inputs, image: str, environment: str, *, now: f
         differs = f"differs from {upstream} ({shown})"
     candidate = next(iter(upstream_digests)) if len(upstream_digests) == 1 else ""
     soak = _soak(inputs.records, places, upstream, candidate, digest, now)
-    pull_request, gate_text = _gate(inputs, environment)
+    pull_request, gate_text = pipeline_gate.shown(
+        environment, watched=inputs.gates, passed=inputs.gate_passes, post_pushes=inputs.post_pushes
+    )
     return Cell(
         image,
         environment,
@@ -344,18 +348,6 @@ def _soak(
         served / soak_seconds,
         f"soaking {_short(candidate)} from {upstream}: {left} left of {_duration(soak_seconds)}",
     )
-
-
-def _gate(inputs: Inputs, environment: str) -> tuple[int | None, str]:
-    """The open promotion pull request of `environment` and its gate's last verdict."""
-    for watched in inputs.gates:
-        if watched.environment == environment:
-            verdict = f"gate {watched.state}: {watched.description}" if watched.state else ""
-            return watched.pr_number, verdict or "gate pending: re-judged when it changes"
-    for pushed in inputs.post_pushes:
-        if pushed.environment == environment and pushed.pull_request is not None:
-            return pushed.pull_request, "promotion pull request open: lands when merged"
-    return None, ""
 
 
 def _awaited_keys(model: repo.Repository, inputs: Inputs) -> dict[tuple[str, str], set[str]]:

@@ -20,6 +20,7 @@ from pipeline.core import (
     head,
     head_lint,
     poison,
+    ports_gate,
     post_push,
     promotion_commit,
     reconcile,
@@ -228,11 +229,10 @@ class PullRequests(Protocol):
 
 
 class EventMetrics(Protocol):
-    """Histograms for /metrics (adapters/event_metrics.py): best effort, never raises."""
+    """Histograms for /metrics (adapters/event_metrics.py): best effort, never raises. Build
+    durations are counted where a record is saved finished (BuildStore.save)."""
 
     def queue_latency(self, seconds: float) -> None: ...
-
-    def build_duration(self, seconds: float, *, outcome: str) -> None: ...
 
 
 # -- poison messages: tasks whose worker kept dying (workers/app.py, flows/poison.py) --------
@@ -349,12 +349,11 @@ class Clusters(Protocol):
     def connect(self, context: str) -> AbstractContextManager[ClusterReader]: ...
 
 
-class PromotionStore(Protocol):
+class PromotionStore(ports_gate.GatePasses, Protocol):
     """What the promotion stage remembers (adapters/promotion_store.py, Redis)."""
 
     def record_verification(self, proven: verification.Verification) -> bool:
-        """True when it changes what the store said (gates then re-evaluate); a digest's first
-        healthy verification stands (soak counts from there)."""
+        """True if it changes what the store said; the first healthy one stands (soak from it)."""
 
     def verifications(
         self, clusters: Collection[str]

@@ -15,3 +15,9 @@ class ContentReader(Protocol):
         `image` adds on top of it. Raises PermanentError when the storage cannot be read as
         layers (naming what is missing), TemporaryError when a layer vanished meanwhile."""
         ...
+
+    def prepare(self, base: str) -> None:
+        """Start reading `base`'s side now, while buildah builds, when it is in local storage
+        and not read yet; `content` then waits for it. Never raises: `content` says what
+        went wrong."""
+        ...

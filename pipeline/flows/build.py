@@ -192,6 +192,8 @@ def run_build(
                 record = save(builds.start(record, now=clock()))
                 if on_start is not None:
                     on_start(record)
+                if content is not None:
+                    content.prepare(spec.base)  # the base's side is read while buildah builds
                 image_id = builder.build(spec, on_line=emit)
                 if content is not None:
                     report = content_check.gate(

@@ -4,8 +4,9 @@ by the rules in force on env/<environment>'s current head (core/promotion_policy
 the pull request's own -> the core's gate decision over the recorded digests and the upstream
 verifications (confirmed live where the upstream has kube access) ->
 `layering/gate/<environment>` on the pull request's head -> the gate is kept for re-evaluation
-until it passes, and a gate pending on a soak is checked again when the soak is over (a
-scheduled re-check, not a retry).
+until it passes (then its passing verdict is kept for the pipeline view until the promotion
+lands), and a gate pending on a soak is checked again when the soak is over (a scheduled
+re-check, not a retry).
 
 Does I/O only through the ports it is given.
 """
@@ -131,20 +132,22 @@ def run(
         unrelated=merge.unrelated,
     )
     store = sources.store
-    # watched (or not) before the status is out: whoever sees the status sees the store agree
+    verdict = gate.WatchedGate(
+        head_sha,
+        environment,
+        pr_number,
+        head_ref,
+        state=decision.state.value,
+        description=decision.description,
+    )
+    # watched (or not) before the status is out: whoever sees the status sees the store agree.
+    # The new verdict is stored before the old one goes: the pipeline view always has one
     if decision.state is gate.GateState.SUCCESS:
+        store.record_gate_pass(verdict)
         store.unwatch_gate(environment, pr_number)
     else:
-        store.watch_gate(
-            gate.WatchedGate(
-                head_sha,
-                environment,
-                pr_number,
-                head_ref,
-                state=decision.state.value,
-                description=decision.description,
-            )
-        )
+        store.watch_gate(verdict)
+        store.forget_gate_pass(environment, pr_number)
     reporter.report(head_sha, decision.status(environment))
     if decision.recheck_after is not None and not _waits_for_rollout_only(decision):
         queue.send(

@@ -289,7 +289,6 @@ def _cancel(adapters: Adapters, cancels: Sequence[head.Cancel]) -> None:
 
 def report_build(
     statuses: ports.StatusReporter,
-    metrics: ports.EventMetrics,
     settings: Settings,
     record: Mapping[str, Any],
     *,
@@ -300,17 +299,22 @@ def report_build(
     """The final status of a build ("layering.build" returned `record`, a BuildRecord as JSON);
     "unfinished" when it has none (a cancelled build's status was posted when cancelled).
     With `waits` and `queue`, the environments whose promotion waits for this build key are
-    promoted again (flows/reconcile.py)."""
+    promoted again (flows/reconcile.py). Its duration was counted when its record was saved
+    finished (BuildStore.save)."""
     status = commit_status.build_status(record, public_url=settings.public_url)
     if waits is not None and queue is not None:
         reconcile_flow.build_finished(record, waits=waits, queue=queue)
     if status is None:
         return "unfinished"
-    finished, created = record.get("finished_at"), record.get("created_at")
-    if isinstance(finished, int | float) and isinstance(created, int | float):
-        metrics.build_duration(max(0.0, finished - created), outcome=str(record.get("state")))
     statuses.report(sha, status)
     return status.state
+
+
+CRASHED = (
+    "the build task ended without a result: its worker raised before the build began, or "
+    "killed it at Celery's hard time limit (LAYERING_BUILD_TIMEOUT_SECONDS + 120 s); the "
+    "layering-builds worker log says why; comment /retest or push again to build it again"
+)
 
 
 def report_build_error(
@@ -322,11 +326,16 @@ def report_build_error(
     image: str,
     cluster: str,
     build_id: str,
+    now: Clock = time.time,
 ) -> str:
-    """ "layering.build" failed without a result: an `error` status, unless it was cancelled."""
+    """ "layering.build" failed without a result: an `error` status, unless it was cancelled.
+    A record the task left unfinished (Celery's hard time limit killed it, or it raised before
+    the build began) is failed here: it would stay running, and out of the failure rate."""
     record = records.get(build_id)
     if record is not None and record.state is builds.BuildState.CANCELLED:
         return "cancelled"
+    if record is not None and not record.state.terminal:
+        records.save(builds.fail(record, error=CRASHED, now=now()))
     statuses.report(
         sha,
         commit_status.crashed(image, cluster, build_id=build_id, public_url=settings.public_url),

@@ -310,6 +310,8 @@ def run(
     else:
         for record in outcome.landed:
             complete(record, reporter=reporter, queue=queue, records=waits)
+            if record.pull_request is not None:  # merged: its gate's pass is history
+                sources.store.forget_gate_pass(environment, record.pull_request)
         _follow_waits(outcome, commit_sha, environment, waits, activity, queue, now)
     if downstream and _verified_by_time(outcome):
         assert outcome.repository is not None

@@ -182,6 +182,12 @@ def render(template: str, **context: Any) -> str:
     return TEMPLATES.get_template(template).render(**context)
 
 
+def render_block(template: str, block: str, **context: Any) -> str:
+    """One block of a page, exactly as the page renders it: what the page's script swaps in."""
+    page = TEMPLATES.get_template(template)
+    return "".join(page.blocks[block](page.new_context(context)))
+
+
 def _page(template: str, **context: Any) -> Response:
     """A full page with its own script: a fresh nonce each time."""
     nonce = secrets.token_urlsafe(16)
@@ -201,7 +207,8 @@ def router(
 ) -> APIRouter:
     """The dashboard's routes: `/builds`, `/builds/{id}`, the fragments the pages poll, and
     `/api/builds/{id}/log/tail?offset=N` (JSON: at most LOG_TAIL_LIMIT lines from N on, for a
-    live tail; `more` when the answer was cut short)."""
+    live tail; `more` when the answer was cut short; with `&findings=K`, the build page's
+    findings block as HTML when the build holds other than K content findings)."""
     routes = APIRouter()
 
     def recent() -> list[BuildView] | None:
@@ -222,6 +229,20 @@ def router(
         if store is None or not builds.is_build_id(build_id):
             return None
         return store.get_build(build_id)
+
+    def findings_of(
+        source: build_source.BuildSource, view: BuildView, build: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The build page's `findings` block: the commit's lint of the image (None when no
+        head linted it) and the built image's content findings."""
+        lint = source.lint_findings(view.commit_sha, view.image) if view.commit_sha else None
+        content = build_source.content_findings(build)
+        return {
+            "build": view,
+            "lint": lint,
+            "findings": build_source.finding_rows(lint, content),
+            "content_count": len(content),
+        }
 
     # `/` is the pipeline view (pipeline_page.py), which links here
     @routes.get("/builds")
@@ -248,17 +269,14 @@ def router(
             return html_response(render("missing_build.html.j2", build_id=build_id), status=404)
         view = BuildView.of(build, now=clock())
         changes, changes_note = changes_of(build)
-        lint = store.lint_findings(view.commit_sha, view.image) if view.commit_sha else None
         recent_builds = store.image_builds(view.image, limit=CHART_RECORDS)
         chart = duration_chart.chart(recent_builds, current=build)
         return _page(
             "build.html.j2",
             title=f"layering: build {view.build_id}",
-            build=view,
             changes=changes,
             changes_note=changes_note,
-            findings=build_source.finding_rows(lint, build_source.content_findings(build)),
-            lint=lint,
+            **findings_of(store, view, build),
             chart=chart,
             # built by duration_chart with every text in it escaped
             chart_svg=markupsafe.Markup(chart.svg) if chart is not None else None,  # noqa: S704
@@ -267,7 +285,9 @@ def router(
         )
 
     @routes.get("/api/builds/{build_id}/log/tail")
-    def log_tail(build_id: str, offset: int = 0, limit: int = LOG_TAIL_LIMIT) -> Response:
+    def log_tail(
+        build_id: str, offset: int = 0, limit: int = LOG_TAIL_LIMIT, findings: int | None = None
+    ) -> Response:
         problem = build_source.range_problem(offset, limit)
         if problem is not None:
             return _json(400, {"error": problem})
@@ -279,6 +299,14 @@ def router(
             store, build_id, offset=offset, limit=min(limit, LOG_TAIL_LIMIT)
         )
         state = str(build.get("state", ""))
+        now = clock()
+        # the findings block again only when the page shows another number of content findings
+        # (they arrive once, when the content stage ends): not re-sent on every poll
+        shown = None
+        if findings is not None and findings != len(build_source.content_findings(build)):
+            context = findings_of(store, BuildView.of(build, now=now), build)
+            html = render_block("build.html.j2", "findings", **context)
+            shown = {"count": context["content_count"], "html": html}
         return _json(
             200,
             {
@@ -287,8 +315,9 @@ def router(
                 "more": more,
                 "state": state,
                 "terminal": state in _TERMINAL,
-                "duration": duration(build, clock()),
+                "duration": duration(build, now),
                 "digest": build.get("digest") or "",
+                "findings": shown,
             },
         )
 

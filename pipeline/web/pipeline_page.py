@@ -122,6 +122,7 @@ class StoredPipeline:
             records=records,
             waits=read("promotion waits", self._waits.waits, []),
             gates=read("gates", self._records.watched_gates, []),
+            gate_passes=read("gates", self._records.gate_passes, []),
             post_pushes=read("promotion pull requests", self._waits.post_pushes, []),
             heads=heads,
             builds=read("builds", lambda: self._builds.records(wanted), {}),

@@ -8,6 +8,7 @@ the adapters the workers use wrote what each figure is read from."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 import shutil
@@ -24,13 +25,19 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.adapters import (
+    build_records,
     event_metrics,
     parked_statuses,
+    poison,
     promotion_store,
     promotion_waits,
     queue,
 )
-from pipeline.core import commit_status, drift, reconcile, rollout, tasks, verification
+from pipeline.core import builds, commit_status, drift, reconcile, rollout, tasks, verification
+from pipeline.core.poison import ParkedTask
+from pipeline.core.settings import Settings
+from pipeline.flows import head as head_flow
+from pipeline.flows import poison as poison_flow
 from tests import crd, manifests, services
 from tests.conftest import REPO_ROOT, require_tools
 from tests.manifests import Obj, named
@@ -193,9 +200,60 @@ DRIFTED_AT = NOW - 7200
 WAITING_SINCE = NOW - 600
 
 
+class Statuses:
+    """The StatusReporter port: what a build's end posts on its commit is not read here."""
+
+    def report(self, sha: str, status: commit_status.Status) -> None:
+        pass
+
+
+CREATED = NOW - 60
+
+
+def end_builds(client: redis.Redis[bytes]) -> None:
+    """A build ended each way a record turns finished, by the code that ends it; each is saved
+    through the BuildStore, which counts it once (layering_build_duration_seconds)."""
+    store = build_records.BuildStore(client, retention_seconds=3600, lock_timeout_seconds=60)
+    settings = Settings(public_url="http://layering.example.test")
+
+    def running(build_id: str) -> builds.BuildRecord:
+        record = builds.queued(build_id, image="chrony", cluster="prod", now=CREATED)
+        store.save(started := builds.start(record, now=CREATED + 1))
+        return started
+
+    def crashed(build_id: str) -> None:
+        """The build task's `link_error` (its worker raised, or its time limit killed it)."""
+        where = {"sha": "5" * 40, "image": "chrony", "cluster": "prod", "build_id": build_id}
+        head_flow.report_build_error(Statuses(), store, settings, now=lambda: NOW, **where)
+
+    # flows/build.py fails it (42 s); when it then raises (a bug), the callback finds it failed
+    store.save(builds.fail(running("failed-by-the-build"), error="RUN false", now=CREATED + 42))
+    crashed("failed-by-the-build")
+    # the task raised before the build ran, or was killed: the callback fails it (60 s)
+    running("crashed")
+    crashed("crashed")
+    # its worker kept dying: parked (flows/poison.py) fails it (60 s)
+    running("poisoned")
+    arguments = {"commit_sha": "6" * 40, "image": "chrony", "cluster": "prod"}
+    parked = ParkedTask(
+        "t-1", tasks.Build.NAME, (), {**arguments, "build_id": "poisoned"}, 0, 4, NOW
+    )
+    store_of_parked = poison.PoisonStore(client, ttl_seconds=3600, keep_seconds=3600)
+    poison_flow.park(
+        parked, store=store_of_parked, statuses=Statuses(), records=store, public_url="", now=NOW
+    )
+    # succeeded, then saved again with its image changes (flows/build_changes.py): counted once
+    succeeded = builds.succeed(running("succeeded"), digest="sha256:" + "d" * 64, now=CREATED + 30)
+    store.save(succeeded)
+    store.save(dataclasses.replace(succeeded, changes={"packages": []}))
+    # cancelled: superseded, not finished
+    store.save(builds.cancel(running("cancelled"), now=NOW, reason="superseded"))
+
+
 def record_one_of_everything(client: redis.Redis[bytes], url: str) -> None:
     """What the workers write, through the adapters they write it with."""
-    event_metrics.RedisEventMetrics(client).build_duration(42.0, outcome="failed")
+    end_builds(client)
+    event_metrics.RedisEventMetrics(client).queue_latency(0.2)
     store = promotion_store.PromotionStore(client, key=KEY)
     base = drift.Drift("prod", BASE + "a" * 64, BASE + "b" * 64, "4.20.1", DRIFTED_AT)
     store.record_drift(base)
@@ -282,9 +340,17 @@ def test_the_scrape_shows_what_the_workers_recorded(
     def value(name: str, **labels: str) -> float:
         return exported[name][frozenset(labels.items())]
 
-    assert value("layering_build_duration_seconds_count", outcome="failed") == 1
+    # each build ended once, whichever path ended it
+    assert value("layering_build_duration_seconds_count", outcome="failed") == 3
+    failed_seconds = value("layering_build_duration_seconds_sum", outcome="failed")
+    assert failed_seconds == pytest.approx(42 + 60 + 60)
+    assert value("layering_build_duration_seconds_count", outcome="succeeded") == 1
+    assert value("layering_build_duration_seconds_sum", outcome="succeeded") == pytest.approx(30)
+    assert "cancelled" not in str(exported["layering_build_duration_seconds_count"])
     # zero before their first build: rate() sees the first one
-    assert value("layering_build_duration_seconds_count", outcome="succeeded") == 0
+    assert value("layering_build_duration_seconds_count", outcome="skipped") == 0
+    assert value("layering_queue_latency_seconds_count", queue="events") == 1
+    assert value("layering_queue_latency_seconds_bucket", queue="events", le="0.25") == 1
     assert value("layering_base_drift_since_timestamp_seconds", cluster="prod") == DRIFTED_AT
     assert "nonprod" not in str(exported["layering_base_drift_since_timestamp_seconds"])
     assert value("layering_rollout_degraded", cluster="prod", pool="worker") == 1

@@ -217,3 +217,49 @@ def test_each_image_keeps_only_its_newest_builds_indexed(served: Served) -> None
     ttl = served.store.client.ttl(build_records.IMAGE_INDEX_PREFIX + "many")
     assert 0 < ttl <= served.store.retention_seconds
     assert [r.id for r in served.store.of_image("many", 2)] == ["m-0104", "m-0103"]
+
+
+def findings_block(text: str) -> str:
+    """The findings block as the page served it (inside its section)."""
+    section = text.split('<section id="findings-section"', 1)[1].split(">\n", 1)[1]
+    return section.split("</section>", 1)[0]
+
+
+def test_the_findings_table_follows_the_content_stage_live(served: Served) -> None:
+    """The page's poll says how many content findings it shows; the answer carries the block
+    rendered anew only once the record holds another number, the same markup a reload gives."""
+    record = builds.start(
+        builds.queued(
+            "20250101001000-live", image="htop", cluster="nonprod", now=1e4, commit_sha=SHA
+        ),
+        now=1e4,
+    )
+    served.store.save(record)
+    before = httpx.get(f"{served.url}/builds/{record.id}").text
+    assert 'data-content-findings="0"' in before
+    assert [row[0] for row in rows(before, "findings")] == ["Containerfile lint"]
+    tail = f"{served.url}/api/builds/{record.id}/log/tail"
+    assert httpx.get(tail, params={"findings": 0}).json()["findings"] is None
+    assert httpx.get(tail).json()["findings"] is None  # not asked for: never sent
+
+    # the content stage ends while the build still runs (flows/build saves its findings)
+    found = {"id": "LAY107", "severity": "warning", "path": "/tmp/x", "line": None}
+    served.store.save(
+        dataclasses.replace(record, content_findings=({**found, "message": f"in /tmp {HOSTILE}"},))
+    )
+    chunk = httpx.get(tail, params={"findings": 0}).json()
+    assert chunk["state"] == "running"
+    assert chunk["findings"]["count"] == 1
+    html = chunk["findings"]["html"]
+    assert rows(html, "findings") == [
+        ["Containerfile lint", "LAY009", "warning", "images/htop/Containerfile:2",
+         "dnf update moves the base &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"],
+        ["built image", "LAY107", "warning", "/tmp/x",
+         "in /tmp &lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"],
+    ]  # fmt: skip
+    assert "0 errors, 2 warnings" in html
+    assert HOSTILE not in html
+    after = httpx.get(f"{served.url}/builds/{record.id}").text
+    assert 'data-content-findings="1"' in after
+    assert html == findings_block(after)  # what the script swaps in is what a reload shows
+    assert httpx.get(tail, params={"findings": 1}).json()["findings"] is None

@@ -4,8 +4,8 @@ a real Redis holding what the workers would have written through their own adapt
 images, a verification on nonprod whose soak before prod is in progress, a gate waiting on a
 promotion pull request, the head of main with a failed build (a content-lint error) and a
 running one. The cells say all of it in text; finishing the running build (its record saved
-as a worker saves it) changes the open page without a reload. Screenshots go to the test
-artifacts."""
+as a worker saves it) changes the open page without a reload; once the gate passes, its
+verdict stays on the cell (its pass kept, bounded). Screenshots go to the test artifacts."""
 
 from __future__ import annotations
 
@@ -19,7 +19,16 @@ import pytest
 import redis
 
 from pipeline.adapters import head_store, promotion_store, promotion_waits
-from pipeline.core import builds, commit_status, gate, head, reconcile, rollout, verification
+from pipeline.core import (
+    builds,
+    commit_status,
+    gate,
+    head,
+    post_push,
+    reconcile,
+    rollout,
+    verification,
+)
 from pipeline.core.settings import Settings
 from pipeline.web import server as web
 from tests import receiver, services
@@ -203,5 +212,24 @@ def test_the_pipeline_view_shows_each_image_per_environment_and_changes_live(
                 assert "content lint passed" in page.evaluate(f"{row}.innerText")
                 page.screenshot(ARTIFACTS / "pipeline-view-live.png")
                 page.close()
+
+            # the gate passes: no longer watched, its verdict still shown with the pull request
+            promotion_waits.PromotionWaits(client).save_post_push(
+                post_push.PostPush("prod", "e" * 40, "f" * 40, (), ("prod",), pull_request=7)
+            )
+            passed = "1 pool(s) verified upstream and soaked"
+            records.record_gate_pass(
+                gate.WatchedGate("e" * 40, "prod", 7, state="success", description=passed)
+            )
+            records.unwatch_gate("prod", 7)
+            document = httpx.get(f"{served.url}/api/pipeline").json()
+            (cell,) = [c for c in document["rows"][0]["cells"] if c["environment"] == "prod"]
+            assert (cell["gate"], cell["pull_request"]) == (f"gate success: {passed}", 7)
+            assert cell["pull_request_url"] == "https://github.com/acme/layers/pull/7"
+        # kept bounded: past the bound the oldest pull requests' passes go first
+        for number in range(100, 100 + promotion_store.MAX_GATE_PASSES):
+            records.record_gate_pass(gate.WatchedGate("e" * 40, "nonprod", number))
+        kept = sorted(g.pr_number for g in records.gate_passes())
+        assert kept == list(range(100, 100 + promotion_store.MAX_GATE_PASSES))
     finally:
         server.stop()

@@ -70,6 +70,10 @@ class Reader:
         ]
         self.error = error
         self.asked: list[tuple[str, str]] = []
+        self.prepared: list[str] = []
+
+    def prepare(self, base: str) -> None:
+        self.prepared.append(base)
 
     def content(self, image: str, *, base: str) -> content_lint.ImageContent:
         self.asked.append((image, base))

@@ -228,13 +228,9 @@ class Statuses:
 class Metrics:
     def __init__(self) -> None:
         self.latencies: list[float] = []
-        self.durations: list[tuple[float, str]] = []
 
     def queue_latency(self, seconds: float) -> None:
         self.latencies.append(seconds)
-
-    def build_duration(self, seconds: float, *, outcome: str) -> None:
-        self.durations.append((seconds, outcome))
 
 
 class Linter:
@@ -482,7 +478,7 @@ def test_ok_to_test_builds_the_fork(world: World) -> None:
     assert world.statuses.on(sha)["layering/lint"] == ("success", "no findings")
 
 
-def test_report_build_posts_its_final_status_and_duration(world: World) -> None:
+def test_report_build_posts_its_final_status(world: World) -> None:
     record = {
         "id": "b1",
         "image": "chrony",
@@ -492,16 +488,14 @@ def test_report_build_posts_its_final_status_and_duration(world: World) -> None:
         "created_at": 10.0,
         "finished_at": 25.0,
     }
-    outcome = head_flow.report_build(world.statuses, world.metrics, SETTINGS, record, sha="a" * 40)
+    outcome = head_flow.report_build(world.statuses, SETTINGS, record, sha="a" * 40)
     assert outcome == "success"
     assert world.statuses.on("a" * 40) == {
         "layering/build/chrony@nonprod": ("success", "built cccccccccccc")
     }
-    assert world.metrics.durations == [(15.0, "succeeded")]
     unfinished = {**record, "state": "running"}
     assert (
-        head_flow.report_build(world.statuses, world.metrics, SETTINGS, unfinished, sha="a" * 40)
-        == "unfinished"
+        head_flow.report_build(world.statuses, SETTINGS, unfinished, sha="a" * 40) == "unfinished"
     )
 
 
@@ -509,13 +503,21 @@ def test_report_build_error_unless_cancelled(world: World) -> None:
     record = world.records.create_queued(image="chrony", cluster="nonprod")
     options: dict[str, Any] = {"sha": "a" * 40, "image": "chrony", "cluster": "nonprod"}
     outcome = head_flow.report_build_error(
-        world.statuses, world.records, SETTINGS, build_id=record.id, **options
+        world.statuses, world.records, SETTINGS, build_id=record.id, now=lambda: 12.0, **options
     )
     assert outcome == "error"
     assert world.statuses.on("a" * 40)["layering/build/chrony@nonprod"] == (
         "error",
         "build task crashed; see the build log",
     )
+    # the record the task left queued says so too (and counts as a failed build)
+    failed = world.records.records[record.id]
+    assert (failed.state, failed.error, failed.finished_at) == ("failed", head_flow.CRASHED, 12.0)
+    # one the build failed itself keeps its own error
+    head_flow.report_build_error(
+        world.statuses, world.records, SETTINGS, build_id=record.id, now=lambda: 13.0, **options
+    )
+    assert world.records.records[record.id] == failed
     world.records.save(builds.cancel(record, now=11.0))
     outcome = head_flow.report_build_error(
         world.statuses, world.records, SETTINGS, build_id=record.id, **options

@@ -18,6 +18,7 @@ from pipeline.core import (
     drift,
     gate,
     machineconfig,
+    pipeline_gate,
     post_push,
     promotion_commit,
     reconcile,
@@ -141,6 +142,7 @@ class Store:
     rollouts: list[rollout.RolloutRecord] = field(default_factory=list)
     drifts: dict[str, drift.Drift] = field(default_factory=dict)
     gates: dict[tuple[str, int], gate.WatchedGate] = field(default_factory=dict)
+    passes: dict[tuple[str, int], gate.WatchedGate] = field(default_factory=dict)
 
     def record_verification(self, proven: verification.Verification) -> bool:
         self.proven[(proven.cluster, proven.digest)] = proven
@@ -175,6 +177,15 @@ class Store:
 
     def watched_gates(self) -> list[gate.WatchedGate]:
         return list(self.gates.values())
+
+    def record_gate_pass(self, passed: gate.WatchedGate) -> None:
+        self.passes[(passed.environment, passed.pr_number)] = passed
+
+    def forget_gate_pass(self, environment: str, pr_number: int) -> None:
+        self.passes.pop((environment, pr_number), None)
+
+    def gate_passes(self) -> list[gate.WatchedGate]:
+        return list(self.passes.values())
 
 
 class Registry:
@@ -393,6 +404,52 @@ def test_a_soaking_gate_is_watched_and_checked_again_when_the_soak_is_over() -> 
     assert statuses.states("layering/gate/prod") == ["pending", "success"]
     assert store.gates == {}
     assert len(queue.sent) == 1
+    # no longer watched, but the pipeline view still shows the verdict it passed under
+    passed = store.passes[("prod", 12)]
+    assert (passed.head_sha, passed.state) == (HEAD, "success")
+    assert passed.description == statuses.reported[-1][1].description
+
+    # a newer verdict replaces it: the pull request's head moved onto an unverified digest
+    unverified = gate.MergeResult(repository(), "6" * 40)
+    store.proven.clear()
+    assert run_gate(store, queue, statuses, unverified) == "failure"
+    assert store.passes == {}
+    assert store.gates[("prod", 12)].state == "failure"
+
+
+@pytest.mark.parametrize(
+    ("gates", "passes", "shown"),
+    [
+        ([], [], (12, "promotion pull request open: lands when merged")),
+        (
+            [],
+            [gate.WatchedGate(HEAD, "prod", 12, state="success", description="soaked")],
+            (12, "gate success: soaked"),
+        ),
+        # a person's pull request that passed is no promotion on its way
+        (
+            [],
+            [gate.WatchedGate(HEAD, "prod", 13, state="success", description="soaked")],
+            (12, "promotion pull request open: lands when merged"),
+        ),
+        (
+            [gate.WatchedGate(HEAD, "prod", 12, state="failure", description="not verified")],
+            [gate.WatchedGate(HEAD, "prod", 12, state="success", description="soaked")],
+            (12, "gate failure: not verified"),
+        ),
+    ],
+    ids=["open", "passed", "another-passed", "watched-first"],
+)
+def test_the_pipeline_view_shows_the_gates_last_verdict(
+    gates: list[gate.WatchedGate],
+    passes: list[gate.WatchedGate],
+    shown: tuple[int | None, str],
+) -> None:
+    assert pipeline_gate.shown("prod", watched=gates, passed=passes, post_pushes=[OURS]) == shown
+    assert pipeline_gate.shown("nonprod", watched=gates, passed=passes, post_pushes=[OURS]) == (
+        None,
+        "",
+    )
 
 
 @pytest.mark.parametrize(

@@ -240,6 +240,22 @@ def test_post_push_steps_survive_a_worker_lost_after_the_push() -> None:
     assert waits.records == {}
 
 
+def test_a_merged_promotion_pull_request_forgets_its_gates_pass() -> None:
+    statuses, queue, store, waits = Statuses(), Queue(), Store(), Waits()
+    for number in (12, 13):
+        store.record_gate_pass(gate.WatchedGate(HEAD, "nonprod", number, state="success"))
+    # the pull request made on "4"*40 was merged: the branch's head HEAD holds its MachineConfigs
+    waits.save_post_push(
+        post_push.PostPush("nonprod", HEAD, "4" * 40, (), ("nonprod",), pull_request=12)
+    )
+    landed = repository({path: content for path, content in _rendered().items()})
+    summary = run(Writer(landed), store=store, waits=waits, statuses=statuses, queue=queue)
+    assert summary["commit_sha"] is None
+    assert tasks.WatchRollout(HEAD, "nonprod", "nonprod").call() in queue.sent
+    assert waits.records == {}
+    assert list(store.passes) == [("nonprod", 13)]  # another pull request's pass stays
+
+
 def test_a_record_whose_push_never_landed_is_dropped() -> None:
     waits = Waits()
     waits.save_post_push(post_push.PostPush("nonprod", HEAD, HEAD, (), ("nonprod",)))
