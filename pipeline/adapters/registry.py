@@ -19,6 +19,7 @@ import json
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Self
 
 from pipeline.core import buildah_output, builds, names, redaction
 from pipeline.core.errors import PermanentError, TemporaryError
@@ -27,7 +28,13 @@ from pipeline.core.settings import Settings
 INSPECT_TIMEOUT_SECONDS = 120
 
 
-class Registry:
+class SkopeoClient:
+    """How skopeo reaches the registries: the auth file (its credentials masked in every
+    error), registries.conf, the command and a time limit per call. Registry and
+    signatures.Signatures are both one."""
+
+    TIMEOUT_SECONDS = INSPECT_TIMEOUT_SECONDS
+
     def __init__(
         self,
         *,
@@ -35,22 +42,24 @@ class Registry:
         registries_conf: Path | None = None,
         command: str = "skopeo",
         secrets: Sequence[str] = (),
-        timeout: float = INSPECT_TIMEOUT_SECONDS,
+        timeout: float | None = None,
     ) -> None:
         self.authfile = authfile
         self.registries_conf = registries_conf
         self.command = command
         self.secrets = [*secrets, *authfile_secrets(authfile)]
-        self.timeout = timeout
+        self.timeout = self.TIMEOUT_SECONDS if timeout is None else timeout
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Registry:
+    def from_settings(cls, settings: Settings) -> Self:
         return cls(
             authfile=settings.registry_authfile,
             registries_conf=settings.registries_conf,
             command=settings.skopeo_command,
         )
 
+
+class Registry(SkopeoClient):
     def digest_of(self, reference: str) -> str | None:
         """The sha256 of the manifest bytes `reference` names (what a push by digest gives)."""
         manifest = self._inspect(reference, "--raw")

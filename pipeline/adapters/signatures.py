@@ -24,7 +24,6 @@ import json
 import re
 import subprocess
 import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -35,7 +34,6 @@ from pipeline.adapters import registry as registry_adapter
 from pipeline.adapters import signed_push
 from pipeline.core import names
 from pipeline.core.errors import PermanentError, TemporaryError
-from pipeline.core.settings import Settings
 
 PAYLOAD_MEDIA_TYPE = signed_push.PAYLOAD_MEDIA_TYPE
 SIGNATURE_ANNOTATION = signed_push.SIGNATURE_ANNOTATION
@@ -44,29 +42,8 @@ MAX_PAYLOAD_BYTES = 64 * 1024  # a payload is a few hundred bytes; more is not o
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-class Signatures:
-    def __init__(
-        self,
-        *,
-        authfile: Path | None = None,
-        registries_conf: Path | None = None,
-        command: str = "skopeo",
-        secrets: Sequence[str] = (),
-        timeout: float = COPY_TIMEOUT_SECONDS,
-    ) -> None:
-        self.authfile = authfile
-        self.registries_conf = registries_conf
-        self.command = command
-        self.secrets = [*secrets, *registry_adapter.authfile_secrets(authfile)]
-        self.timeout = timeout
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Signatures:
-        return cls(
-            authfile=settings.registry_authfile,
-            registries_conf=settings.registries_conf,
-            command=settings.skopeo_command,
-        )
+class Signatures(registry_adapter.SkopeoClient):
+    TIMEOUT_SECONDS = COPY_TIMEOUT_SECONDS
 
     def problem(self, reference: str, *, public_key: bytes) -> str | None:
         """None when `reference` (repo@sha256:…) carries a sigstore signature by `public_key`

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pipeline.adapters.environment import load_settings
 from pipeline.core import builds, ports
 from pipeline.core.errors import BuildFailed, PermanentError, TemporaryError
 from pipeline.flows import build as build_flow
+from tests.plugins.builds import BaseImage, write_repository
 
 BASE = "registry.example.com/os/base@sha256:" + "a" * 64
 DIGEST = "sha256:" + "d" * 64
@@ -103,22 +103,17 @@ class BusyLocks:
 
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
-    (tmp_path / "images" / "hello").mkdir(parents=True)
-    (tmp_path / "images" / "hello" / "Containerfile").write_text(
-        "FROM registry.example.com/os/base\nRUN echo hi\nRUN false\n"
-    )
-    (tmp_path / "clusters" / "dev").mkdir(parents=True)
-    (tmp_path / "clusters" / "dev" / "cluster.yaml").write_text(
-        json.dumps(
-            {
-                "environment": "nonprod",
-                "baseImage": BASE,
-                "registry": "registry.example.com/layering",
-                "pools": {"worker": "hello"},
+    return write_repository(
+        tmp_path,
+        base=BaseImage("registry.example.com/os/base", "sha256:" + "a" * 64),
+        registry="registry.example.com/layering",
+        images={
+            "hello": {
+                "Containerfile": "FROM registry.example.com/os/base\nRUN echo hi\nRUN false\n"
             }
-        )
+        },
+        clusters={"dev": {"pools": {"worker": "hello"}}},
     )
-    return tmp_path
 
 
 def run(

@@ -17,6 +17,7 @@ from pipeline.core import builds, check_output, commit_status, content_lint
 from pipeline.core.errors import PermanentError
 from pipeline.core.file_index import FileEntry
 from pipeline.flows import build as build_flow
+from tests.plugins.builds import BaseImage, write_repository
 
 BASE = "registry.example.com/os/base@sha256:" + "a" * 64
 DIGEST = "sha256:" + "d" * 64
@@ -84,22 +85,13 @@ class Reader:
 
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
-    (tmp_path / "images" / "hello").mkdir(parents=True)
-    (tmp_path / "images" / "hello" / "Containerfile").write_text(
-        "FROM registry.example.com/os/base\nRUN echo hi\n"
+    return write_repository(
+        tmp_path,
+        base=BaseImage("registry.example.com/os/base", "sha256:" + "a" * 64),
+        registry="registry.example.com/layering",
+        images={"hello": {"Containerfile": "FROM registry.example.com/os/base\nRUN echo hi\n"}},
+        clusters={"dev": {"pools": {"worker": "hello"}}},
     )
-    (tmp_path / "clusters" / "dev").mkdir(parents=True)
-    (tmp_path / "clusters" / "dev" / "cluster.yaml").write_text(
-        json.dumps(
-            {
-                "environment": "nonprod",
-                "baseImage": BASE,
-                "registry": "registry.example.com/layering",
-                "pools": {"worker": "hello"},
-            }
-        )
-    )
-    return tmp_path
 
 
 def run(
